@@ -1,0 +1,360 @@
+"""Nanodiffraction frames of a granular PbS mesocrystal film (seed 000).
+
+The sample is a film of Voronoi grains (mean area ≈ 7 µm²). Each grain has
+
+* an in-plane orientation: the detector azimuth of its atomic [1-10] axis (degrees);
+* a superlattice (bct, c/a 1.22, (1-12) at 1.72 nm⁻¹) with [110]_SL along the beam and
+  [001]_SL rotated from [001]_AL by the misorientation ψ (degrees, ψ ~ N(0.1°, 2.5°));
+* a zone flag: only grains whose atomic lattice is in the [110] zone give atomic Bragg
+  peaks ({111} at ±35.26° and {200} at 90° from [1-10]); the others show the superlattice
+  only. Zone grains are chosen so that ≈ 412 of the 1785 seed raster points show {111}.
+
+Atomic peaks are broadened in azimuth by the orientational disorder ΔΦ (FWHM, 10°) on top
+of their radial width: σ_φ² = (ΔΦ/2.3548)² + (σ_q/q₀)². Grain boundaries (≈ 0.5 µm wide)
+scatter diffusely; the 400 nm beam sees both neighbours near a boundary. Counts are
+Poisson; pixels in module gaps read 2³²-1 as on an Eiger.
+
+Stage coordinates (x, y) are in µm; the sample is centred on (0, 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.special import ndtr
+
+from ..analysis.geometry import DetectorGeometry
+from .counting import FixedMeanPoissonSampler
+from .detector_model import GAP_VALUE, beamstop_mask, gap_mask, offaxis_geometry
+from .lattices import BctSuperlattice, RockSaltLattice
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
+
+SEED_SCAN_SHAPE = (35, 51)
+"""Seed 000 raster (rows along y, columns along x): 13.6 µm x 20 µm in 0.4 µm steps."""
+SEED_STEP_UM = 0.4
+SEED_FRAMES_WITH_111 = 412
+
+
+def seed_raster_positions(shape: tuple[int, int] = SEED_SCAN_SHAPE, step_um: float = SEED_STEP_UM):
+    """Stage positions (y, x) in µm of a raster centred on the sample, end points included."""
+    ny, nx = shape
+    ys = (np.arange(ny) - (ny - 1) / 2) * step_um
+    xs = (np.arange(nx) - (nx - 1) / 2) * step_um
+    return ys, xs
+
+
+@dataclass(frozen=True)
+class MesocrystalParams:
+    """Parameters of the simulated sample and exposure (defaults: seed 000).
+
+    Lengths in µm, angles in degrees, q in nm⁻¹, intensities in photons per pixel at the
+    peak maximum for a 1 s exposure.
+    """
+
+    seed: int = 2019
+    sample_size_um: tuple[float, float] = (24.0, 32.0)  # (y, x) extent, centred on 0
+    mean_grain_area_um2: float = 7.0
+    boundary_width_um: float = 0.5
+    beam_fwhm_um: float = 0.4
+    c_over_a: float = 1.22
+    q112_nm: float = 1.72
+    al_a_nm: float = 0.5936
+    psi_mean_deg: float = 0.1
+    psi_std_deg: float = 2.5
+    disorder_fwhm_deg: float = 10.0
+    al_radial_sigma_nm: float = 0.30
+    sl_radial_sigma_nm: float = 0.025
+    sl_azimuthal_sigma_deg: float = 1.5
+    frames_with_111: int = SEED_FRAMES_WITH_111
+    sl_peak_counts: float = 60.0
+    al111_peak_counts: float = 12.0
+    al200_peak_counts: float = 6.0
+    thickness_variation: float = 0.15
+    background_counts: float = 0.05
+    saxs_background_counts: float = 4.0
+    powder_ring_counts: float = 0.3
+
+
+@dataclass(frozen=True)
+class PositionTruth:
+    """What the beam sees at one stage position.
+
+    Attributes
+    ----------
+    grain : index of the dominant grain, -1 outside the sample.
+    weight : fraction of the ordered scattering from that grain (0–1).
+    orientation_deg : azimuth of the grain's atomic [1-10] axis on the detector.
+    psi_deg : misorientation ψ = φ(SL) − φ(AL) of the grain.
+    zone : True if the atomic lattice is in the [110] zone (atomic peaks present).
+    boundary : True if the beam centre is within half a boundary width of a boundary.
+    """
+
+    grain: int
+    weight: float
+    orientation_deg: float
+    psi_deg: float
+    zone: bool
+    boundary: bool
+
+
+@dataclass
+class _Band:
+    """Good pixels within ±4σ_q of one ring, sorted by azimuth, with their radial profile."""
+
+    index: np.ndarray  # flat pixel indices, int64
+    phi: np.ndarray  # degrees, ascending
+    radial: np.ndarray  # exp(-(q-q0)²/2σ_q²), float32
+
+
+@dataclass(frozen=True)
+class _Peak:
+    band: int
+    phi_deg: float
+    sigma_phi_deg: float
+    counts: float
+
+
+class MesocrystalSimulator:
+    """Generates nanodiffraction frames and their ground truth for stage positions.
+
+    Parameters
+    ----------
+    params : sample and exposure parameters.
+    geometry : detector geometry (default: the off-axis seed geometry).
+    """
+
+    def __init__(self, params: MesocrystalParams | None = None, geometry: DetectorGeometry | None = None):
+        self.params = params or MesocrystalParams()
+        self.geometry = geometry or offaxis_geometry()
+        self.superlattice = BctSuperlattice.from_q112(self.params.q112_nm, self.params.c_over_a)
+        self.atomic_lattice = RockSaltLattice(self.params.al_a_nm)
+        self._build_grains()
+        self._band_keys: list[tuple[float, float]] = []
+        self._bands: list[_Band] = []
+        self._sl_reflections = [
+            (self._band_for(r.q_nm, self.params.sl_radial_sigma_nm), r.angle_deg, self._sl_weight(r.hkl))
+            for r in self.superlattice.zone_110_reflections()
+        ]
+        self._al_reflections = [
+            (self._band_for(r.q_nm, self.params.al_radial_sigma_nm), r.angle_deg, self._al_counts(r.hkl), r.q_nm)
+            for r in self.atomic_lattice.zone_110_reflections()
+        ]
+        self._samplers: dict[float, FixedMeanPoissonSampler] = {}
+
+    # ----------------------------------------------------------------- sample model
+    def _build_grains(self) -> None:
+        p = self.params
+        rng = np.random.default_rng(p.seed)
+        h, w = p.sample_size_um
+        n = max(2, int(round(h * w / p.mean_grain_area_um2)))
+        # Poisson-disc-like seeds (Lloyd-relaxed) give compact grains of similar size.
+        seeds = np.column_stack([rng.uniform(-h / 2, h / 2, n), rng.uniform(-w / 2, w / 2, n)])
+        probe = np.column_stack([rng.uniform(-h / 2, h / 2, 40 * n), rng.uniform(-w / 2, w / 2, 40 * n)])
+        for _ in range(4):
+            owner = cKDTree(seeds).query(probe)[1]
+            counts = np.bincount(owner, minlength=n)
+            sums = np.zeros_like(seeds)
+            np.add.at(sums, owner, probe)
+            moved = counts > 0
+            seeds[moved] = sums[moved] / counts[moved, None]
+        self.grain_seeds_um = seeds  # (n, 2) as (y, x)
+        self._tree = cKDTree(seeds)
+        self.grain_orientation_deg = rng.uniform(-180.0, 180.0, n)
+        self.grain_psi_deg = rng.normal(p.psi_mean_deg, p.psi_std_deg, n)
+        self.grain_thickness = 1.0 + p.thickness_variation * rng.uniform(-1, 1, n)
+        self.grain_zone = self._choose_zone_grains(rng)
+
+    def _choose_zone_grains(self, rng: np.random.Generator) -> np.ndarray:
+        """Pick [110]-zone grains until the seed raster has ``frames_with_111`` such points."""
+        n = len(self.grain_seeds_um)
+        ys, xs = seed_raster_positions()
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        owner = self._tree.query(np.column_stack([yy.ravel(), xx.ravel()]))[1]
+        per_grain = np.bincount(owner, minlength=n)
+        zone = np.zeros(n, dtype=bool)
+        total = 0
+        target = self.params.frames_with_111
+        for g in rng.permutation(n):
+            if per_grain[g] == 0:
+                continue
+            if abs(total + per_grain[g] - target) < abs(total - target):
+                zone[g] = True
+                total += per_grain[g]
+        return zone
+
+    def _inside(self, y: float, x: float) -> bool:
+        h, w = self.params.sample_size_um
+        return abs(y) <= h / 2 and abs(x) <= w / 2
+
+    def _nearest_grains(self, x_um: float, y_um: float) -> tuple[int, int, float]:
+        """The two nearest grains and the beam's distance (µm) to the boundary between them."""
+        dist, idx = self._tree.query([y_um, x_um], k=2)
+        g1, g2 = int(idx[0]), int(idx[1])
+        sep = float(np.linalg.norm(self.grain_seeds_um[g1] - self.grain_seeds_um[g2]))
+        return g1, g2, float((dist[1] ** 2 - dist[0] ** 2) / (2 * sep))
+
+    def _illumination(self, x_um: float, y_um: float) -> list[tuple[int, float]]:
+        """(grain, weight) pairs of ordered scattering seen by the beam at (x, y).
+
+        The Gaussian beam is split by the boundary line; the disordered boundary band
+        (``boundary_width_um``) contributes no Bragg scattering.
+        """
+        if not self._inside(y_um, x_um):
+            return []
+        p = self.params
+        g1, g2, b = self._nearest_grains(x_um, y_um)
+        sigma = p.beam_fwhm_um / FWHM_PER_SIGMA
+        hw = p.boundary_width_um / 2
+        return [(g1, float(ndtr((b - hw) / sigma))), (g2, float(ndtr((-b - hw) / sigma)))]
+
+    def truth_at(self, x_um: float, y_um: float) -> PositionTruth:
+        """Ground truth at stage position (x, y) in µm."""
+        ill = self._illumination(x_um, y_um)
+        if not ill:
+            return PositionTruth(-1, 0.0, float("nan"), float("nan"), False, False)
+        g, w = ill[0]
+        b = self._nearest_grains(x_um, y_um)[2]
+        return PositionTruth(
+            grain=g,
+            weight=w,
+            orientation_deg=float(self.grain_orientation_deg[g]),
+            psi_deg=float(self.grain_psi_deg[g]),
+            zone=bool(self.grain_zone[g]),
+            boundary=bool(b < self.params.boundary_width_um / 2),
+        )
+
+    # ---------------------------------------------------------------- detector model
+    @cached_property
+    def gap_mask(self) -> np.ndarray:
+        """Pixels that do not exist (module/chip gaps), True = bad."""
+        return gap_mask(self.geometry.shape)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """Full analysis mask: gaps and beamstop shadow, True = bad."""
+        return self.gap_mask | beamstop_mask(self.geometry)
+
+    @cached_property
+    def background_expected(self) -> np.ndarray:
+        """Expected background counts per pixel for a 1 s exposure (float64, detector shape).
+
+        Diffuse scattering (constant), small-angle scattering of the nanocrystals (form
+        factor of 6.2 nm spheres, Guinier-Porod), and weak isotropic powder rings from
+        unaligned nanocrystals. The beamstop shadow receives 1% of it.
+        """
+        p = self.params
+        q = self.geometry.q_map.astype(np.float64)
+        radius = 3.1
+        x = q * radius
+        form = np.where(x < 1e-3, 1.0, (3 * (np.sin(x) - x * np.cos(x)) / np.maximum(x, 1e-3) ** 3) ** 2)
+        saxs = p.saxs_background_counts * (form + 0.02 * (0.5 / np.maximum(q, 0.3)) ** 2)
+        rings = np.zeros_like(q)
+        for qr in (self.atomic_lattice.q_hkl(1, 1, 1), self.atomic_lattice.q_hkl(2, 0, 0)):
+            rings += np.exp(-0.5 * ((q - qr) / p.al_radial_sigma_nm) ** 2)
+        bg = p.background_counts + saxs + p.powder_ring_counts * rings
+        bg[beamstop_mask(self.geometry)] *= 0.01
+        bg[self.gap_mask] = 0.0
+        return bg
+
+    def _band_for(self, q0: float, sigma_q: float) -> int:
+        key = (round(q0, 6), round(sigma_q, 6))
+        if key in self._band_keys:
+            return self._band_keys.index(key)
+        q = self.geometry.q_map.ravel()
+        good = ~self.gap_mask.ravel()
+        index = np.flatnonzero(good & (np.abs(q - q0) <= 4 * sigma_q))
+        phi = self.geometry.phi_map.ravel()[index]
+        order = np.argsort(phi, kind="stable")
+        index, phi = index[order], phi[order]
+        radial = np.exp(-0.5 * ((q[index] - q0) / sigma_q) ** 2).astype(np.float32)
+        self._band_keys.append(key)
+        self._bands.append(_Band(index=index, phi=phi, radial=radial))
+        return len(self._bands) - 1
+
+    def _sl_weight(self, hkl: tuple[int, int, int]) -> float:
+        """Relative intensity of superlattice reflections: (1-12) 1, (002) 0.6, (1-10) 0.45."""
+        h, _, l = hkl
+        if h != 0 and l != 0:
+            return 1.0
+        return 0.6 if l != 0 else 0.45
+
+    def _al_counts(self, hkl: tuple[int, int, int]) -> float:
+        return self.params.al111_peak_counts if abs(hkl[0]) == 1 else self.params.al200_peak_counts
+
+    def peaks_at(self, x_um: float, y_um: float, exposure_s: float = 1.0) -> list[_Peak]:
+        """The Bragg peaks (band, azimuth, width, peak counts) illuminated at (x, y)."""
+        p = self.params
+        sigma_dis = math.radians(p.disorder_fwhm_deg) / FWHM_PER_SIGMA
+        peaks = []
+        for grain, weight in self._illumination(x_um, y_um):
+            if weight < 1e-3:
+                continue
+            scale = weight * self.grain_thickness[grain] * exposure_s
+            phi_al = self.grain_orientation_deg[grain]
+            phi_sl = phi_al + self.grain_psi_deg[grain]
+            for band, angle, rel in self._sl_reflections:
+                peaks.append(_Peak(band, phi_sl + angle, p.sl_azimuthal_sigma_deg, p.sl_peak_counts * rel * scale))
+            if not self.grain_zone[grain]:
+                continue
+            for band, angle, counts, q0 in self._al_reflections:
+                sigma_phi = math.degrees(math.hypot(sigma_dis, p.al_radial_sigma_nm / q0))
+                peaks.append(_Peak(band, phi_al + angle, sigma_phi, counts * scale))
+        return peaks
+
+    def _sampler(self, exposure_s: float) -> FixedMeanPoissonSampler:
+        key = round(float(exposure_s), 9)
+        if key not in self._samplers:
+            self._samplers.clear()
+            self._samplers[key] = FixedMeanPoissonSampler(self.background_expected * exposure_s)
+        return self._samplers[key]
+
+    def frame(self, x_um: float, y_um: float, exposure_s: float = 1.0, noise_key: int = 0) -> np.ndarray:
+        """One detector frame (uint32 counts, detector shape) at stage position (x, y) µm.
+
+        The Poisson noise is drawn from a generator seeded by (sample seed, ``noise_key``):
+        a detector passes its image counter, so every exposure is a new realisation and
+        any frame can be recomputed exactly from its position and counter.
+        """
+        if exposure_s <= 0 or not math.isfinite(exposure_s):
+            raise ValueError(f"Exposure time must be positive, got {exposure_s} s.")
+        rng = np.random.default_rng([self.params.seed, int(noise_key)])
+        flat = self._sampler(exposure_s).sample(rng).reshape(-1)
+        for peak in self.peaks_at(x_um, y_um, exposure_s):
+            index, lam = self._peak_expected(peak)
+            if index.size:
+                flat[index] += rng.poisson(lam).astype(np.uint32)
+        frame = flat.reshape(self.geometry.shape)
+        frame[self.gap_mask] = GAP_VALUE
+        return frame
+
+    def expected_frame(self, x_um: float, y_um: float, exposure_s: float = 1.0) -> np.ndarray:
+        """Noise-free expected counts (float64) at (x, y); gap pixels are 0."""
+        flat = (self.background_expected * exposure_s).reshape(-1).copy()
+        for peak in self.peaks_at(x_um, y_um, exposure_s):
+            index, lam = self._peak_expected(peak)
+            flat[index] += lam
+        return flat.reshape(self.geometry.shape)
+
+    def _peak_expected(self, peak: _Peak) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel indices and expected counts of one peak, within ±4σ in azimuth."""
+        band = self._bands[peak.band]
+        center = (peak.phi_deg + 180.0) % 360.0 - 180.0
+        half = 4.0 * peak.sigma_phi_deg
+        lo, hi = center - half, center + half
+        parts = [(lo, hi)]
+        if lo < -180.0:
+            parts = [(lo + 360.0, 180.0), (-180.0, hi)]
+        elif hi > 180.0:
+            parts = [(lo, 180.0), (-180.0, hi - 360.0)]
+        sel = [slice(*np.searchsorted(band.phi, (a, b))) for a, b in parts]
+        index = np.concatenate([band.index[s] for s in sel])
+        phi = np.concatenate([band.phi[s] for s in sel])
+        radial = np.concatenate([band.radial[s] for s in sel])
+        dphi = (phi - center + 180.0) % 360.0 - 180.0
+        lam = peak.counts * radial * np.exp(-0.5 * (dphi / peak.sigma_phi_deg) ** 2)
+        return index, lam
