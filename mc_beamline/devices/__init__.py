@@ -1,0 +1,24 @@
+"""Ophyd devices of the mesocrystal nanodiffraction beamline, one module per instrument.
+
+ophyd talks Channel Access through caproto (no pyepics): importing this package sets
+``OPHYD_CONTROL_LAYER=caproto`` unless the environment already chose a layer.
+
+>>> from mc_beamline.devices import make_devices
+>>> bl = make_devices("MC:")
+>>> bl.connect_all(timeout=10)          # one clear error if the IOC is not running
+>>> bl.stage.x.set(3.2).wait(5); bl.detector, bl.beam
+"""
+
+import os
+
+os.environ.setdefault("OPHYD_CONTROL_LAYER", "caproto")
+
+from .beam import BeamMonitor  # noqa: E402
+from .beamline import Beamline, BeamlineConnectionError, connect_all, make_devices  # noqa: E402
+from .detector import DATASET, RESOURCE_SPEC, PixelDetector, read_frame  # noqa: E402
+from .stage import NanofocusStage  # noqa: E402
+
+__all__ = [
+    "BeamMonitor", "Beamline", "BeamlineConnectionError", "NanofocusStage", "PixelDetector",
+    "connect_all", "make_devices", "read_frame", "DATASET", "RESOURCE_SPEC",
+]

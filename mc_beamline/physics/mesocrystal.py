@@ -38,6 +38,8 @@ SEED_SCAN_SHAPE = (35, 51)
 """Seed 000 raster (rows along y, columns along x): 13.6 µm x 20 µm in 0.4 µm steps."""
 SEED_STEP_UM = 0.4
 SEED_FRAMES_WITH_111 = 412
+DEFAULT_EXPOSURE_S = 0.01
+"""Default exposure per frame in s (nanofocus flux: ~10⁴ photons/s in a superlattice peak pixel)."""
 
 
 def seed_raster_positions(shape: tuple[int, int] = SEED_SCAN_SHAPE, step_um: float = SEED_STEP_UM):
@@ -52,8 +54,8 @@ def seed_raster_positions(shape: tuple[int, int] = SEED_SCAN_SHAPE, step_um: flo
 class MesocrystalParams:
     """Parameters of the simulated sample and exposure (defaults: seed 000).
 
-    Lengths in µm, angles in degrees, q in nm⁻¹, intensities in photons per pixel at the
-    peak maximum for a 1 s exposure.
+    Lengths in µm, angles in degrees, q in nm⁻¹, intensities in photons per pixel and
+    second (at the peak maximum for Bragg peaks); frames default to 10 ms exposures.
     """
 
     seed: int = 2019
@@ -71,13 +73,13 @@ class MesocrystalParams:
     sl_radial_sigma_nm: float = 0.025
     sl_azimuthal_sigma_deg: float = 1.5
     frames_with_111: int = SEED_FRAMES_WITH_111
-    sl_peak_counts: float = 60.0
-    al111_peak_counts: float = 12.0
-    al200_peak_counts: float = 6.0
+    sl_peak_counts: float = 6000.0
+    al111_peak_counts: float = 1200.0
+    al200_peak_counts: float = 600.0
     thickness_variation: float = 0.15
-    background_counts: float = 0.05
-    saxs_background_counts: float = 4.0
-    powder_ring_counts: float = 0.3
+    background_counts: float = 5.0
+    saxs_background_counts: float = 400.0
+    powder_ring_counts: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,7 @@ class MesocrystalSimulator:
 
     @cached_property
     def background_expected(self) -> np.ndarray:
-        """Expected background counts per pixel for a 1 s exposure (float64, detector shape).
+        """Expected background count rate per pixel in photons/s (float64, detector shape).
 
         Diffuse scattering (constant), small-angle scattering of the nanocrystals (form
         factor of 6.2 nm spheres, Guinier-Porod), and weak isotropic powder rings from
@@ -286,7 +288,7 @@ class MesocrystalSimulator:
     def _al_counts(self, hkl: tuple[int, int, int]) -> float:
         return self.params.al111_peak_counts if abs(hkl[0]) == 1 else self.params.al200_peak_counts
 
-    def peaks_at(self, x_um: float, y_um: float, exposure_s: float = 1.0) -> list[_Peak]:
+    def peaks_at(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S) -> list[_Peak]:
         """The Bragg peaks (band, azimuth, width, peak counts) illuminated at (x, y)."""
         p = self.params
         sigma_dis = math.radians(p.disorder_fwhm_deg) / FWHM_PER_SIGMA
@@ -313,7 +315,7 @@ class MesocrystalSimulator:
             self._samplers[key] = FixedMeanPoissonSampler(self.background_expected * exposure_s)
         return self._samplers[key]
 
-    def frame(self, x_um: float, y_um: float, exposure_s: float = 1.0, noise_key: int = 0) -> np.ndarray:
+    def frame(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S, noise_key: int = 0) -> np.ndarray:
         """One detector frame (uint32 counts, detector shape) at stage position (x, y) µm.
 
         The Poisson noise is drawn from a generator seeded by (sample seed, ``noise_key``):
@@ -332,7 +334,7 @@ class MesocrystalSimulator:
         frame[self.gap_mask] = GAP_VALUE
         return frame
 
-    def expected_frame(self, x_um: float, y_um: float, exposure_s: float = 1.0) -> np.ndarray:
+    def expected_frame(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S) -> np.ndarray:
         """Noise-free expected counts (float64) at (x, y); gap pixels are 0."""
         flat = (self.background_expected * exposure_s).reshape(-1).copy()
         for peak in self.peaks_at(x_um, y_um, exposure_s):

@@ -1,0 +1,86 @@
+"""Factory for the beamline's devices and a connection check with one clear error."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from .beam import BeamMonitor
+from .detector import PixelDetector
+from .stage import NanofocusStage
+
+
+class BeamlineConnectionError(ConnectionError):
+    """The beamline IOC does not answer (not running, wrong prefix or CA address list)."""
+
+
+@dataclass
+class Beamline:
+    """The devices of one beamline: ``stage``, ``detector`` and ``beam``."""
+
+    prefix: str
+    stage: NanofocusStage
+    detector: PixelDetector
+    beam: BeamMonitor
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "detector": self.detector, "beam": self.beam}
+
+    def __iter__(self):
+        return iter(self.as_dict().values())
+
+    def __getitem__(self, key: str):
+        return self.as_dict()[key]
+
+    def connect_all(self, timeout: float = 10.0) -> "Beamline":
+        """Wait until every PV is connected; raise :class:`BeamlineConnectionError` otherwise."""
+        connect_all(self, timeout=timeout)
+        return self
+
+
+def make_devices(prefix: str = "MC:") -> Beamline:
+    """Create (not connect) the beamline's devices for PV prefix ``prefix``.
+
+    Names: ``stage`` (motors ``stage_x``, ``stage_y``, ``stage_z``), ``det`` (image data
+    key ``det_image``) and ``beam``.
+    """
+    return Beamline(
+        prefix=prefix,
+        stage=NanofocusStage(f"{prefix}STAGE:", name="stage"),
+        detector=PixelDetector(f"{prefix}DET:", name="det"),
+        beam=BeamMonitor(f"{prefix}BEAM:", name="beam"),
+    )
+
+
+def connect_all(beamline: Beamline, timeout: float = 10.0) -> None:
+    """Wait up to ``timeout`` seconds in total for all devices of ``beamline`` to connect.
+
+    Raises
+    ------
+    BeamlineConnectionError
+        One sentence naming the prefix, an unreachable PV and the CA settings in use.
+    """
+    deadline = time.monotonic() + timeout
+    for device in beamline:
+        try:
+            device.wait_for_connection(timeout=max(deadline - time.monotonic(), 0.1))
+        except Exception:
+            missing = [sig.pvname for sig in _signals(device) if not sig.connected]
+            example = missing[0] if missing else device.prefix
+            addr = os.environ.get("EPICS_CA_ADDR_LIST", "") or "auto"
+            port = os.environ.get("EPICS_CA_SERVER_PORT", "5064")
+            raise BeamlineConnectionError(
+                f"The beamline IOC does not answer for prefix {beamline.prefix!r} within {timeout:g} s "
+                f"({len(missing)} PVs unreachable, e.g. {example}; EPICS_CA_ADDR_LIST={addr}, "
+                f"EPICS_CA_SERVER_PORT={port}): start it with `mc-beamline iocs`."
+            ) from None
+
+
+def _signals(device):
+    for walk in device.walk_signals(include_lazy=False):
+        if hasattr(walk.item, "pvname"):
+            yield walk.item
+
+
+__all__ = ["Beamline", "BeamlineConnectionError", "make_devices", "connect_all"]

@@ -1,0 +1,362 @@
+"""Embedded storage: a Tiled server per data directory, the TiledWriter, and replay.
+
+A data directory holds everything a beamline session stores::
+
+    <root>/tiled/catalog.db      SQLite catalog (metadata, run structure, data-source records)
+    <root>/tiled/tables.sqlite   SQLite tabular storage (event tables written by TiledWriter)
+    <root>/tiled/data/           Tiled writable file storage (zarr arrays written by TiledWriter)
+    <root>/tiled/api_key         the server's single-user API key (mode 0600, reused on restart)
+    <root>/detector/             detector HDF5 files; readable storage, so Tiled serves them
+
+`TiledService` runs a real Tiled HTTP server for a data directory on 127.0.0.1 in a
+background thread; `connect` gives a client either to such an embedded server or to an
+existing server URI; `tiled_writer` builds the RunEngine subscriber that stores runs;
+`run_documents` and `read_stream_array` read stored runs back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+
+BLUESKY_CATALOG_SPEC = {"name": "CatalogOfBlueskyRuns", "version": "3.0"}
+"""Spec of the catalog root, so clients get bluesky conveniences (lookup by uid, scan_id)."""
+
+JSON_SEQ_MIMETYPE = "application/json-seq"
+"""Media type of the exporter behind ``BlueskyRun.documents()``."""
+
+DEFAULT_BATCH_SIZE = 100
+"""Events and StreamDatums the TiledWriter collects before one write (see `tiled_writer`)."""
+
+STARTUP_TIMEOUT_S = 20.0
+"""Longest wait (s) for the embedded server to answer its health check."""
+
+SHUTDOWN_TIMEOUT_S = 5.0
+"""Longest wait (s) for open requests and websockets when the server stops."""
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Layout of a data directory (all paths absolute).
+
+    Parameters
+    ----------
+    root
+        Top directory; relative paths are resolved against the working directory and
+        symbolic links are resolved, so paths stored in the catalog are canonical.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    @property
+    def tiled(self) -> Path:
+        """Directory of the Tiled server's own files."""
+        return self.root / "tiled"
+
+    @property
+    def catalog(self) -> Path:
+        """SQLite catalog database file."""
+        return self.tiled / "catalog.db"
+
+    @property
+    def tables(self) -> Path:
+        """SQLite tabular storage file (event tables)."""
+        return self.tiled / "tables.sqlite"
+
+    @property
+    def data(self) -> Path:
+        """Tiled writable file storage (arrays written through Tiled)."""
+        return self.tiled / "data"
+
+    @property
+    def detector(self) -> Path:
+        """Where detectors write their HDF5 files; served by Tiled as readable storage."""
+        return self.root / "detector"
+
+    @property
+    def api_key_file(self) -> Path:
+        """File holding the server's API key."""
+        return self.tiled / "api_key"
+
+    @property
+    def catalog_uri(self) -> str:
+        """Default catalog URI: the SQLite file of this data directory."""
+        return f"sqlite:///{self.catalog}"
+
+    def create(self) -> DataDir:
+        """Create the directories if missing; return self."""
+        for directory in (self.data, self.detector):
+            directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def api_key(self) -> str:
+        """Return the API key, generating it (hex, 256 bit, file mode 0600) on first use."""
+        path = self.api_key_file
+        if not path.exists():
+            self.tiled.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
+
+def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str):
+    """Build the Tiled ASGI app for a data directory (see `TiledService`)."""
+    from bluesky_tiled_plugins.exporters import json_seq_exporter
+    from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.config import Authentication, StreamingCacheConfig
+    from tiled.media_type_registration import default_serialization_registry
+    from tiled.server.app import build_app
+
+    catalog = catalog_from_uri(
+        catalog_uri,
+        specs=[BLUESKY_CATALOG_SPEC],
+        init_if_not_exists=_needs_init(data_dir, catalog_uri),
+        writable_storage=[data_dir.data, f"sqlite:///{data_dir.tables}"],
+        readable_storage=[data_dir.detector],
+        # In-memory cache of recent writes: enables live subscriptions over websockets.
+        cache_config=StreamingCacheConfig(uri="memory").model_dump(),
+    )
+    serialization_registry = copy.deepcopy(default_serialization_registry)
+    serialization_registry.register("BlueskyRun", JSON_SEQ_MIMETYPE, json_seq_exporter)
+    return build_app(
+        catalog,
+        authentication=Authentication(single_user_api_key=api_key),
+        serialization_registry=serialization_registry,
+    )
+
+
+def _needs_init(data_dir: DataDir, catalog_uri: str) -> bool:
+    """Whether to run Tiled's catalog initialisation (a ~3 s subprocess).
+
+    It is skipped only for the data directory's own SQLite catalog once that exists;
+    any other catalog URI (e.g. PostgreSQL) is initialised if it is not yet.
+    """
+    own = catalog_uri == data_dir.catalog_uri
+    return not (own and data_dir.catalog.is_file() and data_dir.catalog.stat().st_size > 0)
+
+
+class _ThreadedServer(uvicorn.Server):
+    """A uvicorn server that runs in a thread and leaves signal handling to the main thread."""
+
+    def install_signal_handlers(self) -> None:
+        pass
+
+
+class TiledService:
+    """A Tiled HTTP server for one data directory, on 127.0.0.1, in a background thread.
+
+    Use it as a context manager; leaving the context stops the server (otherwise the
+    process would not exit).
+
+    Parameters
+    ----------
+    data_dir
+        Data directory (created if missing).
+    port
+        TCP port; 0 lets the operating system choose a free one.
+    catalog_uri
+        Catalog database URI, e.g. ``postgresql://user:pass@host/db``; default: the
+        SQLite file of the data directory. Created and initialised if missing.
+
+    The server requires the data directory's API key for every request (no anonymous
+    access), serves detector files under ``data_dir/detector`` and exports BlueskyRuns
+    as ``application/json-seq`` so that ``run.documents()`` works.
+    """
+
+    def __init__(
+        self, data_dir: str | Path | DataDir, port: int = 0, catalog_uri: str | None = None
+    ) -> None:
+        self.data_dir = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)
+        self.data_dir.create()
+        self._api_key = self.data_dir.api_key()
+        self._catalog_uri = catalog_uri or self.data_dir.catalog_uri
+        self._port = port
+        self._server: _ThreadedServer | None = None
+        self._thread: threading.Thread | None = None
+        self._uri: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """Base URI of the running server, e.g. ``http://127.0.0.1:8000`` (no key in it)."""
+        if self._uri is None:
+            raise RuntimeError("The Tiled server is not running.")
+        return self._uri
+
+    @property
+    def api_key(self) -> str:
+        """API key that authorises reads and writes."""
+        return self._api_key
+
+    def client(self):
+        """Return an authenticated Tiled client (a CatalogOfBlueskyRuns) for this server.
+
+        Close it with ``client.context.close()`` (or ``with client.context:``) when done.
+        """
+        from tiled.client import from_uri
+
+        return from_uri(self.uri, api_key=self.api_key, trust_env=False)
+
+    def start(self) -> TiledService:
+        """Start the server and wait until it answers; return self."""
+        app = _build_app(self.data_dir, self._catalog_uri, self._api_key)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self._port,
+            loop="asyncio",
+            log_config=None,  # leave logging to the application; errors reach stderr
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
+        )
+        self._server = _ThreadedServer(config)
+        self._thread = threading.Thread(
+            target=self._server.run, name="tiled-server", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._uri = self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_ready(self) -> str:
+        """Wait for the socket and for ``/healthz``; return the base URI."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        server, thread = self._server, self._thread
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("The Tiled server thread exited during start-up.")
+            if time.monotonic() > deadline:
+                raise TimeoutError("The Tiled server did not start in time.")
+            time.sleep(0.02)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        uri = f"http://{host}:{port}"
+        with httpx.Client(trust_env=False) as http:
+            while True:
+                with contextlib.suppress(httpx.RequestError):
+                    if http.get(f"{uri}/healthz", timeout=1.0).status_code == 200:
+                        return uri
+                if time.monotonic() > deadline:
+                    raise TimeoutError("The Tiled server did not become ready in time.")
+                time.sleep(0.02)
+
+    def wait(self) -> None:
+        """Block until the server stops; Ctrl-C in the main thread interrupts the wait."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
+
+    def stop(self) -> None:
+        """Stop the server and wait for its thread to end (idempotent)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = self._uri = None
+
+    def __enter__(self) -> TiledService:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self._uri or "stopped"
+        return f"<TiledService {self.data_dir.root} {state}>"
+
+
+@contextlib.contextmanager
+def connect(
+    data_dir: str | Path | None = None, uri: str | None = None, api_key: str | None = None
+) -> Iterator[Any]:
+    """Yield a Tiled client for an existing server or for an embedded one.
+
+    Parameters
+    ----------
+    data_dir
+        Data directory to serve with an embedded `TiledService` for the duration of the
+        context.
+    uri
+        URI of a running Tiled server (e.g. from ``mc-beamline serve``); exclusive with
+        ``data_dir``.
+    api_key
+        API key for ``uri``; default: an ``?api_key=`` query in ``uri``, else the
+        ``TILED_API_KEY`` environment variable.
+    """
+    if (data_dir is None) == (uri is None):
+        raise ValueError("Give exactly one of data_dir and uri.")
+    with contextlib.ExitStack() as stack:
+        if uri is None:
+            service = stack.enter_context(TiledService(data_dir))
+            client = service.client()
+        else:
+            from tiled.client import from_uri
+
+            if api_key is None and "api_key=" not in uri:
+                api_key = os.environ.get("TILED_API_KEY")
+            client = from_uri(uri, api_key=api_key)
+        with client.context:  # closes the HTTP connections before the server stops
+            yield client
+
+
+def tiled_writer(client: Any, batch_size: int = DEFAULT_BATCH_SIZE):
+    """Return a TiledWriter that stores every run it receives through ``client``.
+
+    Subscribe it to a RunEngine (``RE.subscribe(tiled_writer(client))``); it is called
+    synchronously, so every write delays the scan by one HTTP round trip.
+
+    Parameters
+    ----------
+    client
+        Authenticated Tiled client of the catalog root.
+    batch_size
+        Events (table rows) and StreamDatums collected before one write. Each write costs
+        about 30-40 ms per stream (table) and per external field (data-source update);
+        everything left is written at the stop document. Use 1 when readers must see
+        every point while the scan runs (live subscriptions).
+
+    Notes
+    -----
+    ``max_array_size=0`` stores every array-valued field of an event (e.g. a 4-element
+    ROI) as its own zarr array: the SQLite tabular storage has no list columns (HTTP 500
+    "Unsupported PyArrow type: list<...>" with the TiledWriter default of 16).
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    return TiledWriter(client, batch_size=batch_size, max_array_size=0)
+
+
+def run_documents(client: Any, uid: str) -> Iterator[tuple[str, dict]]:
+    """Yield the ``(name, doc)`` pairs of stored run ``uid``, start first and stop last.
+
+    External data come back as StreamResource/StreamDatum even if written as
+    Resource/Datum; event uids are synthesised by the server.
+    """
+    yield from client[uid].documents()
+
+
+def read_stream_array(
+    client: Any, uid: str, field: str, stream: str = "primary"
+) -> np.ndarray:
+    """Read one field of a stored stream as an array, first axis = event (seq_num - 1).
+
+    For external detector data (e.g. ``det_image``) this is the frame stack as the
+    detector wrote it, e.g. shape (n_events, ny, nx) and its native dtype.
+    """
+    return np.asarray(client[uid][stream][field].read())
