@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import secrets
 import threading
@@ -134,6 +135,7 @@ def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str):
     )
     serialization_registry = copy.deepcopy(default_serialization_registry)
     serialization_registry.register("BlueskyRun", JSON_SEQ_MIMETYPE, json_seq_exporter)
+    logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner on stderr
     return build_app(
         catalog,
         authentication=Authentication(single_user_api_key=api_key),
@@ -214,6 +216,8 @@ class TiledService:
 
     def start(self) -> TiledService:
         """Start the server and wait until it answers; return self."""
+        if self._thread is not None:
+            raise RuntimeError("The Tiled server is already running.")
         app = _build_app(self.data_dir, self._catalog_uri, self._api_key)
         config = uvicorn.Config(
             app,

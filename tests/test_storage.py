@@ -23,7 +23,6 @@ import httpx
 import numpy as np
 import pytest
 from event_model import DocumentNames, compose_run, schema_validators
-from tiled.client import from_uri
 
 from mc_beamline.storage import (
     DataDir,
@@ -231,26 +230,28 @@ def test_stream_resource_documents_store_readable_frames(client, data_dir, frame
     writer("descriptor", descriptor.descriptor_doc)
     writer("stream_resource", resource.stream_resource_doc)
     for i in range(N_FRAMES):
-        writer("stream_datum", resource.compose_stream_datum(
+        datum = resource.compose_stream_datum(
             indices={"start": i, "stop": i + 1},
             seq_nums={"start": i + 1, "stop": i + 2},
             descriptor=descriptor.descriptor_doc,
-        ))
+        )
+        writer("stream_datum", datum)
     writer("stop", run.compose_stop())
     stack = read_stream_array(client, run.start_doc["uid"], "det_image")
     np.testing.assert_array_equal(stack, frames)
 
 
 def test_anonymous_client_cannot_read_or_write(service):
-    new_node = {"structure_family": "container", "metadata": {}, "specs": [],
-                "data_sources": []}
+    new_node = {
+        "structure_family": "container", "metadata": {}, "specs": [], "data_sources": []
+    }
     with httpx.Client(base_url=f"{service.uri}/api/v1", trust_env=False) as http:
         assert http.post("/metadata/", json=new_node).status_code == 401
         assert http.get("/metadata/").status_code == 401
         wrong_key = {"Authorization": "Apikey not-the-key"}
         assert http.post("/metadata/", json=new_node, headers=wrong_key).status_code == 401
-    with pytest.raises(RuntimeError, match="API key"):
-        from_uri(service.uri, trust_env=False)
+        right_key = {"Authorization": f"Apikey {service.api_key}"}
+        assert http.get("/metadata/", headers=right_key).status_code == 200
 
 
 def test_connect_to_running_server_by_uri(service, uid):
@@ -274,14 +275,15 @@ def test_restart_on_same_data_dir_finds_the_run(service, uid, frames):
 
 
 def test_embedded_server_process_exits(data_dir, uid):
-    """A separate process opens the (already initialised) data dir, reads, and exits."""
+    """Another process serves the same data dir (while this one does), reads, exits."""
     code = textwrap.dedent(f"""
         from mc_beamline.storage import connect
         with connect(data_dir={str(data_dir.root)!r}) as client:
             print(client[{uid!r}]["primary"].base["internal"].read().shape[0])
     """)
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
     )
