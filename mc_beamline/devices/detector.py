@@ -75,14 +75,15 @@ class PixelDetector(Device):
     """
 
     acquire = Cpt(EpicsSignal, "Acquire", kind="omitted", put_complete=True)
-    acquire_busy = Cpt(EpicsSignalRO, "Acquire_RBV", kind="omitted", auto_monitor=True)
+    acquire_busy = Cpt(EpicsSignalRO, "Acquire_RBV", kind="omitted")
     acquire_time = Cpt(EpicsSignal, "AcquireTime_RBV", write_pv="AcquireTime", kind="config", auto_monitor=True,
                        doc="exposure per frame (s)")
     time_scale = Cpt(EpicsSignal, "TimeScale", kind="config", auto_monitor=True,
                      doc="wall-clock seconds per exposure second (0: no waiting)")
     num_images = Cpt(EpicsSignal, "NumImages_RBV", write_pv="NumImages", kind="omitted", auto_monitor=True)
-    array_counter = Cpt(EpicsSignal, "ArrayCounter_RBV", write_pv="ArrayCounter", kind="omitted", auto_monitor=True)
-    detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted", auto_monitor=True)
+    # Per-frame PVs are not monitored: fewer CA updates per point; read them on demand.
+    array_counter = Cpt(EpicsSignal, "ArrayCounter_RBV", write_pv="ArrayCounter", kind="omitted")
+    detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
     status_message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind="omitted")
     file_path = Cpt(EpicsSignal, "FilePath", string=True, kind="omitted")
     file_name = Cpt(EpicsSignal, "FileName", string=True, kind="omitted")
@@ -162,7 +163,8 @@ class PixelDetector(Device):
         try:
             if int(self.capture.get(use_monitor=False)) == 1:
                 self._put(self.capture, 0)  # a file left open by an earlier session
-            directory = time.strftime(self.write_path_template) if self.write_path_template else ""
+            # "." rather than "": caproto's server fails on a one-element (empty) char-waveform put
+            directory = time.strftime(self.write_path_template) if self.write_path_template else "."
             self._put(self.file_path, directory)
             self._put(self.file_name, f"{self.name}_{uuid.uuid4().hex[:12]}")
             self._put(self.capture, 1)

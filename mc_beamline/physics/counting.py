@@ -27,7 +27,7 @@ class FixedMeanPoissonSampler:
     max_depth : most thresholds to tabulate (memory: ``max_depth`` float32 maps).
     """
 
-    def __init__(self, expected: np.ndarray, tail: float = 1e-6, max_depth: int = 12):
+    def __init__(self, expected: np.ndarray, tail: float = 1e-6, max_depth: int = 40):
         lam = np.asarray(expected, dtype=np.float64)
         if np.any(~np.isfinite(lam)) or np.any(lam < 0):
             raise ValueError("Expected counts must be finite and non-negative.")

@@ -113,6 +113,16 @@ class _Band:
     radial: np.ndarray  # exp(-(q-q0)²/2σ_q²), float32
 
 
+@dataclass
+class NoisyBackground:
+    """The background half of a frame: counts (flat uint32) and the generator to continue with."""
+
+    exposure_s: float
+    noise_key: int
+    rng: np.random.Generator
+    counts: np.ndarray
+
+
 @dataclass(frozen=True)
 class _Peak:
     band: int
@@ -320,13 +330,28 @@ class MesocrystalSimulator:
 
         The Poisson noise is drawn from a generator seeded by (sample seed, ``noise_key``):
         a detector passes its image counter, so every exposure is a new realisation and
-        any frame can be recomputed exactly from its position and counter.
+        any frame can be recomputed exactly from its position and counter. The frame is
+        :meth:`noisy_background` followed by :meth:`add_bragg_peaks`; a detector may draw
+        the background (most of the cost, independent of the position) ahead of time.
         """
+        background = self.noisy_background(exposure_s, noise_key)
+        return self.add_bragg_peaks(background, x_um, y_um)
+
+    def noisy_background(self, exposure_s: float, noise_key: int) -> "NoisyBackground":
+        """Poisson-sampled background of image ``noise_key``; does not depend on the position."""
         if exposure_s <= 0 or not math.isfinite(exposure_s):
             raise ValueError(f"Exposure time must be positive, got {exposure_s} s.")
         rng = np.random.default_rng([self.params.seed, int(noise_key)])
-        flat = self._sampler(exposure_s).sample(rng).reshape(-1)
-        for peak in self.peaks_at(x_um, y_um, exposure_s):
+        counts = self._sampler(exposure_s).sample(rng).reshape(-1)
+        return NoisyBackground(exposure_s=float(exposure_s), noise_key=int(noise_key), rng=rng, counts=counts)
+
+    def add_bragg_peaks(self, background: "NoisyBackground", x_um: float, y_um: float) -> np.ndarray:
+        """Finish a frame: add the Poisson-sampled Bragg peaks at (x, y) to ``background``.
+
+        Consumes ``background`` (its counts become the returned frame).
+        """
+        flat, rng = background.counts, background.rng
+        for peak in self.peaks_at(x_um, y_um, background.exposure_s):
             index, lam = self._peak_expected(peak)
             if index.size:
                 flat[index] += rng.poisson(lam).astype(np.uint32)

@@ -29,7 +29,11 @@ SimSeed_RBV, Geometry_RBV  sample seed and geometry name of the simulation
 
 Frames are computed at the stage's readback position at the start of each exposure, in a
 single worker thread (the simulator and h5py are not re-entrant), so the IOC's event loop
-keeps serving Channel Access meanwhile. HDF5 layout of a capture file::
+keeps serving Channel Access meanwhile. The wall-clock exposure (AcquireTime x TimeScale)
+runs concurrently with the computation. While the stage moves, the worker draws the
+Poisson background of the next image counter in advance (it does not depend on the
+position); the result is identical to ``MesocrystalSimulator.frame`` (checked at start-up,
+otherwise the plain call is used). HDF5 layout of a capture file::
 
     /entry/data/data                       (N, rows, cols) uint32, chunk = 1 frame,
                                            Bitshuffle+LZ4, resizable
@@ -242,6 +246,7 @@ class PixelDetectorIOC(PVGroup):
         self._mask = simulator.mask.astype(np.uint8)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det")
         self._writer: FrameFileWriter | None = None
+        self._prefetched = None
         self._counter = 0
         self._acquiring: asyncio.Event | None = None  # set when the running acquisition ends
         self._stop = False
@@ -262,12 +267,27 @@ class PixelDetectorIOC(PVGroup):
         frame[self.sim.gap_mask] = GAP_VALUE
         return frame
 
+    # The Poisson background of a frame depends only on (seed, noise key, exposure), not on
+    # the position, and is most of the cost of a frame. While the stage moves to the next
+    # point, the worker draws the background of the next image counter in advance and
+    # adds the position-dependent Bragg peaks when the exposure is taken.
+
+    def _compute_frame(self, x: float, y: float, exposure: float, counter: int) -> np.ndarray:
+        """Worker thread: the frame ``MesocrystalSimulator.frame(x, y, exposure, counter)``."""
+        if exposure <= 0:
+            return self._blank_frame()
+        pre, self._prefetched = self._prefetched, None
+        if pre is None or (pre.exposure_s, pre.noise_key) != (exposure, counter):
+            pre = self.sim.noisy_background(exposure, counter)
+        return self.sim.add_bragg_peaks(pre, x, y)
+
+    def _prefetch(self, exposure: float, counter: int) -> None:
+        """Worker thread: draw the background of image ``counter`` ahead of its exposure."""
+        self._prefetched = self.sim.noisy_background(exposure, counter) if exposure > 0 else None
+
     def _expose(self, x: float, y: float, exposure: float, counter: int, meta: dict) -> int | None:
         """Worker thread: compute one frame and append it to the open file (index or None)."""
-        if exposure > 0:
-            frame = self.sim.frame(x, y, exposure, noise_key=counter)
-        else:
-            frame = self._blank_frame()
+        frame = self._compute_frame(x, y, exposure, counter)
         writer = self._writer
         if writer is None:
             return None
@@ -280,7 +300,7 @@ class PixelDetectorIOC(PVGroup):
     async def detector_state(self, instance, async_lib):
         exposure = float(self.acquire_time.value)
         try:  # build the simulator's cached tables now, not on the first frame
-            await self._run_in_worker(self.sim.frame, 0.0, 0.0, exposure if exposure > 0 else 1.0, 0)
+            await self._run_in_worker(self._prefetch, exposure, self._counter + 1)
         except Exception as exc:  # pragma: no cover - reported, the IOC keeps running
             await self.status_message.write(f"Simulator warm-up failed: {exc}")
             await instance.write("Error")
@@ -348,6 +368,7 @@ class PixelDetectorIOC(PVGroup):
             else:
                 index = await job
             self._counter = counter
+            loop.run_in_executor(self._executor, self._prefetch, exposure, counter + 1)
             await self.array_counter.write(counter, verify_value=False)
             await self.array_counter_rbv.write(counter)
             if index is not None:

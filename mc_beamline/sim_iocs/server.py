@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,47 @@ def pv_listing(ioc: BeamlineIOC) -> list[str]:
     return lines
 
 
+SUBSCRIPTION_BATCH_WAIT_S = 0.0005
+"""How long caproto's server waits for more monitor updates to batch (its default: 10 ms).
+
+caproto sends the first update of a burst at once but holds the rest until no update
+came for ``HIGH_LOAD_TIMEOUT`` seconds, doubling its latency limit while bursts go on.
+A motor move or a detector frame publishes a burst of field updates, so with the default
+every move or trigger waited ~10-50 ms for its last monitor (DMOV) to be sent.
+"""
+
+
+def tune_caproto_server() -> None:
+    """Low-latency monitor batching unless CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC is set."""
+    import caproto.server.common as common
+
+    if "CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC" not in os.environ:
+        common.HIGH_LOAD_TIMEOUT = SUBSCRIPTION_BATCH_WAIT_S
+
+
+def _low_latency_context_class():
+    """caproto's asyncio server Context with TCP_NODELAY on every client connection.
+
+    caproto creates its listening socket as ``socket(AF_INET, SOCK_STREAM)`` (proto 0),
+    and asyncio only sets TCP_NODELAY on sockets whose proto is IPPROTO_TCP. Without it,
+    a put-completion sent right after a monitor update waits for the client's delayed
+    ACK (Nagle): every other put took ~43 ms instead of ~1 ms.
+    """
+    from caproto.asyncio.server import Context
+
+    class LowLatencyContext(Context):
+        async def tcp_handler(self, client, addr):
+            sock = client.writer.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:  # pragma: no cover - not a TCP socket
+                    pass
+            return await super().tcp_handler(client, addr)
+
+    return LowLatencyContext
+
+
 def _drop_beacon_failures(record: logging.LogRecord) -> bool:
     """Beacons to a host without a CA repeater fail every few seconds; that is harmless noise."""
     return not str(record.msg).startswith("Failed to send beacon")
@@ -120,9 +162,8 @@ def _drop_beacon_failures(record: logging.LogRecord) -> bool:
 async def serve(ioc: BeamlineIOC, *, interfaces: list[str] | None = None,
                 ready_file: str | os.PathLike | None = None) -> None:
     """Serve the IOC until cancelled (SIGINT/SIGTERM cancel it cleanly)."""
-    from caproto.asyncio.server import Context
-
-    ctx = Context(ioc.pvdb, interfaces)
+    tune_caproto_server()
+    ctx = _low_latency_context_class()(ioc.pvdb, interfaces)
 
     async def _ready(async_lib):
         if ready_file is not None:

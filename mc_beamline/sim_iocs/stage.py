@@ -155,7 +155,6 @@ class SimMotorRecord(PVGroup):
         self._waiters: list[asyncio.Future] = []
         self._homing = False
         self._status_bits = MSTA_DONE | MSTA_PRESENT | MSTA_GAIN_SUPPORT
-        self._ready = False
 
     # ------------------------------------------------------------------ coordinates
     @property
@@ -190,9 +189,10 @@ class SimMotorRecord(PVGroup):
     async def _publish_limits(self) -> None:
         f = self.fields
         low, high = self._user_limits()
+        # VAL's control limits first: clients (ophyd) re-read them when HLM/LLM change.
+        await self.motor.write_metadata(lower_ctrl_limit=low, upper_ctrl_limit=high)
         await f.user_low_limit.write(low, verify_value=False)
         await f.user_high_limit.write(high, verify_value=False)
-        await self.motor.write_metadata(lower_ctrl_limit=low, upper_ctrl_limit=high)
 
     async def _publish_readback(self) -> None:
         f = self.fields
@@ -204,8 +204,10 @@ class SimMotorRecord(PVGroup):
         await f.user_readback_value.write(user, verify_value=False)
 
     async def _set_status(self, set_bits: int = 0, clear_bits: int = 0) -> None:
-        self._status_bits = (self._status_bits | set_bits) & ~clear_bits
-        await self.fields.motor_status.write(self._status_bits, verify_value=False)
+        bits = (self._status_bits & ~clear_bits) | set_bits
+        if bits != self._status_bits or self.fields.motor_status.value != bits:
+            self._status_bits = bits
+            await self.fields.motor_status.write(bits, verify_value=False)
 
     # ---------------------------------------------------------------------- startup
     @motor.startup
@@ -243,7 +245,6 @@ class SimMotorRecord(PVGroup):
         await self._publish_limits()
         await self._publish_readback()
         await self._set_status()
-        self._ready = True
         await self._motion_loop()
 
     # ----------------------------------------------------------------------- motion
@@ -274,54 +275,62 @@ class SimMotorRecord(PVGroup):
             if not fut.done():
                 fut.set_result(None)
 
+    @staticmethod
+    async def _set(channel, value) -> None:
+        """Write a field only if its value changes (fewer monitor updates per move)."""
+        if channel.value != value:
+            await channel.write(value, verify_value=False)
+
     async def _run_move(self) -> None:
         f = self.fields
         loop = asyncio.get_running_loop()
-        await f.done_moving_to_value.write(0, verify_value=False)
-        await f.motion_in_progress.write(1, verify_value=False)
-        await self._set_status(clear_bits=MSTA_DONE | MSTA_PLUS_LS | MSTA_MINUS_LS)
+        await self._set(f.done_moving_to_value, 0)
+        await self._set(f.motion_in_progress, 1)
+        bits = self._status_bits & ~(MSTA_DONE | MSTA_PLUS_LS | MSTA_MINUS_LS)
         hit_switch = 0
         while True:  # one iteration per (re)planned move
             self._wake.clear()
             start = self._dial
             lo, hi = self.travel_range
             target = min(max(self._dial_target, lo), hi)
-            hit_switch = (1 if self._dial_target > hi else -1 if self._dial_target < lo else 0)
+            hit_switch = 1 if self._dial_target > hi else -1 if self._dial_target < lo else 0
             distance = abs(target - start)
             direction = 1.0 if target >= start else -1.0
             velocity = max(float(f.velocity.value), 1e-6)
             accel_time = max(float(f.seconds_to_velocity.value), 0.0)
             total = _move_duration(distance, velocity, accel_time)
             if distance > 0:
-                user_dir = direction * self._sign
-                await f.direction_of_travel.write(1 if user_dir > 0 else 0, verify_value=False)
-                await f.motor_is_moving.write(1, verify_value=False)
-                await self._set_status(
-                    set_bits=MSTA_MOVING | (MSTA_DIRECTION if user_dir > 0 else 0),
-                    clear_bits=MSTA_DIRECTION,
-                )
+                positive = direction * self._sign > 0
+                await self._set(f.direction_of_travel, 1 if positive else 0)
+                await self._set(f.motor_is_moving, 1)
+                bits = (bits | MSTA_MOVING | MSTA_DIRECTION) if positive else ((bits | MSTA_MOVING) & ~MSTA_DIRECTION)
+            await self._set_status(set_bits=bits, clear_bits=~bits)
             t0 = loop.time()
             interrupted = False
-            while True:
-                elapsed = loop.time() - t0
-                if elapsed >= total:
+            while True:  # readback updates every TICK_S until the profile ends
+                remaining = total - (loop.time() - t0)
+                if remaining <= 0:
                     break
-                self._dial = start + direction * _move_progress(elapsed, distance, velocity, accel_time)
-                await self._publish_readback()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(TICK_S, total - elapsed))
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(TICK_S, remaining))
+                    interrupted = True
                 except asyncio.TimeoutError:
-                    continue
-                interrupted = True
-                break
+                    pass
+                elapsed = loop.time() - t0
+                if interrupted or elapsed < total:
+                    self._dial = start + direction * _move_progress(elapsed, distance, velocity, accel_time)
+                    await self._publish_readback()
+                if interrupted:
+                    break
             if interrupted:
                 if self._stop_requested:
                     self._dial_target = self._dial
                 continue  # re-plan from the current position
             self._dial = target
             await self._publish_readback()
-            await f.motor_is_moving.write(0, verify_value=False)
-            await self._set_status(clear_bits=MSTA_MOVING)
+            await self._set(f.motor_is_moving, 0)
+            bits &= ~MSTA_MOVING
+            await self._set_status(set_bits=bits, clear_bits=~bits)
             settle = max(float(f.readback_settle_time.value), 0.0)
             if settle > 0:
                 try:
@@ -333,21 +342,21 @@ class SimMotorRecord(PVGroup):
                     self._dial_target = self._dial
                 continue
             break
-        await f.user_high_limit_switch.write(1 if hit_switch * self._sign > 0 else 0, verify_value=False)
-        await f.user_low_limit_switch.write(1 if hit_switch * self._sign < 0 else 0, verify_value=False)
-        bits = MSTA_DONE
+        await self._set(f.user_high_limit_switch, 1 if hit_switch * self._sign > 0 else 0)
+        await self._set(f.user_low_limit_switch, 1 if hit_switch * self._sign < 0 else 0)
+        bits |= MSTA_DONE
         if hit_switch:
             bits |= MSTA_PLUS_LS if hit_switch > 0 else MSTA_MINUS_LS
         if self._homing:
             self._homing = False
             bits |= MSTA_HOMED
-            await f.at_home.write(1, verify_value=False)
-            await f.home_forward.write(0, verify_value=False)
-            await f.home_reverse.write(0, verify_value=False)
+            await self._set(f.at_home, 1)
+            await self._set(f.home_forward, 0)
+            await self._set(f.home_reverse, 0)
         else:
-            await f.at_home.write(0, verify_value=False)
-        await self._set_status(set_bits=bits)
-        await f.motion_in_progress.write(0, verify_value=False)
+            await self._set(f.at_home, 0)
+        await self._set_status(set_bits=bits, clear_bits=~bits)
+        await self._set(f.motion_in_progress, 0)
         await f.done_moving_to_value.write(1, verify_value=False)
         self._stop_requested = False
         self._resolve_waiters()

@@ -1,0 +1,61 @@
+"""Shared fixtures: the real simulated beamline IOC over Channel Access on loopback.
+
+``sim_ioc`` starts ``python -m mc_beamline.sim_iocs`` once per session in a subprocess on
+a free Channel Access port (127.0.0.1 only) with a temporary data directory, and points
+this process's CA client at it (EPICS_CA_AUTO_ADDR_LIST=NO, EPICS_CA_ADDR_LIST=127.0.0.1,
+EPICS_CA_SERVER_PORT/EPICS_CA_REPEATER_PORT) before any PV is created. ``beamline`` gives
+the connected ophyd devices (``stage``, ``detector``, ``beam``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OPHYD_CONTROL_LAYER", "caproto")
+
+
+@pytest.fixture(scope="session")
+def sim_ioc(tmp_path_factory):
+    """The simulated beamline IOC (prefix ``MC:``) running in a subprocess."""
+    from mc_beamline.sim_iocs.process import IocProcess
+
+    data_dir = tmp_path_factory.mktemp("mc-data")
+    ioc = IocProcess(prefix="MC:", data_dir=data_dir)
+    ioc.start(timeout=60)
+    ioc.apply_client_env()
+    yield ioc
+    ioc.stop()
+
+
+@pytest.fixture(scope="session")
+def beamline(sim_ioc):
+    """Connected devices of the simulated beamline (a :class:`mc_beamline.devices.Beamline`)."""
+    from mc_beamline.devices import make_devices
+
+    bl = make_devices(sim_ioc.prefix)
+    bl.connect_all(timeout=30)
+    yield bl
+    from ophyd.device import Staged
+
+    if bl.detector._staged != Staged.no:  # a failed test may leave it staged
+        bl.detector.unstage()
+
+
+@pytest.fixture(scope="session")
+def ca_context(sim_ioc):
+    """A plain caproto threading client context (for IOC-level tests without ophyd)."""
+    from caproto.threading.client import Context
+
+    ctx = Context()
+    yield ctx
+    ctx.disconnect()
+
+
+@pytest.fixture
+def RE():
+    """A fresh RunEngine without persistent metadata."""
+    from bluesky import RunEngine
+
+    return RunEngine({})
