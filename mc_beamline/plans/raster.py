@@ -13,6 +13,7 @@ import bluesky.plan_stubs as bps
 import bluesky.plans as bp
 import numpy as np
 
+from ..analysis.masks import MaskError, encode_mask, load_mask
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within
 
 MAX_RASTER_POINTS = 250_000
@@ -145,12 +146,18 @@ def _detector_geometry(detector):
     cols = yield from bps.rd(detector.array_size_x)
     if not poni:
         raise PlanArgumentError(f"Detector {detector.name} reports no geometry (PONI); is its IOC configured?")
-    return {
+    shape = (int(rows), int(cols))
+    geometry = {
         "detector_poni": poni,
         "detector_poni_file": poni_file,
         "detector_mask_file": mask_file,
-        "detector_shape": [int(rows), int(cols)],
+        "detector_shape": list(shape),
     }
+    try:  # the mask travels with the run so that replay elsewhere needs no file
+        geometry["detector_mask"] = encode_mask(load_mask(mask_file, shape))
+    except MaskError:
+        pass  # analysis still drops gap pixels by their value
+    return geometry
 
 
 __all__ = ["RasterSpec", "nanodiffraction_raster", "PlanArgumentError"]

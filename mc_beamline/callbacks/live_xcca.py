@@ -1,0 +1,193 @@
+"""Live XCCA of nanodiffraction rasters: documents in, structure out, scan never disturbed.
+
+:func:`xcca_router` returns a RunRouter that gives every raster run (start metadata
+``mc_beamline.experiment == "raster"``) its own :class:`LiveXcca`. The callback only
+queues documents; a worker thread locates each frame (HDF5 file, or Tiled in a remote
+replay), feeds :class:`~mc_beamline.analysis.xcca_pipeline.XccaAnalysis`, redraws the live
+figure now and then, and at the stop document computes the result and publishes it as a
+derived run. Any exception in the analysis is logged and recorded next to the results;
+it never reaches the RunEngine, so the scan goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from event_model import RunRouter
+
+from ..analysis.geometry import DetectorGeometry
+from ..analysis.masks import decode_mask, load_mask
+from ..analysis.xcca_pipeline import XccaAnalysis
+from .frames import FrameLocator
+from .xcca_results import json_ready, xcca_result_documents
+
+logger = logging.getLogger(__name__)
+
+Publisher = Callable[[str, dict], None]
+
+DEFAULT_Q_SL = 1.72
+DEFAULT_Q_AL = 18.3
+
+
+def is_raster_run(start_doc: dict) -> bool:
+    return start_doc.get("mc_beamline", {}).get("experiment") == "raster"
+
+
+def analysis_for_start(start_doc: dict, q_sl: float = DEFAULT_Q_SL, q_al: float = DEFAULT_Q_AL) -> XccaAnalysis:
+    """An :class:`XccaAnalysis` configured from a raster run's start metadata."""
+    md = start_doc["mc_beamline"]
+    geometry = DetectorGeometry.from_poni_text(md["detector_poni"])
+    if md.get("detector_mask"):
+        mask = decode_mask(md["detector_mask"], geometry.shape)
+    elif md.get("detector_mask_file") and Path(md["detector_mask_file"]).is_file():
+        mask = load_mask(md["detector_mask_file"], geometry.shape)
+    else:
+        mask = None
+    return XccaAnalysis(geometry, mask, q_sl=q_sl, q_al=q_al, scan_shape=md["scan_shape"],
+                        step_um=md["step_um"], snake=bool(md.get("snake", False)))
+
+
+class LiveXcca:
+    """XCCA of one raster run, computed while its documents arrive.
+
+    Parameters
+    ----------
+    start_doc : the raw run's start document.
+    publish : where the derived run's documents go (e.g. a TiledWriter), or None.
+    figure_dir : directory for the live figure (PNG), or None for no figure.
+    redraw_s : least time between two redraws of the live figure, seconds.
+    analysis_factory : builds the analysis from the start document (tests inject faults here).
+    frame_fallback : ``fallback(seq_num) -> frame`` when a detector file is not readable here.
+    """
+
+    def __init__(self, start_doc: dict, *, publish: Publisher | None = None, figure_dir: Path | None = None,
+                 redraw_s: float = 5.0, analysis_factory: Callable[[dict], XccaAnalysis] = analysis_for_start,
+                 frame_fallback: Callable[[int], np.ndarray] | None = None):
+        self.start_doc = start_doc
+        self.publish = publish
+        self.figure_dir = Path(figure_dir) if figure_dir else None
+        self.redraw_s = redraw_s
+        self.errors: list[dict] = []
+        self.result: dict | None = None
+        self.figure_path: Path | None = None
+        self.frame_latency_s: list[float] = []
+        self.analysis: XccaAnalysis | None = None
+        self._locator = FrameLocator(start_doc["mc_beamline"].get("image_key", "det_image"), fallback=frame_fallback)
+        self._queue: queue.Queue = queue.Queue()
+        self._done = threading.Event()
+        self._last_draw = 0.0
+        try:
+            self.analysis = analysis_factory(start_doc)
+        except Exception as exc:  # noqa: BLE001 - recorded, never raised into the scan
+            self._record("setup", exc)
+        self._worker = threading.Thread(target=self._work, name=f"xcca-{start_doc['uid'][:8]}", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------- callback side
+    def __call__(self, name: str, doc: dict) -> None:
+        """Queue a document; returns at once."""
+        self._queue.put((name, doc, time.perf_counter()))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the stop document has been processed; True if it has."""
+        return self._done.wait(timeout)
+
+    # --------------------------------------------------------------- worker side
+    def _record(self, where: str, exc: BaseException, seq_num: int | None = None) -> None:
+        entry = {"where": where, "seq_num": seq_num, "message": f"{type(exc).__name__}: {exc}",
+                 "traceback": traceback.format_exc(limit=5)}
+        self.errors.append(entry)
+        logger.error("XCCA of run %s, %s%s: %s", self.start_doc["uid"][:8], where,
+                     "" if seq_num is None else f" (event {seq_num})", entry["message"])
+
+    def _work(self) -> None:
+        while True:
+            name, doc, queued = self._queue.get()
+            try:
+                if name == "stop":
+                    self._finish(doc)
+                    return
+                self._handle(name, doc, queued)
+            except Exception as exc:  # noqa: BLE001
+                self._record(name, exc, doc.get("seq_num") if isinstance(doc.get("seq_num"), int) else None)
+
+    def _handle(self, name: str, doc: dict, queued: float) -> None:
+        frames = self._locator(name, doc)
+        while True:
+            try:
+                seq_num, frame = next(frames)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - a frame that cannot be read is recorded
+                self._record("frame", exc)
+                break
+            if self.analysis is None:
+                continue
+            try:
+                self.analysis.add_frame(seq_num - 1, frame)
+            except Exception as exc:  # noqa: BLE001
+                self._record("frame", exc, seq_num)
+            self.frame_latency_s.append(time.perf_counter() - queued)
+        if self.analysis is not None and self.figure_dir is not None and time.monotonic() - self._last_draw > self.redraw_s:
+            self._draw()
+
+    def _finish(self, stop_doc: dict) -> None:
+        try:
+            if self.analysis is not None:
+                details = self.analysis.details()
+                self.result = json_ready(self.analysis.result())
+                if self.figure_dir is not None:
+                    self._draw(details=details)
+                if self.publish is not None:
+                    maps = orientation_maps(self.analysis, details)
+                    for name, doc in xcca_result_documents(self.start_doc, self.result, maps, self.errors):
+                        self.publish(name, doc)
+        except Exception as exc:  # noqa: BLE001
+            self._record("result", exc)
+        finally:
+            self._locator.close()
+            self._done.set()
+
+    def _draw(self, details: dict | None = None) -> None:
+        from ..figures import xcca_figure
+
+        try:
+            details = details if details is not None else self.analysis.details()
+            self.figure_path = xcca_figure(self.analysis, details, self.figure_dir / f"{self.start_doc['uid'][:8]}_xcca.png")
+        except Exception as exc:  # noqa: BLE001 - a plot never stops the analysis
+            self._record("figure", exc)
+        self._last_draw = time.monotonic()
+
+
+def orientation_maps(analysis: XccaAnalysis, details: dict) -> dict[str, np.ndarray]:
+    """Raster-shaped SL orientation (degrees, NaN where unknown) and domain labels (-1: none)."""
+    shape = tuple(details["shape"])
+    orientation = np.full(shape, np.nan)
+    for index, candidates in details["orientation"].items():
+        orientation[analysis.position(index)] = candidates[0]
+    return {"orientation_deg": orientation, "domain": np.asarray(details["domains"].labels, dtype=np.int64)}
+
+
+def xcca_router(publish: Publisher | None = None, figure_dir: Path | None = None,
+                on_run: Callable[[LiveXcca], None] | None = None) -> RunRouter:
+    """A RunRouter that runs :class:`LiveXcca` on every raster run (subscribe it to the RunEngine).
+
+    ``on_run`` receives each new :class:`LiveXcca` (e.g. to wait for its result later).
+    """
+
+    def factory(name: str, start_doc: dict):
+        if not is_raster_run(start_doc):
+            return [], []
+        live = LiveXcca(start_doc, publish=publish, figure_dir=figure_dir)
+        if on_run is not None:
+            on_run(live)
+        return [live], []
+
+    return RunRouter([factory])

@@ -1,0 +1,116 @@
+"""XCCA results as a derived Bluesky run, stored in Tiled next to the raw run.
+
+The derived run names its raw run in ``start["mc_beamline"]["raw_uid"]`` and holds
+
+* stream ``ccf``: one event with the averaged CCF (``delta_deg``, ``value``; NaN = undefined);
+* stream ``frames``: one event per analysed frame (index, selected, ψ, domain, peak counts);
+* stream ``maps``: one event with the SL orientation map and the domain labels (rows x columns);
+* the stop document: the whole ``mc-beamline xcca`` result (``xcca_result``) and the
+  errors met during the analysis (``analysis_errors``), so that ``mc-beamline results``
+  exports exactly what was computed live.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import numpy as np
+from event_model import DocumentNames, compose_run, schema_validators
+
+ANALYSIS_NAME = "xcca"
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def xcca_result_documents(
+    raw_start: dict, result: dict, maps: dict[str, np.ndarray] | None, errors: list[dict]
+) -> Iterator[tuple[str, dict]]:
+    """Documents of the derived run holding ``result`` (the RESULT.json dict) of raw run ``raw_start``.
+
+    ``maps`` holds raster-shaped arrays (``orientation_deg``, ``domain``) or is None.
+    """
+    md = {
+        "plan_name": "xcca_analysis",
+        "mc_beamline": {
+            "analysis": ANALYSIS_NAME,
+            "raw_uid": raw_start["uid"],
+            "experiment": raw_start.get("mc_beamline", {}).get("experiment"),
+        },
+    }
+    bundle = compose_run(metadata=md)
+    yield "start", bundle.start_doc
+    now = time.time()
+
+    n = len(result["ccf"]["delta_deg"])
+    ccf = bundle.compose_descriptor(
+        name="ccf",
+        data_keys={
+            "delta_deg": {"source": "analysis", "dtype": "array", "shape": [n], "dtype_numpy": "<f8", "units": "deg"},
+            "value": {"source": "analysis", "dtype": "array", "shape": [n], "dtype_numpy": "<f8"},
+        },
+    )
+    yield "descriptor", ccf.descriptor_doc
+    yield "event", ccf.compose_event(
+        data={"delta_deg": np.asarray(result["ccf"]["delta_deg"], dtype=float),
+              "value": np.array([_nan(v) for v in result["ccf"]["value"]])},
+        timestamps={"delta_deg": now, "value": now},
+    )
+
+    frame_keys = {
+        "index": ("integer", "<i8", None),
+        "selected": ("integer", "<i8", None),
+        "psi_deg": ("number", "<f8", "deg"),
+        "domain": ("integer", "<i8", None),
+        "n_sl_peaks": ("integer", "<i8", None),
+        "n_al_peaks": ("integer", "<i8", None),
+    }
+    frames = bundle.compose_descriptor(
+        name="frames",
+        data_keys={k: {"source": "analysis", "dtype": dt, "shape": [], "dtype_numpy": np_dt, **({"units": u} if u else {})}
+                   for k, (dt, np_dt, u) in frame_keys.items()},
+    )
+    yield "descriptor", frames.descriptor_doc
+    for f in result["frames"]:
+        data = {
+            "index": int(f["index"]),
+            "selected": int(bool(f["selected"])),
+            "psi_deg": _nan(f["psi_deg"]),
+            "domain": -1 if f["domain"] is None else int(f["domain"]),
+            "n_sl_peaks": len(f["sl_peaks_deg"]),
+            "n_al_peaks": len(f["al_peaks_deg"]),
+        }
+        yield "event", frames.compose_event(data=data, timestamps={k: now for k in data})
+
+    if maps:
+        maps_desc = bundle.compose_descriptor(
+            name="maps",
+            data_keys={
+                key: {"source": "analysis", "dtype": "array", "shape": list(arr.shape), "dtype_numpy": arr.dtype.str}
+                for key, arr in maps.items()
+            },
+        )
+        yield "descriptor", maps_desc.descriptor_doc
+        yield "event", maps_desc.compose_event(data=dict(maps), timestamps={k: now for k in maps})
+
+    stop = bundle.compose_stop(
+        exit_status="success" if not errors else "fail",
+        reason="" if not errors else f"{len(errors)} analysis error(s); first: {errors[0]['message']}",
+    )
+    stop["xcca_result"] = result
+    stop["analysis_errors"] = errors
+    schema_validators[DocumentNames.stop].validate(stop)
+    yield "stop", stop
+
+def json_ready(value):
+    """Replace non-finite floats by None recursively (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value

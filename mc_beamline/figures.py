@@ -1,0 +1,67 @@
+"""PNG figures of analysis results (matplotlib, Agg, no pyplot state: safe in worker threads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def xcca_figure(analysis, details: dict, path: Path) -> Path:
+    """Averaged CCF with the fitted model's peak positions, SL orientation map and domain map.
+
+    ``analysis`` is an :class:`~mc_beamline.analysis.xcca_pipeline.XccaAnalysis`,
+    ``details`` its :meth:`details`. Returns ``path`` (written atomically).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = _new_figure(15, 4.6)
+    ax_ccf, ax_map, ax_dom = fig.subplots(1, 3)
+
+    delta = analysis.delta_deg
+    ccf = details["ccf"]
+    ax_ccf.plot(delta, ccf, lw=1, color="k", label=f"averaged CCF ({len(details['selected'])} frames)")
+    fit = details.get("fit")
+    if fit is not None:
+        for peak in fit.peaks_deg:
+            ax_ccf.axvline(peak, color="tab:red", lw=0.8, ls="--")
+        ax_ccf.plot([], [], color="tab:red", ls="--", label=f"{fit.lattice} c/a = {fit.c_over_a:.3f}")
+    ax_ccf.set_xlim(-180, 180)
+    ax_ccf.set_xticks(range(-180, 181, 60))
+    ax_ccf.set_xlabel("Δ = φ(AL) − φ(SL) (deg)")
+    ax_ccf.set_ylabel("normalised CCF")
+    ax_ccf.legend(loc="upper right", fontsize=8)
+    ax_ccf.set_title(f"C(q_SL={analysis.settings.q_sl:g}, q_AL={analysis.settings.q_al:g} nm⁻¹, Δ)")
+
+    shape = tuple(details["shape"])
+    orientation = np.full(shape, np.nan)
+    for index, candidates in details["orientation"].items():
+        orientation[analysis.position(index)] = candidates[0] % 180.0
+    step = analysis.settings.step_um or 1.0
+    extent = (0, shape[1] * step, 0, shape[0] * step)
+    im = ax_map.imshow(orientation, origin="lower", cmap="twilight", vmin=0, vmax=180, extent=extent,
+                       interpolation="nearest")
+    fig.colorbar(im, ax=ax_map, label="SL [1-10] azimuth mod 180° (deg)")
+    ax_map.set_title("superlattice orientation map")
+    unit = "µm" if analysis.settings.step_um else "points"
+    ax_map.set_xlabel(f"x ({unit})")
+    ax_map.set_ylabel(f"y ({unit})")
+
+    labels = np.asarray(details["domains"].labels, dtype=float)
+    labels[labels < 0] = np.nan
+    ax_dom.imshow(labels % 20, origin="lower", cmap="tab20", extent=extent, interpolation="nearest")
+    ax_dom.set_title(f"domains: {details['domains'].count}")
+    ax_dom.set_xlabel(f"x ({unit})")
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    tmp.replace(path)
+    return path
