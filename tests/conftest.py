@@ -59,3 +59,25 @@ def RE():
     from bluesky import RunEngine
 
     return RunEngine({})
+
+
+@pytest.fixture(scope="session")
+def simulator(beamline):
+    """The model the IOC serves, rebuilt from what the detector reports (seed, geometry)."""
+    det = beamline.detector
+    from mc_beamline.physics.mesocrystal import MesocrystalParams, MesocrystalSimulator
+    from mc_beamline.sim_iocs.server import GEOMETRIES
+
+    params = MesocrystalParams(seed=int(det.sim_seed.get()))
+    return MesocrystalSimulator(params, GEOMETRIES[det.geometry_name.get()]())
+
+
+@pytest.fixture
+def fast_detector(beamline):
+    """Detector with a short exposure and no wall-clock waiting."""
+    det = beamline.detector
+    det.acquire_time.set(0.05).wait(5)
+    det.time_scale.set(0).wait(5)
+    yield det
+    det.time_scale.set(1).wait(5)
+    det.acquire_time.set(0.01).wait(5)

@@ -14,29 +14,7 @@ import pytest
 from event_model import DocumentNames, schema_validators
 from ophyd.utils.errors import LimitError
 
-from mc_beamline.analysis.geometry import DetectorGeometry
 from mc_beamline.devices import BeamlineConnectionError, make_devices, read_frame
-from mc_beamline.physics.mesocrystal import MesocrystalParams, MesocrystalSimulator
-from mc_beamline.sim_iocs.server import GEOMETRIES
-
-
-@pytest.fixture(scope="module")
-def simulator(beamline):
-    """The model the IOC serves, rebuilt from what the detector reports (seed, geometry)."""
-    det = beamline.detector
-    params = MesocrystalParams(seed=int(det.sim_seed.get()))
-    return MesocrystalSimulator(params, GEOMETRIES[det.geometry_name.get()]())
-
-
-@pytest.fixture
-def fast_detector(beamline):
-    """Detector with a short exposure and no wall-clock waiting."""
-    det = beamline.detector
-    det.acquire_time.set(0.05).wait(5)
-    det.time_scale.set(0).wait(5)
-    yield det
-    det.time_scale.set(1).wait(5)
-    det.acquire_time.set(0.01).wait(5)
 
 
 def _frames_attrs(path):
@@ -148,39 +126,6 @@ def test_grid_scan_documents_and_frames(beamline, fast_detector, simulator, RE):
             expected = simulator.frame(x, y, 0.05, noise_key=int(attrs["NDArrayUniqueId"][index]))
             assert np.array_equal(frames[index], expected)
     assert by_name["stop"][0]["exit_status"] == "success"
-
-
-def test_tiled_writer_serves_frames(beamline, fast_detector, sim_ioc, RE):
-    """TiledWriter turns the Resource/Datum documents into an HDF5-backed array."""
-    import bluesky.plans as bp
-    from bluesky_tiled_plugins import TiledWriter
-    from tiled.client import from_uri
-    from tiled.server import SimpleTiledServer
-
-    det = fast_detector
-    docs = []
-    with SimpleTiledServer(readable_storage=[sim_ioc.data_dir / "detector"]) as server:
-        client = from_uri(server.uri)
-        RE.subscribe(TiledWriter(client))
-        RE.subscribe(lambda name, doc: docs.append((name, doc)))
-        (uid,) = RE(bp.count([det], 2))
-        images = client[uid]["primary"]["det_image"]
-        assert images.shape == (2, 1065, 1030) and images.dtype == np.uint32
-        resource = next(doc for name, doc in docs if name == "resource")
-        path = os.path.join(resource["root"], resource["resource_path"])
-        assert np.array_equal(images[1], read_frame(path, 1))
-
-
-def test_geometry_metadata(beamline):
-    md = beamline.detector.geometry_metadata()
-    assert md["detector_shape"] == [1065, 1030] and md["detector_geometry"] == "offaxis"
-    geom = DetectorGeometry.from_poni_text(md["detector_poni"])
-    assert geom.shape == (1065, 1030)
-    assert Path(md["detector_poni_file"]).read_text() == md["detector_poni"]
-    assert np.load(md["detector_mask_file"]).shape == (1065, 1030)
-    config = beamline.detector.read_configuration()
-    assert config["det_poni_file"]["value"] == md["detector_poni_file"]
-    assert config["det_mask_file"]["value"] == md["detector_mask_file"]
 
 
 # ------------------------------------------------------------------------------- beam

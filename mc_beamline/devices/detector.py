@@ -70,8 +70,8 @@ class PixelDetector(Device):
         directory, passed through ``time.strftime`` at each stage (default ``%Y/%m/%d``).
 
     Configuration (``read_configuration``): exposure time (s), time scale, PONI and mask
-    file paths, simulation seed and geometry name. :meth:`geometry_metadata` gives what a
-    plan should put into the start document (PONI text included).
+    file paths, simulation seed and geometry name; ``poni_text`` holds the PONI file content
+    that plans put into the start document.
     """
 
     acquire = Cpt(EpicsSignal, "Acquire", kind="omitted", put_complete=True)
@@ -138,22 +138,6 @@ class PixelDetector(Device):
         if self._resource is None:
             return None
         return str(PurePosixPath(self._resource["root"]) / self._resource["resource_path"])
-
-    def geometry_metadata(self) -> dict:
-        """Detector geometry for start metadata: PONI text and file, mask file, shape (rows, cols).
-
-        Keys: ``detector_poni`` (PONI file content), ``detector_poni_file``,
-        ``detector_mask_file`` (.npy, 1 = bad pixel), ``detector_shape``,
-        ``detector_geometry`` (name), ``sample_seed``.
-        """
-        return {
-            "detector_poni": self.poni_text.get(),
-            "detector_poni_file": self.poni_file.get(),
-            "detector_mask_file": self.mask_file.get(),
-            "detector_shape": list(self.frame_shape),
-            "detector_geometry": self.geometry_name.get(),
-            "sample_seed": int(self.sim_seed.get()),
-        }
 
     # -------------------------------------------------------------- staging
     def stage(self):
