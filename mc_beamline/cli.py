@@ -56,6 +56,8 @@ def _demo(args) -> int:
 def _iocs(args) -> int:
     from .sim_iocs.server import run_iocs
 
+    print(f"Simulated beamline IOC, prefix {args.prefix}, detector files in {args.data_dir.resolve() / 'detector'} "
+          "(Ctrl-C stops it).", flush=True)
     run_iocs(prefix=args.prefix, data_dir=args.data_dir.resolve(), geometry=args.geometry, seed=args.seed)
     return 0
 

@@ -1,0 +1,48 @@
+"""The `mc-beamline` command as a user runs it: a subprocess, exit status, stdout, stderr."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mc_beamline.storage import connect, read_stream_array
+
+
+def run_cli(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    return subprocess.run([sys.executable, "-m", "mc_beamline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_quick_demo_stores_a_raster_and_prints_its_uid(tmp_path):
+    data_dir = tmp_path / "data"
+    proc = run_cli("demo", "--quick", "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    uids = re.findall(r"^uid: (\S+)$", proc.stdout, flags=re.M)
+    assert len(uids) == 1
+    figures = re.findall(r"^figure: (\S+)$", proc.stdout, flags=re.M)
+    assert figures and all(os.path.getsize(f) > 1000 for f in figures)
+    with connect(data_dir=data_dir) as client:
+        run = client[uids[0]]
+        assert run.metadata["start"]["mc_beamline"]["scan_shape"] == [7, 9]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        frames = read_stream_array(client, uids[0], "det_image")
+        assert frames.shape == (63, 1065, 1030)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["demo", "nonsense"], "invalid choice"),
+        (["serve", "--port", "notaport"], "invalid int"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args, message):
+    proc = run_cli(*args, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
