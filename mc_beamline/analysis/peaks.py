@@ -4,33 +4,38 @@ A profile I(φ_k) over N bins (periodic in φ) is smoothed by normalised convolu
 a periodic Gaussian kernel g, so masked bins (W = 0 or NaN) are bridged by their
 neighbours and do not pull the profile down::
 
-    S = (g ∗ W·I) / (g ∗ W),     σ_S² = (g² ∗ W²·var(I)) / (g ∗ W)²
+    S = (g ∗ W·I) / (g ∗ W),     σ_S² = (g² ∗ W²·v) / (g ∗ W)²
 
-with var(I_k) = (I_k·n_k + 1) / n_k² for the mean of n_k Poisson pixels (the +1 keeps
-almost empty bins honest), or a robust scatter estimate when pixel counts are not known.
-A smoothed bin is valid where g ∗ W reaches ``min_coverage`` of its typical value.
+σ_S is the noise a peak-free profile would have (the null hypothesis of detection): with
+pixel counts known, v_k = (L·n_k + 1)/n_k², the variance of the mean of n_k Poisson pixels
+at the profile's background level L (the 20th percentile of the valid smoothed bins; the
++1 keeps almost empty bins honest); otherwise a robust scatter estimate (1.4826·MAD of
+I - S). A smoothed bin
+is valid where g ∗ W reaches ``min_coverage`` of its typical value.
 
 A peak is a local maximum of S whose windowed prominence, S minus the higher of the
 minima of S within ``window_deg`` on either side, reaches ``min_snr`` · σ_S, and whose
 two neighbouring bins are valid (a maximum on the edge of a masked region or of a partial
-arc is no peak). Its azimuth is refined to a fraction of a bin by a parabola through the
-three top bins. All of this is vectorised over profiles (rings, frames).
+arc is no peak). Its azimuth is refined to a fraction of a bin by a weighted least-squares
+Gaussian (log-parabola) through the smoothed bins around the maximum. All of this is
+vectorised over profiles (rings, frames).
 
 Angles in degrees, azimuths in (-180, 180].
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
-@dataclass(frozen=True)
-class RingPeak:
+class RingPeak(NamedTuple):
     """One azimuthal peak of a ring profile.
 
     Attributes
@@ -86,12 +91,21 @@ def _kernels(n: int, smooth_bins, lead_shape: tuple[int, ...]) -> tuple[np.ndarr
     return np.stack([a for a, _ in spectra]), np.stack([b for _, b in spectra])
 
 
-def poisson_variance(intensity: np.ndarray, n_pixels: np.ndarray) -> np.ndarray:
-    """Variance of the per-bin mean of n Poisson pixels: (I·n + 1)/n²; 0 where n = 0."""
-    n = np.asarray(n_pixels, dtype=np.float64)
-    i = np.where(np.isfinite(intensity), np.maximum(intensity, 0.0), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (i * n + 1.0) / np.maximum(n, 1.0) ** 2, 0.0)
+def background_level(smoothed: np.ndarray, valid: np.ndarray, quantile: float = 0.2) -> np.ndarray:
+    """Background level L of smoothed profiles (..., N): a low quantile of the valid bins.
+
+    The ``quantile`` (default 20 %) of the valid smoothed values, clipped at 0, shape
+    (..., 1); 0 for a profile without valid bins. Peaks rarely cover most of a ring, so
+    this is the level the noise of a peak-free profile is computed at.
+    """
+    smoothed = np.asarray(smoothed, dtype=np.float64)
+    valid = np.broadcast_to(valid, smoothed.shape)
+    filled = np.where(valid, smoothed, np.inf)
+    n_valid = valid.sum(axis=-1, keepdims=True)
+    k = np.floor(quantile * np.maximum(n_valid - 1, 0)).astype(np.intp)
+    part = np.partition(filled, np.unique(k).tolist(), axis=-1) if k.size else filled
+    level = np.take_along_axis(part, k, axis=-1)
+    return np.where(n_valid > 0, np.maximum(level, 0.0), 0.0)
 
 
 def smooth_profiles(
@@ -99,7 +113,7 @@ def smooth_profiles(
     weight: np.ndarray | None = None,
     n_pixels: np.ndarray | None = None,
     smooth_bins: float | np.ndarray = 1.0,
-    min_coverage: float = 0.4,
+    min_coverage: float = 0.25,
     typical_coverage: np.ndarray | float | None = None,
 ) -> SmoothedProfiles:
     """Gaussian normalised-convolution smoothing of periodic ring profiles.
@@ -108,8 +122,8 @@ def smooth_profiles(
     ----------
     intensity : profiles (..., N), mean counts per pixel; NaN where masked.
     weight : bin weights W in [0, 1] (None: 1 where finite).
-    n_pixels : good pixels per bin, for Poisson noise; None: the robust scatter
-        (1.4826·MAD) of I - S, the same for all bins of a profile.
+    n_pixels : good pixels per bin, for Poisson noise at the background level; None: the
+        robust scatter (1.4826·MAD) of I - S, the same for all bins of a profile.
     smooth_bins : Gaussian σ of the kernel in bins (0: no smoothing); a float, or one
         value per profile along the second-to-last axis (e.g. one per ring).
     min_coverage : a smoothed bin is valid where g ∗ W reaches this fraction of
@@ -124,18 +138,22 @@ def smooth_profiles(
     w = np.where(good, weight, 0.0)
     x = np.where(good, intensity, 0.0)
     g_hat, g2_hat = _kernels(n, smooth_bins, intensity.shape[:-1])
-    rows = [w * x, w]
-    if n_pixels is not None:
-        rows.append(w * w * poisson_variance(intensity, n_pixels))
-    spec = np.fft.rfft(np.stack(rows), axis=-1)
-    num, den = np.fft.irfft(spec[:2] * g_hat, n=n, axis=-1)
+    spec = np.fft.rfft(np.stack([w * x, w]), axis=-1)
+    num, den = np.fft.irfft(spec * g_hat, n=n, axis=-1)
     if typical_coverage is None:
         typical_coverage = np.percentile(den, 90, axis=-1, keepdims=True)
     valid = (den >= min_coverage * np.asarray(typical_coverage)) & (den > 1e-12)
     safe_den = np.where(valid, den, 1.0)
     value = np.where(valid, num / safe_den, np.nan)
     if n_pixels is not None:
-        var_num = np.fft.irfft(spec[2] * g2_hat, n=n, axis=-1)
+        # w²·(L·n + 1)/n² = L·(w²/n) + w²/n², each smoothed with g²
+        n_pix = np.asarray(n_pixels, dtype=np.float64)
+        safe_n = np.maximum(n_pix, 1.0)
+        a = np.where(n_pix > 0, w * w / safe_n, 0.0)
+        b = np.where(n_pix > 0, w * w / (safe_n * safe_n), 0.0)
+        conv_a, conv_b = np.fft.irfft(np.fft.rfft(np.stack([a, b]), axis=-1) * g2_hat, n=n, axis=-1)
+        level = background_level(value, valid)
+        var_num = level * conv_a + conv_b
         sigma = np.sqrt(np.maximum(var_num, 0.0)) / safe_den
     else:
         resid = np.where(good & valid, x - np.nan_to_num(value), np.nan)
@@ -146,6 +164,113 @@ def smooth_profiles(
         sigma = np.broadcast_to(mad * np.sqrt(g2_sum), value.shape)
     sigma = np.where(valid, sigma, np.nan)
     return SmoothedProfiles(value, sigma, valid)
+
+
+class PeakSearch:
+    """Peak search over smoothed profiles of a fixed layout (..., N), parameters per profile.
+
+    Built once for a layout (``lead_shape`` = the profiles' leading shape, e.g. (rings,)
+    or (frames, rings)); :meth:`find` then costs a few dozen small array operations. The
+    parameters are scalars or one value per profile along the last leading axis.
+
+    Parameters
+    ----------
+    lead_shape : leading shape of the profiles; ``n_bins`` : N.
+    smooth_bins : Gaussian σ of the smoothing that produced the profiles, in bins.
+    min_snr : minimum windowed prominence in units of the noise σ_S at the maximum.
+    window_deg : half width of the windows left and right of a maximum for its prominence.
+    min_prominence : absolute minimum prominence (profile units).
+    """
+
+    def __init__(
+        self,
+        lead_shape: tuple[int, ...],
+        n_bins: int,
+        smooth_bins: float | np.ndarray = 1.0,
+        min_snr: float | np.ndarray = 8.0,
+        window_deg: float | np.ndarray = 15.0,
+        min_prominence: float | np.ndarray = 0.0,
+    ):
+        self.lead_shape = tuple(lead_shape)
+        self.n_bins = n = int(n_bins)
+        n_rows = int(np.prod(self.lead_shape)) if self.lead_shape else 1
+        n_per = self.lead_shape[-1] if self.lead_shape else 1
+        self.n_rows = n_rows
+        self.width = 360.0 / n
+
+        def per_row(value) -> np.ndarray:
+            a = np.asarray(value, dtype=np.float64).reshape(-1)
+            if a.size == 1:
+                return np.full((n_rows, 1), float(a[0]))
+            if a.size != n_per:
+                raise ValueError("Per-profile parameters need one value per profile along the last leading axis.")
+            return np.tile(a, n_rows // n_per)[:, None]
+
+        self.smooth_bins = per_row(smooth_bins)
+        self.min_snr = per_row(min_snr)
+        prom = per_row(min_prominence)
+        self.min_prominence = prom if np.any(prom > 0) else None
+        self.half = np.maximum(1, np.round(per_row(window_deg) / self.width).astype(np.intp))
+        self.h_max = int(min(self.half.max(), n - 1))
+        self.half = np.minimum(self.half, self.h_max)
+        self.uniform_half = bool(np.all(self.half == self.half[0, 0]))
+        self._k = np.arange(-self.h_max, self.h_max + 1)
+
+    def find(self, azimuth_deg: np.ndarray, smoothed: SmoothedProfiles) -> list:
+        """Nested lists (``lead_shape``) of :class:`RingPeak`, each list sorted by azimuth."""
+        n, h = self.n_bins, self.h_max
+        s2 = smoothed.value.reshape(-1, n)
+        if s2.shape[0] != self.n_rows:
+            raise ValueError("Profiles do not have the layout this peak search was built for.")
+        sig2 = smoothed.sigma.reshape(-1, n)
+        if not smoothed.valid.all():  # invalid bins are NaN: no comparison with them holds
+            s2 = np.where(smoothed.valid, smoothed.value, np.nan).reshape(-1, n)
+        fp = np.concatenate([s2[:, n - h :], s2, s2[:, :h]], axis=1)
+        centre = fp[:, h : h + n]
+        threshold = self.min_snr * sig2  # NaN where invalid
+        if self.min_prominence is not None:
+            threshold = np.maximum(threshold, self.min_prominence)
+        # cheap pre-selection: local maxima that rise enough above the profile's minimum
+        floor = np.fmin.reduce(s2, axis=1, keepdims=True)
+        is_max = (centre > fp[:, h - 1 : h - 1 + n]) & (centre >= fp[:, h + 1 : h + 1 + n])
+        cand = is_max & (centre - floor >= threshold)
+        rows_i, cols = np.nonzero(cand)
+        out: list[list[RingPeak]] = [[] for _ in range(self.n_rows)]
+        if rows_i.size:
+            # windowed prominence: the top minus the higher of the minima over [i-h, i] and [i, i+h]
+            win = fp[rows_i[:, None], (cols + h)[:, None] + self._k[None, :]]
+            if not self.uniform_half:
+                win = np.where(np.abs(self._k)[None, :] > self.half[rows_i], np.nan, win)
+            prom = win[:, h] - np.maximum(np.fmin.reduce(win[:, : h + 1], axis=1), np.fmin.reduce(win[:, h:], axis=1))
+            keep = prom >= threshold[rows_i, cols]
+            if not keep.all():
+                rows_i, cols, prom, win = rows_i[keep], cols[keep], prom[keep], win[keep]
+        if rows_i.size:
+            # the few peaks left are refined in plain Python (cheaper than many tiny arrays)
+            phi0 = float(azimuth_deg[0])
+            width = self.width
+            sb = self.smooth_bins[rows_i, 0].tolist()
+            sig = sig2[rows_i, cols].tolist()
+            for r, c, pr, w, smooth, sg in zip(rows_i.tolist(), cols.tolist(), prom.tolist(), win.tolist(), sb, sig):
+                top = w[h]
+                curv = w[h - 1] - 2.0 * top + w[h + 1]
+                sigma_tot2 = pr / -curv if curv < 0 else math.inf  # Gaussian: S'' = -A/σ² at the top
+                offset = _refine_gaussian(w, h, top - pr, pr, sigma_tot2)
+                phi = phi0 + (c + offset) * width
+                if phi > 180.0:
+                    phi -= 360.0
+                elif phi <= -180.0:
+                    phi += 360.0
+                fwhm = FWHM_PER_SIGMA * math.sqrt(max(sigma_tot2 - smooth * smooth, 0.0)) * width
+                out[r].append(RingPeak(phi, top, pr, fwhm, pr / sg))
+            for lst in out:
+                if len(lst) > 1:
+                    lst.sort(key=lambda pk: pk.azimuth_deg)
+        if not self.lead_shape:
+            return out[0]
+        for size in reversed(self.lead_shape[1:]):
+            out = [out[i : i + size] for i in range(0, len(out), size)]
+        return out
 
 
 def detect_peaks(
@@ -161,82 +286,34 @@ def detect_peaks(
     ``smooth_bins``, ``min_snr``, ``window_deg`` and ``min_prominence`` are scalars or one
     value per profile along the second-to-last axis (per ring). For 1-D input the result is
     one list of peaks; for shape (A, N) a list of A lists; for (F, A, N) F lists of A lists.
+    See :class:`PeakSearch` to search many profiles of the same layout.
     """
-    s = smoothed.value
-    n = s.shape[-1]
-    lead = s.shape[:-1]
-    n_per = lead[-1] if lead else 1
-    s2 = s.reshape(-1, n)
-    sig2 = smoothed.sigma.reshape(-1, n)
-    v2 = np.broadcast_to(smoothed.valid, s.shape).reshape(-1, n)
-    n_rows = s2.shape[0]
-    width = 360.0 / n
+    value = smoothed.value
+    search = PeakSearch(value.shape[:-1], value.shape[-1], smooth_bins, min_snr, window_deg, min_prominence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return search.find(azimuth_deg, smoothed)
 
-    def per_row(value) -> np.ndarray:
-        a = np.asarray(value, dtype=np.float64)
-        if a.ndim == 2 and a.shape == (n_rows, 1):
-            return a
-        a = a.reshape(-1)
-        if a.size == 1:
-            return np.full((n_rows, 1), float(a[0]))
-        if a.size != n_per:
-            raise ValueError("Per-profile parameters need one value per profile along the second-to-last axis.")
-        return np.tile(a, n_rows // n_per)[:, None]
 
-    half = np.maximum(1, np.round(per_row(window_deg) / width).astype(np.int64))
-    h_max = int(min(half.max(), n - 1))
-    filled = np.where(v2, s2, np.inf)
-    fp = np.concatenate([filled[:, n - h_max :], filled, filled[:, :h_max]], axis=1)
-    centre = fp[:, h_max : h_max + n]
-    threshold = np.maximum(per_row(min_snr) * sig2, per_row(min_prominence))  # NaN where invalid
-    # cheap pre-selection: local maxima that rise enough above the profile's minimum
-    floor = filled.min(axis=1, keepdims=True)
-    floor[~np.isfinite(floor)] = 0.0
-    cand = (
-        (centre > fp[:, h_max - 1 : h_max - 1 + n])
-        & (centre >= fp[:, h_max + 1 : h_max + 1 + n])
-        & (centre - floor >= threshold)
-        & v2
-    )
-    rows_i, cols = np.nonzero(cand)
-    if rows_i.size:
-        # windowed prominence: the top minus the higher of the minima over [i-h, i] and [i, i+h]
-        k = np.arange(h_max + 1)
-        outside = k[None, :] > half[rows_i]
-        lo = np.where(outside, np.inf, fp[rows_i[:, None], cols[:, None] + h_max - k[None, :]]).min(axis=1)
-        hi = np.where(outside, np.inf, fp[rows_i[:, None], cols[:, None] + h_max + k[None, :]]).min(axis=1)
-        prom = centre[rows_i, cols] - np.maximum(lo, hi)
-        keep = prom >= threshold[rows_i, cols]
-        rows_i, cols, prom = rows_i[keep], cols[keep], prom[keep]
-    out: list[list[RingPeak]] = [[] for _ in range(n_rows)]
-    if rows_i.size:
-        left = s2[rows_i, (cols - 1) % n]
-        right = s2[rows_i, (cols + 1) % n]
-        top = s2[rows_i, cols]
-        curv = left - 2.0 * top + right
-        neg = curv < 0
-        safe_curv = np.where(neg, curv, -1.0)
-        offset = np.clip(np.where(neg, 0.5 * (left - right) / safe_curv, 0.0), -0.5, 0.5)
-        phi = np.asarray(azimuth_deg, dtype=np.float64)[cols] + offset * width
-        phi = np.where(phi > 180.0, phi - 360.0, phi)
-        phi = np.where(phi <= -180.0, phi + 360.0, phi)
-        sb = per_row(smooth_bins)[rows_i, 0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sigma_tot2 = np.where(neg, prom / -safe_curv, np.nan)
-            fwhm = FWHM_PER_SIGMA * np.sqrt(np.maximum(sigma_tot2 - sb**2, 0.0)) * width
-            snr = prom / sig2[rows_i, cols]
-        for r, p, h, pr, fw, sn in zip(
-            rows_i.tolist(), phi.tolist(), top.tolist(), prom.tolist(), fwhm.tolist(), snr.tolist()
-        ):
-            out[r].append(RingPeak(p, h, pr, fw, sn))
-        for lst in out:
-            if len(lst) > 1:
-                lst.sort(key=lambda pk: pk.azimuth_deg)
-    if not lead:
-        return out[0]
-    for size in reversed(lead[1:]):
-        out = [out[i : i + size] for i in range(0, len(out), size)]
-    return out
+def _refine_gaussian(window: list, h: int, base: float, prom: float, sigma2_bins: float) -> float:
+    """Sub-bin offset (bins) of a peak from a Gaussian through three points k bins apart.
+
+    ``window`` holds the smoothed profile at offsets -h…h around the maximum (index h);
+    k ≈ the peak's σ from the curvature at the top (at least 1, at most h): a Gaussian's
+    slope is steepest there, so the log-parabola through S(-k), S(0), S(+k) above the
+    local ``base`` is the least noise-sensitive three-point estimate. 0 where a point is not
+    above the base or the fit is not a maximum within ±k.
+    """
+    k = int(min(max(round(math.sqrt(sigma2_bins)), 1), h)) if math.isfinite(sigma2_bins) else 1
+    ym = window[h - k] - base
+    yp = window[h + k] - base
+    if not (0 < ym < math.inf and 0 < yp < math.inf and prom > 0):
+        return 0.0
+    lm, lp = math.log(ym), math.log(yp)
+    curv = lm - 2.0 * math.log(prom) + lp
+    if curv >= 0:
+        return 0.0
+    vertex = k * 0.5 * (lm - lp) / curv
+    return vertex if abs(vertex) <= k else 0.0
 
 
 def find_ring_peaks(

@@ -28,6 +28,9 @@ GAP_VALUE_U32 = 2**32 - 1
 """Value Eiger detectors write into pixels that do not exist (module and chip gaps)."""
 
 
+_UINT_MAX = {1: 2**8 - 1, 2: 2**16 - 1, 4: 2**32 - 1, 8: 2**64 - 1}
+
+
 class RingNotOnDetectorError(ValueError):
     """A requested q ring has no good pixel on the detector."""
 
@@ -131,7 +134,9 @@ class RingPolarOperator:
             raise ValueError(f"Need at least 4 azimuthal bins, got {n_bins}.")
         self.geometry = geometry
         self.shape = tuple(geometry.shape)
-        self.rings: tuple[Ring, ...] = tuple(r if isinstance(r, Ring) else Ring(float(r[0]), float(r[1])) for r in rings)
+        self.rings: tuple[Ring, ...] = tuple(
+            r if isinstance(r, Ring) else Ring(float(r[0]), float(r[1])) for r in rings
+        )
         if not self.rings:
             raise ValueError("Give at least one ring.")
         self.n_bins = int(n_bins)
@@ -244,7 +249,7 @@ class RingPolarOperator:
         kind = values.dtype.kind
         n_sub_good = None
         if kind == "u":
-            dirty = values.max() == np.iinfo(values.dtype).max
+            dirty = values.max() == _UINT_MAX[values.dtype.itemsize]
         elif kind in "if":
             dirty = True
         else:

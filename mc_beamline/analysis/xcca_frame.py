@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .geometry import DetectorGeometry
-from .peaks import RingPeak, SmoothedProfiles, detect_peaks, kernel_spectra, poisson_variance
+from .peaks import PeakSearch, RingPeak, SmoothedProfiles, background_level, kernel_spectra
 from .polar import Ring, RingPolarOperator, RingProfiles
 from .xcca import delta_grid_deg, lag_order
 
@@ -90,7 +90,7 @@ class XccaFrameEngine:
         mask: np.ndarray | None = None,
         pairs: Sequence[tuple[int, int]] = ((0, 1),),
         n_radial: int = 8,
-        min_coverage: float = 0.4,
+        min_coverage: float = 0.25,
     ):
         self.rings = tuple(rings)
         self.n_bins = int(n_bins)
@@ -114,7 +114,13 @@ class XccaFrameEngine:
         self._g2_hat = np.stack([b for _, b in spectra])
         self._pair_i = np.array([i for i, _ in self.pairs], dtype=int)
         self._pair_j = np.array([j for _, j in self.pairs], dtype=int)
+        if len(self.pairs) == 1:  # views instead of fancy indexing for the usual single pair
+            i, j = self.pairs[0]
+            self._pair_slices = (slice(i, i + 1), slice(j, j + 1))
+        else:
+            self._pair_slices = (self._pair_i, self._pair_j)
         self._precompute_static()
+        self._searches: dict[int, PeakSearch] = {}
 
     # ------------------------------------------------------------------ helpers
     def _mask_terms(self, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,6 +131,16 @@ class XccaFrameEngine:
         cov = np.fft.irfft(w_hat * self._g_hat, n=n, axis=-1)
         return den, cov, weight.sum(axis=-1)
 
+    def _variance_terms(self, weight: np.ndarray, n_good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """g² ∗ (w²/n) and g² ∗ (w²/n²): the noise of S at level L is sqrt(L·a + b) / (g ∗ w)."""
+        n = self.n_bins
+        n_good = np.asarray(n_good, dtype=np.float64)
+        safe = np.maximum(n_good, 1.0)
+        a = np.where(n_good > 0, weight * weight / safe, 0.0)
+        b = np.where(n_good > 0, weight * weight / (safe * safe), 0.0)
+        conv = np.fft.irfft(np.fft.rfft(np.stack([a, b]), axis=-1) * self._g2_hat, n=n, axis=-1)
+        return conv[0], conv[1]
+
     def _precompute_static(self) -> None:
         op = self.operator
         n = self.n_bins
@@ -133,24 +149,35 @@ class XccaFrameEngine:
         self._typical_cov = np.percentile(cov[0], 90, axis=-1, keepdims=True)
         with np.errstate(divide="ignore", invalid="ignore"):
             # 1/denominator in Δ order, NaN where the rings overlap by less than half a bin
-            self._inv_den = np.where(den >= 0.5 / n, 1.0 / den, np.nan)[..., self._order]
+            self._inv_den = np.where(den >= 0.5 / n, 1.0 / (n * den), np.nan)[..., self._order]
             valid = (cov >= self.min_coverage * self._typical_cov) & (cov > 1e-12)
             self._inv_cov = np.where(valid, 1.0 / cov, np.nan)
         self._valid_static = valid
+        # background level = 20th percentile of the valid smoothed bins (see peaks.background_level)
+        n_valid = valid[0].sum(axis=-1)
+        self._level_k = np.floor(0.2 * np.maximum(n_valid - 1, 0)).astype(np.intp)
+        self._level_kth = sorted(set(self._level_k.tolist()))
+        self._ring_index = np.arange(len(self.rings))
         self._w_sum = w_sum
         n_good = op.n_static[None].astype(np.float64)
         self._empty = op.n_static[None] == 0
-        w = weight
-        # w²·var(I) = w²·(I·n + 1)/n² = I·(w²/n) + w²/n²
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self._var_a = np.where(n_good > 0, w * w / n_good, 0.0)
-            self._var_b = np.where(n_good > 0, w * w / n_good**2, 0.0)
+        self._var_conv_a, self._var_conv_b = self._variance_terms(weight, n_good)
         self._n_sub_f = op.n_static_sub[None].astype(np.float64)
         slice_n = op.n_static_sub.sum(axis=2)[None].astype(np.float64)
         self._inv_slice_n = np.where(slice_n > 0, 1.0 / np.maximum(slice_n, 1.0), 0.0)
         self._inv_ring_n = 1.0 / np.maximum(op.n_static.sum(axis=-1)[None, :, None], 1)
         self._nan_empty = np.where(self._empty, np.nan, 0.0)
-        self._g_all = np.concatenate([self._g_hat, self._g2_hat])[None]
+
+    def _peak_search(self, n_frames: int) -> PeakSearch:
+        search = self._searches.get(n_frames)
+        if search is None:
+            search = PeakSearch(
+                (n_frames, len(self.rings)), self.n_bins, self.smooth_bins, self.min_snr, self.window_deg
+            )
+            if len(self._searches) > 8:
+                self._searches.clear()
+            self._searches[n_frames] = search
+        return search
 
     # ------------------------------------------------------------------- public
     def process(self, frame: np.ndarray) -> FrameXcca:
@@ -174,41 +201,49 @@ class XccaFrameEngine:
         sums, n_sub = op.segment_sums(flat)
         static = n_sub is None
         with np.errstate(invalid="ignore", divide="ignore"):
-            if static and op.n_radial > 1:
+            if static:
                 # fast path: every mask-dependent quantity is precomputed
                 bin_sum = sums.sum(axis=2)
                 slice_sum = sums.sum(axis=3)
                 expected = np.matmul((slice_sum * self._inv_slice_n)[..., None, :], self._n_sub_f)[..., 0, :]
                 ring_mean_px = slice_sum.sum(axis=-1, keepdims=True) * self._inv_ring_n
                 mean0 = bin_sum * (ring_mean_px / np.maximum(expected, 1e-300))
+                mean = mean0 + self._nan_empty
                 weight, n_good = op.weight_static[None], op.n_static[None]
                 x = mean0 * weight
-                var = np.maximum(mean0, 0.0) * self._var_a + self._var_b
+                var_a, var_b = self._var_conv_a, self._var_conv_b
                 den_inv, cov_inv, w_sum, valid = self._inv_den, self._inv_cov, self._w_sum, self._valid_static
-                mean = mean0 + self._nan_empty
             else:
                 mean, weight, n_good = op.profiles_from_sums(sums, n_sub)
                 good = weight > 0
                 x = np.where(good, mean, 0.0) * weight
-                var = weight * weight * poisson_variance(mean, n_good)
+                var_a, var_b = self._variance_terms(weight, n_good)
                 den, cov, w_sum = self._mask_terms(np.ascontiguousarray(np.broadcast_to(weight, mean.shape)))
-                den_inv = np.where(den >= 0.5 / n, 1.0 / den, np.nan)[..., self._order]
+                den_inv = np.where(den >= 0.5 / n, 1.0 / (n * den), np.nan)[..., self._order]
                 valid = (cov >= self.min_coverage * self._typical_cov) & (cov > 1e-12)
                 cov_inv = np.where(valid, 1.0 / cov, np.nan)
-            spec = np.fft.rfft(np.concatenate([x, var], axis=1), axis=-1)
-            x_hat = spec[:, :n_r]
-            prod = np.concatenate([np.conj(x_hat[:, self._pair_i]) * x_hat[:, self._pair_j], spec * self._g_all], axis=1)
+            x_hat = np.fft.rfft(x, axis=-1)
+            pi, pj = self._pair_slices
+            cross = np.conj(x_hat[:, pi]) * x_hat[:, pj]
+            prod = np.concatenate([cross, x_hat * self._g_hat], axis=1)
             back = np.fft.irfft(prod, n=n, axis=-1)
             ring_mean = x.sum(axis=-1) / w_sum
-            norm = ring_mean[:, self._pair_i] * ring_mean[:, self._pair_j]
-            ccf = back[:, :n_p][..., self._order] * (den_inv / n) / norm[..., None] - 1.0
-            s_val = back[:, n_p : n_p + n_r] * cov_inv
-            s_sig = np.sqrt(np.maximum(back[:, n_p + n_r :], 0.0)) * cov_inv
-        valid = np.broadcast_to(valid, s_val.shape)
-        smoothed = SmoothedProfiles(s_val, s_sig, valid)
-        peaks = detect_peaks(self.azimuth_deg, smoothed, self.smooth_bins, self.min_snr, self.window_deg)
-        weight = np.broadcast_to(weight, mean.shape)
-        n_good = np.broadcast_to(n_good, mean.shape)
+            norm = ring_mean[:, pi] * ring_mean[:, pj]
+            ccf = np.take(back[:, :n_p], self._order, axis=-1) * (den_inv / norm[..., None]) - 1.0
+            s_val = back[:, n_p:] * cov_inv  # NaN where invalid
+            if static:  # NaN sort last, so the k-th smallest is among the valid bins
+                part = np.partition(s_val, self._level_kth, axis=-1)
+                level = np.maximum(part[:, self._ring_index, self._level_k], 0.0)[..., None]
+            else:
+                level = background_level(s_val, valid)
+            s_sig = np.sqrt(level * var_a + var_b) * cov_inv
+            if valid.shape != s_val.shape:
+                valid = np.broadcast_to(valid, s_val.shape)
+            smoothed = SmoothedProfiles(s_val, s_sig, valid)
+            peaks = self._peak_search(flat.shape[0]).find(self.azimuth_deg, smoothed)
+        if weight.shape != mean.shape:
+            weight = np.broadcast_to(weight, mean.shape)
+            n_good = np.broadcast_to(n_good, mean.shape)
         return [
             FrameXcca(
                 profiles=RingProfiles(mean[f], weight[f], n_good[f], self.azimuth_deg),
