@@ -33,6 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a small version that finishes in seconds")
     _add_data_dir(demo)
 
+    xcca = sub.add_parser("xcca", help="offline XCCA of a stack of nanodiffraction frames (HDF5)")
+    xcca.add_argument("frames", type=Path, metavar="FRAMES.h5", help="HDF5 file with a (n, rows, columns) frame stack")
+    xcca.add_argument("--poni", type=Path, required=True, metavar="GEOM.poni", help="pyFAI PONI geometry file")
+    xcca.add_argument("--mask", type=Path, default=None, metavar="MASK.npy", help=".npy mask, 1 = bad pixel")
+    xcca.add_argument("--dataset", default="/entry/data/data", help="dataset path in the HDF5 file")
+    xcca.add_argument("--q-sl", type=float, required=True, metavar="Q", help="superlattice ring, nm⁻¹ (e.g. 1.72)")
+    xcca.add_argument("--q-al", type=float, required=True, metavar="Q", help="atomic-lattice ring, nm⁻¹ (e.g. 18.3)")
+    xcca.add_argument("--scan-shape", default=None, metavar="NYxNX", help="raster shape, rows x columns (e.g. 35x51)")
+    xcca.add_argument("--step-um", type=float, default=None, metavar="S", help="raster step in µm (for domain areas)")
+    xcca.add_argument("--snake", action="store_true", help="odd raster rows were scanned backwards")
+    xcca.add_argument("--out", type=Path, required=True, metavar="RESULT.json", help="where to write the result")
+    xcca.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
+    xcca.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    for name, text in (("results", "export the analysis computed live during a stored run"),
+                       ("replay", "replay a stored run through the live analysis")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("uid", metavar="UID", help="uid of the raw run")
+        source = cmd.add_mutually_exclusive_group()
+        source.add_argument("--data-dir", type=Path, default=None,
+                            help="data directory with the embedded catalog (default ./mc-data)")
+        source.add_argument("--tiled", default=None, metavar="URI",
+                            help="URI of a running Tiled server (API key from ?api_key= or TILED_API_KEY)")
+        cmd.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
+
     iocs = sub.add_parser("iocs", help="run the simulated beamline IOC in the foreground")
     iocs.add_argument("--prefix", default="MC:", help="PV prefix (default MC:)")
     iocs.add_argument("--geometry", default="offaxis", choices=["offaxis", "centered"],
@@ -51,6 +76,45 @@ def _demo(args) -> int:
 
     raster_demo(args.data_dir.resolve(), quick=args.quick)
     return 0
+
+
+def _xcca(args) -> int:
+    from .offline import run_xcca
+
+    run_xcca(args)
+    return 0
+
+
+def _stored(args, compute) -> int:
+    from .jsonio import write_json
+    from .storage import connect
+
+    if args.tiled is None:
+        data_dir = (args.data_dir or DEFAULT_DATA_DIR).resolve()
+        if not (data_dir / "tiled" / "catalog.db").is_file():
+            raise CommandError(f"{data_dir} holds no catalog; give the data directory of the run (--data-dir).")
+        source = {"data_dir": data_dir}
+    else:
+        source = {"uri": args.tiled}
+    if not args.out.parent.resolve().is_dir():
+        raise CommandError(f"Output directory {args.out.parent} does not exist.")
+    with connect(**source) as client:
+        result = compute(client, args.uid)
+    write_json(result, args.out)
+    print(f"{args.command} of run {args.uid}: {args.out}")
+    return 0
+
+
+def _results(args) -> int:
+    from .replay import stored_results
+
+    return _stored(args, stored_results)
+
+
+def _replay(args) -> int:
+    from .replay import replay
+
+    return _stored(args, replay)
 
 
 def _iocs(args) -> int:
@@ -75,7 +139,7 @@ def _serve(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _demo, "iocs": _iocs, "serve": _serve}
+COMMANDS = {"demo": _demo, "xcca": _xcca, "results": _results, "replay": _replay, "iocs": _iocs, "serve": _serve}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mc-beamline: interrupted.", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, OSError, ConnectionError, RuntimeError) as exc:
+    except (CommandError, ValueError, OSError, ConnectionError, RuntimeError, LookupError) as exc:
         if args.debug:
             raise
         print(f"mc-beamline {args.command}: {_sentence(exc)}", file=sys.stderr)

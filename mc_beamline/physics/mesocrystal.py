@@ -407,3 +407,27 @@ class MesocrystalSimulator:
         dphi = (phi - center + 180.0) % 360.0 - 180.0
         lam = peak.counts * radial * np.exp(-0.5 * (dphi / peak.sigma_phi_deg) ** 2)
         return index, lam
+
+
+def raster_truth_summary(sim: MesocrystalSimulator, ys_um: np.ndarray, xs_um: np.ndarray) -> dict:
+    """Ground truth of a raster over positions ``ys_um`` x ``xs_um`` (µm), for comparison with XCCA.
+
+    Keys: ``c_over_a``, ``disorder_fwhm_deg``, ``psi_mean_deg``/``psi_std_deg`` over the
+    positions in [110]-zone grains, ``n_zone_positions``, ``grains`` (grains seen at two or
+    more positions) and ``mean_grain_area_um2`` (their mean area in the raster, µm²).
+    """
+    truths = [sim.truth_at(x, y) for y in ys_um for x in xs_um]
+    psi = np.array([t.psi_deg for t in truths if t.zone])
+    grains, counts = np.unique([t.grain for t in truths if t.grain >= 0], return_counts=True)
+    step = float(abs(xs_um[1] - xs_um[0])) if len(xs_um) > 1 else float("nan")
+    seen = counts[counts >= 2]
+    return {
+        "c_over_a": sim.params.c_over_a,
+        "disorder_fwhm_deg": sim.params.disorder_fwhm_deg,
+        "psi_mean_deg": float(psi.mean()) if psi.size else float("nan"),
+        "psi_std_deg": float(psi.std(ddof=1)) if psi.size > 1 else float("nan"),
+        "n_zone_positions": int(psi.size),
+        "grains": int(seen.size),
+        "mean_grain_area_um2": float(seen.mean() * step * step) if seen.size else float("nan"),
+    }
+

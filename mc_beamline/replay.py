@@ -1,0 +1,80 @@
+"""Stored analysis results and replays of stored runs (`mc-beamline results` / `replay`).
+
+``results`` exports what the live analysis computed during a run, as stored in Tiled in
+the derived run that names the raw run. ``replay`` runs the raw run's documents from Tiled
+through the same live callback and returns the same JSON; both use the same analysis code
+on the same frames, so they agree exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .callbacks.live_xcca import LiveXcca, is_raster_run
+from .callbacks.xcca_results import ANALYSIS_NAME
+from .storage import run_documents
+
+
+class RunNotFoundError(LookupError):
+    """A run uid (or its stored results) that the catalog does not hold."""
+
+
+def _raw_run(client: Any, uid: str):
+    try:
+        return client[uid]
+    except KeyError:
+        raise RunNotFoundError(f"No run {uid} in the catalog.") from None
+
+
+def stored_results(client: Any, uid: str) -> dict:
+    """The analysis result computed live for raw run ``uid`` (the newest, if it was analysed twice)."""
+    from tiled.queries import Key
+
+    raw = _raw_run(client, uid)
+    found = client.search(Key("mc_beamline.raw_uid") == raw.metadata["start"]["uid"])
+    found = found.search(Key("mc_beamline.analysis") == ANALYSIS_NAME)
+    runs = [found[key] for key in found]
+    runs = [run for run in runs if run.metadata.get("stop")]
+    if not runs:
+        raise RunNotFoundError(f"Run {uid} has no stored analysis results (was it analysed live?).")
+    newest = max(runs, key=lambda run: run.metadata["start"]["time"])
+    stop = newest.metadata["stop"]
+    if stop.get("xcca_result") is None:
+        errors = stop.get("analysis_errors") or []
+        first = errors[0]["message"] if errors else "no result"
+        raise RunNotFoundError(f"The live analysis of run {uid} produced no result: {first}.")
+    return _plain(stop["xcca_result"])
+
+
+def _plain(value):
+    """Tiled metadata as plain Python containers (its DictView/ListView are read-only wrappers)."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+        return [_plain(v) for v in value]
+    return value
+
+
+def replay(client: Any, uid: str, timeout_s: float = 600.0) -> dict:
+    """Replay stored run ``uid`` through the live XCCA callback and return its result."""
+    raw = _raw_run(client, uid)
+    start = _plain(raw.metadata["start"])
+    if not is_raster_run(start):
+        raise RunNotFoundError(f"Run {uid} is not a raster run; there is no XCCA to replay.")
+    image_key = start["mc_beamline"].get("image_key", "det_image")
+
+    def from_tiled(seq_num: int) -> np.ndarray:
+        return np.asarray(raw["primary"][image_key][seq_num - 1])
+
+    live = LiveXcca(start, frame_fallback=from_tiled)
+    for name, doc in run_documents(client, uid):
+        if name != "start":
+            live(name, doc)
+    if not live.wait(timeout_s):
+        raise TimeoutError(f"The replay of run {uid} did not finish within {timeout_s:.0f} s.")
+    if live.result is None:
+        first = live.errors[0]["message"] if live.errors else "no result"
+        raise RuntimeError(f"The replay of run {uid} produced no result: {first}.")
+    return live.result
