@@ -61,7 +61,44 @@ def xcca_figure(analysis, details: dict, path: Path) -> Path:
     ax_dom.imshow(labels % 20, origin="lower", cmap="tab20", extent=extent, interpolation="nearest")
     ax_dom.set_title(f"domains: {details['domains'].count}")
     ax_dom.set_xlabel(f"x ({unit})")
+    return _save(fig, path)
+
+
+def xcca_running_figure(analysis, path: Path) -> Path:
+    """Cheap live view while frames arrive: running averaged CCF and the SL peak azimuth map.
+
+    Uses only what each frame already produced (no cross-frame fitting), so it can be
+    redrawn during a scan. The map shows the strongest SL peak's azimuth mod 90°.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = _new_figure(10, 4.6)
+    ax_ccf, ax_map = fig.subplots(1, 2)
+    acc = analysis.running_ccf
+    ax_ccf.plot(analysis.delta_deg, acc.mean(), lw=1, color="k")
+    ax_ccf.set_xlim(-180, 180)
+    ax_ccf.set_xticks(range(-180, 181, 60))
+    ax_ccf.set_xlabel("Δ = φ(AL) − φ(SL) (deg)")
+    ax_ccf.set_ylabel("normalised CCF")
+    ax_ccf.set_title(f"running CCF, {len(analysis.records)} frames so far")
+    shape = analysis.settings.scan_shape or (1, max(analysis.records, default=0) + 1)
+    azimuth = np.full(shape, np.nan)
+    for index, record in list(analysis.records.items()):
+        if len(record.sl_peaks):
+            strongest = record.sl_peaks[np.argmax(record.sl_peaks[:, 1]), 0]
+            azimuth[analysis.position(index)] = strongest % 90.0
+    im = ax_map.imshow(azimuth, origin="lower", cmap="twilight", vmin=0, vmax=90, interpolation="nearest")
+    fig.colorbar(im, ax=ax_map, label="strongest SL peak azimuth mod 90° (deg)")
+    ax_map.set_title("superlattice peaks (live)")
+    ax_map.set_xlabel("column")
+    ax_map.set_ylabel("row")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write atomically, so a reader never sees half a PNG."""
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=80)
     tmp.replace(path)
     return path
+

@@ -393,9 +393,12 @@ class XccaAnalysis:
             "n_cut_frames": n_cut,
         }
 
-    def result(self) -> dict:
-        """The ``mc-beamline xcca`` RESULT.json content (DESIGN.md) as a JSON-ready dict."""
-        d = self.details()
+    def result(self, details: dict | None = None) -> dict:
+        """The ``mc-beamline xcca`` RESULT.json content (DESIGN.md) as a JSON-ready dict.
+
+        ``details`` may pass a :meth:`details` computed just before (it is the expensive part).
+        """
+        d = self.details() if details is None else details
         fit = d["fit"]
         if fit is not None:
             superlattice = {"lattice": fit.lattice, "c_over_a": fit.c_over_a, "beta_deg": fit.beta_deg}

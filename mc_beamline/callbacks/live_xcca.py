@@ -68,7 +68,7 @@ class LiveXcca:
     """
 
     def __init__(self, start_doc: dict, *, publish: Publisher | None = None, figure_dir: Path | None = None,
-                 redraw_s: float = 5.0, analysis_factory: Callable[[dict], XccaAnalysis] = analysis_for_start,
+                 redraw_s: float = 10.0, analysis_factory: Callable[[dict], XccaAnalysis] = analysis_for_start,
                  frame_fallback: Callable[[int], np.ndarray] | None = None):
         self.start_doc = start_doc
         self.publish = publish
@@ -142,7 +142,7 @@ class LiveXcca:
         try:
             if self.analysis is not None:
                 details = self.analysis.details()
-                self.result = json_ready(self.analysis.result())
+                self.result = json_ready(self.analysis.result(details))
                 if self.figure_dir is not None:
                     self._draw(details=details)
                 if self.publish is not None:
@@ -156,11 +156,15 @@ class LiveXcca:
             self._done.set()
 
     def _draw(self, details: dict | None = None) -> None:
-        from ..figures import xcca_figure
+        """Redraw the figure: the cheap running view during the scan, the full one with ``details``."""
+        from ..figures import xcca_figure, xcca_running_figure
 
+        path = self.figure_dir / f"{self.start_doc['uid'][:8]}_xcca.png"
         try:
-            details = details if details is not None else self.analysis.details()
-            self.figure_path = xcca_figure(self.analysis, details, self.figure_dir / f"{self.start_doc['uid'][:8]}_xcca.png")
+            if details is None:
+                self.figure_path = xcca_running_figure(self.analysis, path)
+            else:
+                self.figure_path = xcca_figure(self.analysis, details, path)
         except Exception as exc:  # noqa: BLE001 - a plot never stops the analysis
             self._record("figure", exc)
         self._last_draw = time.monotonic()

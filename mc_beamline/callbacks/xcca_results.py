@@ -3,7 +3,7 @@
 The derived run names its raw run in ``start["mc_beamline"]["raw_uid"]`` and holds
 
 * stream ``ccf``: one event with the averaged CCF (``delta_deg``, ``value``; NaN = undefined);
-* stream ``frames``: one event per analysed frame (index, selected, ψ, domain, peak counts);
+* stream ``frames``: one row per analysed frame (one event page) (index, selected, ψ, domain, peak counts);
 * stream ``maps``: one event with the SL orientation map and the domain labels (rows x columns);
 * the stop document: the whole ``mc-beamline xcca`` result (``xcca_result``) and the
   errors met during the analysis (``analysis_errors``), so that ``mc-beamline results``
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from typing import Iterator
 
 import numpy as np
@@ -74,16 +75,23 @@ def xcca_result_documents(
                    for k, (dt, np_dt, u) in frame_keys.items()},
     )
     yield "descriptor", frames.descriptor_doc
-    for f in result["frames"]:
-        data = {
-            "index": int(f["index"]),
-            "selected": int(bool(f["selected"])),
-            "psi_deg": _nan(f["psi_deg"]),
-            "domain": -1 if f["domain"] is None else int(f["domain"]),
-            "n_sl_peaks": len(f["sl_peaks_deg"]),
-            "n_al_peaks": len(f["al_peaks_deg"]),
+    rows = result["frames"]
+    if rows:
+        columns = {
+            "index": [int(f["index"]) for f in rows],
+            "selected": [int(bool(f["selected"])) for f in rows],
+            "psi_deg": [_nan(f["psi_deg"]) for f in rows],
+            "domain": [-1 if f["domain"] is None else int(f["domain"]) for f in rows],
+            "n_sl_peaks": [len(f["sl_peaks_deg"]) for f in rows],
+            "n_al_peaks": [len(f["al_peaks_deg"]) for f in rows],
         }
-        yield "event", frames.compose_event(data=data, timestamps={k: now for k in data})
+        yield "event_page", frames.compose_event_page(
+            data=columns,
+            timestamps={k: [now] * len(rows) for k in columns},
+            seq_num=list(range(1, len(rows) + 1)),
+            time=[now] * len(rows),
+            uid=[str(uuid.uuid4()) for _ in rows],
+        )
 
     if maps:
         maps_desc = bundle.compose_descriptor(
