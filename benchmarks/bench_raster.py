@@ -24,7 +24,6 @@ from pathlib import Path
 
 import h5py
 import hdf5plugin
-import numpy as np
 
 
 def time_frames(n: int = 50) -> float:

@@ -28,10 +28,11 @@ def test_quick_demo_stores_a_raster_and_prints_its_uid(tmp_path):
     assert figures and all(os.path.getsize(f) > 1000 for f in figures)
     with connect(data_dir=data_dir) as client:
         run = client[uids[0]]
-        assert run.metadata["start"]["mc_beamline"]["scan_shape"] == [7, 9]
+        assert run.metadata["start"]["mc_beamline"]["scan_shape"] == [9, 13]
         assert run.metadata["stop"]["exit_status"] == "success"
         frames = read_stream_array(client, uids[0], "det_image")
-        assert frames.shape == (63, 1065, 1030)
+        assert frames.shape == (117, 1065, 1030)
+    assert re.search(r"^  c/a\s+1\.2\d\d\s+1\.220$", proc.stdout, flags=re.M), proc.stdout
 
 
 @pytest.mark.parametrize(

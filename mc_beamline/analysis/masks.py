@@ -26,8 +26,8 @@ def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         raise MaskError(f"Mask file {path} does not exist.")
     try:
         mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise MaskError(f"Mask file {path} is not a readable .npy array ({exc}).") from None
+    except (ValueError, OSError):
+        raise MaskError(f"Mask file {path} is not a .npy array of 0/1 values.") from None
     if mask.shape != tuple(shape):
         raise MaskError(f"Mask file {path} has shape {mask.shape}, the detector {tuple(shape)}.")
     if mask.dtype != bool:

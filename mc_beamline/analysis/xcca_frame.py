@@ -197,7 +197,7 @@ class XccaFrameEngine:
     def _process_flat(self, flat: np.ndarray) -> list[FrameXcca]:
         op = self.operator
         n = self.n_bins
-        n_r, n_p = len(self.rings), len(self.pairs)
+        n_p = len(self.pairs)
         sums, n_sub = op.segment_sums(flat)
         static = n_sub is None
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -26,7 +26,8 @@ from ..analysis.geometry import DetectorGeometry
 from ..analysis.masks import decode_mask, load_mask
 from ..analysis.xcca_pipeline import XccaAnalysis
 from .frames import FrameLocator
-from .xcca_results import json_ready, xcca_result_documents
+from ..jsonio import json_ready
+from .xcca_results import xcca_result_documents
 
 logger = logging.getLogger(__name__)
 

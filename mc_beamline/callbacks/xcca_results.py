@@ -12,7 +12,6 @@ The derived run names its raw run in ``start["mc_beamline"]["raw_uid"]`` and hol
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from typing import Iterator
@@ -112,13 +111,3 @@ def xcca_result_documents(
     stop["analysis_errors"] = errors
     schema_validators[DocumentNames.stop].validate(stop)
     yield "stop", stop
-
-def json_ready(value):
-    """Replace non-finite floats by None recursively (JSON has no NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    return value
