@@ -62,29 +62,26 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
 
 def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> RasterDemoResult:
     """Run the seed-000 raster (or the quick one) with live XCCA and store both in Tiled."""
-    from .callbacks.live_xcca import xcca_router
+    from .callbacks.analysis_process import AnalysisProcess
     from .physics.mesocrystal import MesocrystalParams, MesocrystalSimulator, raster_truth_summary
     from .plans import RasterSpec, nanodiffraction_raster
     from .sim_iocs.server import GEOMETRIES
-    from .storage import tiled_writer
 
     ny, nx, step = QUICK_RASTER if quick else SEED_RASTER
     figdir = Path(data_dir) / "figures"
-    live_runs = []
     with simulated_beamline(data_dir) as (beamline, RE, client):
         det = beamline.detector
-        RE.subscribe(xcca_router(publish=tiled_writer(client), figure_dir=figdir, on_run=live_runs.append))
-        # Simulated exposures need no wall-clock wait: the demo measures the software, not the shutter.
-        det.time_scale.set(0).wait(5)
-        print(f"Raster {ny} x {nx} points, {step} µm steps ({(ny - 1) * step:.1f} x {(nx - 1) * step:.1f} µm), "
-              f"{det.acquire_time.get():g} s exposures, live XCCA; data in {data_dir}", file=out, flush=True)
-        t0 = time.perf_counter()
-        (uid,) = RE(nanodiffraction_raster(det, beamline.stage, ny=ny, nx=nx, step_um=step))
-        scan_s = time.perf_counter() - t0
-        live = live_runs[-1]
-        if not live.wait(ANALYSIS_TIMEOUT_S):
-            raise TimeoutError(f"The live analysis did not finish within {ANALYSIS_TIMEOUT_S:.0f} s of the scan.")
-        lag_s = time.perf_counter() - t0 - scan_s
+        with AnalysisProcess(client.uri, client.context.api_key, figure_dir=figdir) as analysis:
+            RE.subscribe(analysis)
+            # Simulated exposures need no wall-clock wait: the demo measures the software, not the shutter.
+            det.time_scale.set(0).wait(5)
+            print(f"Raster {ny} x {nx} points, {step} µm steps ({(ny - 1) * step:.1f} x {(nx - 1) * step:.1f} µm), "
+                  f"{det.acquire_time.get():g} s exposures, live XCCA; data in {data_dir}", file=out, flush=True)
+            t0 = time.perf_counter()
+            (uid,) = RE(nanodiffraction_raster(det, beamline.stage, ny=ny, nx=nx, step_um=step))
+            scan_s = time.perf_counter() - t0
+            report = analysis.summary(uid, ANALYSIS_TIMEOUT_S)
+            lag_s = time.perf_counter() - t0 - scan_s
         stop = client[uid].metadata["stop"]
         if stop["exit_status"] != "success":
             raise RuntimeError(f"The raster ended with status {stop['exit_status']}: {stop.get('reason')}")
@@ -94,8 +91,8 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -
         spec = RasterSpec(ny, nx, step)
         truth = raster_truth_summary(sim, spec.y_um, spec.x_um)
         det.time_scale.set(1).wait(5)
-    result = RasterDemoResult(uid, n_events, scan_s, lag_s, live.result, truth,
-                              [live.figure_path] if live.figure_path else [], live.errors)
+    result = RasterDemoResult(uid, n_events, scan_s, lag_s, report["result"], truth,
+                              [Path(report["figure"])] if report["figure"] else [], report["errors"])
     _print_summary(result, out)
     return result
 
