@@ -85,11 +85,16 @@ class FrameLocator:
     read : ``read(path, dataset, index) -> frame``; default an :class:`Hdf5FrameReader`.
     fallback : optional ``fallback(seq_num) -> frame`` used when the file cannot be read
         locally (e.g. replay from a remote Tiled server that serves the array).
+    on_error : optional ``on_error(seq_num, exception)`` for a frame that cannot be read;
+        the other frames of the same document are still delivered. Without it the error
+        is raised.
     """
 
     def __init__(self, image_key: str, read: Callable[[str, str, int], np.ndarray] | None = None,
-                 fallback: Callable[[int], np.ndarray] | None = None):
+                 fallback: Callable[[int], np.ndarray] | None = None,
+                 on_error: Callable[[int, Exception], None] | None = None):
         self.image_key = image_key
+        self._on_error = on_error
         self._reader = Hdf5FrameReader() if read is None else None
         self._read = read or self._reader.read
         self._fallback = fallback
@@ -133,11 +138,17 @@ class FrameLocator:
         if seq_num in self._delivered:
             return
         try:
-            frame = locate()
-        except (FrameNotFoundError, OSError) as exc:
-            if self._fallback is None:
-                raise FrameNotFoundError(str(exc)) from None
-            frame = self._fallback(seq_num)
+            try:
+                frame = locate()
+            except (FrameNotFoundError, OSError) as exc:
+                if self._fallback is None:
+                    raise FrameNotFoundError(str(exc)) from None
+                frame = self._fallback(seq_num)
+        except Exception as exc:  # noqa: BLE001 - reported per frame, the others go on
+            if self._on_error is None:
+                raise
+            self._on_error(seq_num, exc)
+            return
         self._delivered.add(seq_num)
         yield seq_num, np.asarray(frame)
 
@@ -148,15 +159,18 @@ class FrameLocator:
             self._delivered.add(seq_num)
             yield seq_num, np.asarray(value)
             return
-        datum = self._datums.get(value)
+        yield from self._deliver(seq_num, lambda: self._read(*self._datum_location(seq_num, value)))
+
+    def _datum_location(self, seq_num: int, datum_id: str) -> tuple[str, str, int]:
+        """(file path, dataset, frame index) of a datum."""
+        datum = self._datums.get(datum_id)
         if datum is None:
-            raise FrameNotFoundError(f"Event {seq_num} refers to datum {value}, which was never emitted.")
+            raise FrameNotFoundError(f"Event {seq_num} refers to datum {datum_id}, which was never emitted.")
         resource = self._resources[datum["resource"]]
         path = str(Path(resource.get("root", "/")) / resource["resource_path"])
-        kwargs = resource.get("resource_kwargs", {})
-        dataset = kwargs.get("dataset", DEFAULT_DATASET)
-        index = int(datum["datum_kwargs"].get("point_number", datum["datum_kwargs"].get("index", 0)))
-        yield from self._deliver(seq_num, lambda: self._read(path, dataset, index))
+        dataset = resource.get("resource_kwargs", {}).get("dataset", DEFAULT_DATASET)
+        kwargs = datum["datum_kwargs"]
+        return path, dataset, int(kwargs.get("point_number", kwargs.get("index", 0)))
 
     def _from_stream_datum(self, sres: dict, doc: dict) -> Iterator[tuple[int, np.ndarray]]:
         path = _uri_path(sres["uri"])

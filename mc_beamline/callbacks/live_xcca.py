@@ -80,10 +80,11 @@ class LiveXcca:
         self.figure_path: Path | None = None
         self.frame_latency_s: list[float] = []
         self.analysis: XccaAnalysis | None = None
-        self._locator = FrameLocator(start_doc["mc_beamline"].get("image_key", "det_image"), fallback=frame_fallback)
+        self._locator = FrameLocator(start_doc["mc_beamline"].get("image_key", "det_image"), fallback=frame_fallback,
+                                     on_error=lambda seq_num, exc: self._record("frame", exc, seq_num))
         self._queue: queue.Queue = queue.Queue()
         self._done = threading.Event()
-        self._last_draw = 0.0
+        self._last_draw = time.monotonic()
         try:
             self.analysis = analysis_factory(start_doc)
         except Exception as exc:  # noqa: BLE001 - recorded, never raised into the scan
@@ -120,38 +121,34 @@ class LiveXcca:
                 self._record(name, exc, doc.get("seq_num") if isinstance(doc.get("seq_num"), int) else None)
 
     def _handle(self, name: str, doc: dict, queued: float) -> None:
-        frames = self._locator(name, doc)
-        while True:
-            try:
-                seq_num, frame = next(frames)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - a frame that cannot be read is recorded
-                self._record("frame", exc)
-                break
-            if self.analysis is None:
-                continue
+        if self.analysis is None:
+            return  # set-up failed (recorded); reading frames would be wasted work
+        for seq_num, frame in self._locator(name, doc):
             try:
                 self.analysis.add_frame(seq_num - 1, frame)
             except Exception as exc:  # noqa: BLE001
                 self._record("frame", exc, seq_num)
             self.frame_latency_s.append(time.perf_counter() - queued)
-        if self.analysis is not None and self.figure_dir is not None and time.monotonic() - self._last_draw > self.redraw_s:
+        if self.figure_dir is not None and time.monotonic() - self._last_draw > self.redraw_s:
             self._draw()
 
     def _finish(self, stop_doc: dict) -> None:
+        maps = None
         try:
             if self.analysis is not None:
                 details = self.analysis.details()
                 self.result = json_ready(self.analysis.result(details))
+                maps = orientation_maps(self.analysis, details)
                 if self.figure_dir is not None:
                     self._draw(details=details)
-                if self.publish is not None:
-                    maps = orientation_maps(self.analysis, details)
-                    for name, doc in xcca_result_documents(self.start_doc, self.result, maps, self.errors):
-                        self.publish(name, doc)
         except Exception as exc:  # noqa: BLE001
             self._record("result", exc)
+        try:
+            if self.publish is not None:  # also without a result: the errors are stored
+                for name, doc in xcca_result_documents(self.start_doc, self.result, maps, self.errors):
+                    self.publish(name, doc)
+        except Exception as exc:  # noqa: BLE001
+            self._record("publish", exc)
         finally:
             self._locator.close()
             self._done.set()
@@ -181,16 +178,17 @@ def orientation_maps(analysis: XccaAnalysis, details: dict) -> dict[str, np.ndar
 
 
 def xcca_router(publish: Publisher | None = None, figure_dir: Path | None = None,
-                on_run: Callable[[LiveXcca], None] | None = None) -> RunRouter:
+                on_run: Callable[[LiveXcca], None] | None = None, **live_options) -> RunRouter:
     """A RunRouter that runs :class:`LiveXcca` on every raster run (subscribe it to the RunEngine).
 
-    ``on_run`` receives each new :class:`LiveXcca` (e.g. to wait for its result later).
+    ``on_run`` receives each new :class:`LiveXcca` (e.g. to wait for its result later);
+    ``live_options`` are passed to it (``redraw_s``, ``analysis_factory``, ...).
     """
 
     def factory(name: str, start_doc: dict):
         if not is_raster_run(start_doc):
             return [], []
-        live = LiveXcca(start_doc, publish=publish, figure_dir=figure_dir)
+        live = LiveXcca(start_doc, publish=publish, figure_dir=figure_dir, **live_options)
         if on_run is not None:
             on_run(live)
         return [live], []

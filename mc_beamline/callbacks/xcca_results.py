@@ -27,11 +27,12 @@ def _nan(value) -> float:
 
 
 def xcca_result_documents(
-    raw_start: dict, result: dict, maps: dict[str, np.ndarray] | None, errors: list[dict]
+    raw_start: dict, result: dict | None, maps: dict[str, np.ndarray] | None, errors: list[dict]
 ) -> Iterator[tuple[str, dict]]:
     """Documents of the derived run holding ``result`` (the RESULT.json dict) of raw run ``raw_start``.
 
-    ``maps`` holds raster-shaped arrays (``orientation_deg``, ``domain``) or is None.
+    ``maps`` holds raster-shaped arrays (``orientation_deg``, ``domain``) or is None. Without
+    a result (the analysis failed) the derived run holds only the errors, in its stop document.
     """
     md = {
         "plan_name": "xcca_analysis",
@@ -43,6 +44,20 @@ def xcca_result_documents(
     }
     bundle = compose_run(metadata=md)
     yield "start", bundle.start_doc
+    if result is not None:
+        yield from _result_streams(bundle, result, maps)
+    stop = bundle.compose_stop(
+        exit_status="success" if not errors else "fail",
+        reason="" if not errors else f"{len(errors)} analysis error(s); first: {errors[0]['message']}",
+    )
+    stop["xcca_result"] = result
+    stop["analysis_errors"] = errors
+    schema_validators[DocumentNames.stop].validate(stop)
+    yield "stop", stop
+
+
+def _result_streams(bundle, result: dict, maps: dict[str, np.ndarray] | None) -> Iterator[tuple[str, dict]]:
+    """Streams ``ccf``, ``frames`` and ``maps`` of the derived run."""
     now = time.time()
 
     n = len(result["ccf"]["delta_deg"])
@@ -102,12 +117,3 @@ def xcca_result_documents(
         )
         yield "descriptor", maps_desc.descriptor_doc
         yield "event", maps_desc.compose_event(data=dict(maps), timestamps={k: now for k in maps})
-
-    stop = bundle.compose_stop(
-        exit_status="success" if not errors else "fail",
-        reason="" if not errors else f"{len(errors)} analysis error(s); first: {errors[0]['message']}",
-    )
-    stop["xcca_result"] = result
-    stop["analysis_errors"] = errors
-    schema_validators[DocumentNames.stop].validate(stop)
-    yield "stop", stop
