@@ -81,3 +81,14 @@ def fast_detector(beamline):
     yield det
     det.time_scale.set(1).wait(5)
     det.acquire_time.set(0.01).wait(5)
+
+
+@pytest.fixture(scope="module")
+def tiled(sim_ioc):
+    """A client of a real Tiled server on the IOC's data directory (detector files readable)."""
+    from mc_beamline.storage import TiledService
+
+    with TiledService(sim_ioc.data_dir) as service:
+        client = service.client()
+        with client.context:
+            yield client

@@ -37,7 +37,7 @@ from mc_beamline.callbacks.live_xcca import LiveXcca, analysis_for_start, xcca_r
 from mc_beamline.physics.mesocrystal import raster_truth_summary
 from mc_beamline.plans import RasterSpec, nanodiffraction_raster
 from mc_beamline.replay import replay, stored_results
-from mc_beamline.storage import TiledService, read_stream_array, tiled_writer
+from mc_beamline.storage import read_stream_array, tiled_writer
 
 COARSE = {"ny": 9, "nx": 13, "step_um": 1.6}
 """The seed area (12.8 x 19.2 µm) at four times the seed step: 117 points, ~28 in [110] zones."""
@@ -95,15 +95,6 @@ def unbuildable_analysis(start_doc: dict) -> XccaAnalysis:
 
 
 # --------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def tiled(sim_ioc):
-    """A client of a real Tiled server on the IOC's data directory (detector files readable)."""
-    with TiledService(sim_ioc.data_dir) as service:
-        client = service.client()
-        with client.context:
-            yield client
-
-
 @pytest.fixture(scope="module")
 def live_raster(beamline, tiled, tmp_path_factory):
     """The coarse raster with the TiledWriter and the live XCCA router subscribed.

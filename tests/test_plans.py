@@ -14,16 +14,7 @@ from mc_beamline.analysis.geometry import DetectorGeometry
 from mc_beamline.analysis.masks import decode_mask
 from mc_beamline.callbacks.frames import FrameLocator
 from mc_beamline.plans import PlanArgumentError, RasterSpec, nanodiffraction_raster
-from mc_beamline.storage import TiledService, read_stream_array, run_documents, tiled_writer
-
-
-@pytest.fixture(scope="module")
-def tiled(sim_ioc):
-    """A client of a real Tiled server on the IOC's data directory."""
-    with TiledService(sim_ioc.data_dir) as service:
-        client = service.client()
-        with client.context:
-            yield client
+from mc_beamline.storage import read_stream_array, run_documents, tiled_writer
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import curve_fit
 
+from .accumulate import SumCountAverage
 from .geometry import DetectorGeometry
 from .polar import bad_value_mask
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
-class PeakCutAccumulator:
+class PeakCutAccumulator(SumCountAverage):
     """Sum of (q, Δφ) cuts around one peak per frame, aligned on the peak's azimuth.
 
     Parameters
@@ -112,20 +113,6 @@ class PeakCutAccumulator:
         self.sum += sums
         self.count += counts
         self.n_frames += 1
-
-    def merge(self, other: "PeakCutAccumulator") -> "PeakCutAccumulator":
-        """Add another accumulator's frames (same grid); returns self."""
-        if other.sum.shape != self.sum.shape:
-            raise ValueError("Cannot merge peak cuts on different grids.")
-        self.sum += other.sum
-        self.count += other.count
-        self.n_frames += other.n_frames
-        return self
-
-    def mean(self) -> np.ndarray:
-        """Mean counts per pixel on the (q, Δφ) grid, NaN where no pixel fell."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
 
     def to_state(self) -> dict:
         return {"sum": self.sum.copy(), "count": self.count.copy(), "n_frames": self.n_frames}

@@ -28,6 +28,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .accumulate import SumCountAverage
+
 
 @lru_cache(maxsize=32)
 def _delta_order(n_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +152,7 @@ def ring_fourier_coefficients(intensity: np.ndarray, n_max: int | None = None) -
     return coeffs[..., : (n // 2 if n_max is None else n_max) + 1]
 
 
-class CcfAccumulator:
+class CcfAccumulator(SumCountAverage):
     """Streaming average of per-frame CCFs, robust to Δ values a frame does not cover.
 
     Keeps, per Δ, the sum of the valid (finite) CCF values and the number of frames that
@@ -180,20 +182,6 @@ class CcfAccumulator:
         self.sum += np.where(valid, batch, 0.0).sum(axis=0)
         self.count += valid.sum(axis=0)
         self.n_frames += batch.shape[0]
-
-    def merge(self, other: "CcfAccumulator") -> "CcfAccumulator":
-        """Add the frames of ``other`` (same N) to this accumulator; returns self."""
-        if other.n_bins != self.n_bins:
-            raise ValueError(f"Cannot merge CCFs of N = {other.n_bins} into N = {self.n_bins}.")
-        self.sum += other.sum
-        self.count += other.count
-        self.n_frames += other.n_frames
-        return self
-
-    def mean(self) -> np.ndarray:
-        """Average CCF over the frames added, NaN where no frame covered Δ."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
 
     def to_state(self) -> dict:
         """Plain-array state: ``{"n_bins", "sum", "count", "n_frames"}``."""
