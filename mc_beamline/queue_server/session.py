@@ -1,0 +1,324 @@
+"""The RunEngine session that ``mc_beamline.startup`` builds for IPython and the queue's RE worker.
+
+Everything is configured through environment variables, so that the queue server's worker
+process (which only imports a module) and an IPython profile get the same session:
+
+==================================  ==============================================================
+MC_BEAMLINE_PREFIX                  PV prefix of the beamline (default ``MC:``)
+MC_BEAMLINE_DATA_DIR                data directory (default ``./mc-data``): Tiled API key file,
+                                    document backups in ``DATA_DIR/backup/documents``
+MC_BEAMLINE_TILED_URI               Tiled server that stores the runs; unset: an embedded server
+                                    for the data directory is started in this process
+TILED_API_KEY                       API key for that server (default: ``DATA_DIR/tiled/api_key``);
+                                    there is no anonymous access: no key, no session
+MC_BEAMLINE_RING_CURRENT_MIN_MA     suspend below this ring current, mA (default 50; ``off``: no
+                                    suspender)
+MC_BEAMLINE_RING_CURRENT_RESUME_MA  resume at or above this current, mA (default: MIN x 1.1)
+MC_BEAMLINE_SUSPEND_SLEEP_S         wait after the current has recovered, s (default 10)
+MC_BEAMLINE_CONNECT_TIMEOUT_S       how long to wait for the IOC at start-up, s (default 10)
+MC_BEAMLINE_MOTOR_TIMEOUT_S         longest stage move before the run fails, s (default 30)
+MC_BEAMLINE_BACKUP_RETRY_S          how often backed-up runs are offered to Tiled again, s (default 10)
+MC_BEAMLINE_OFFLINE                 ``1``: devices are created but not connected and no Tiled
+                                    client is made (to list plans and devices without a beamline)
+==================================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bluesky.suspenders import SuspendFloor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RING_CURRENT_MIN_MA = 50.0
+DEFAULT_SUSPEND_SLEEP_S = 10.0
+BACKUP_SUBDIR = Path("backup") / "documents"
+"""Where runs that Tiled did not take are kept, relative to the data directory."""
+
+
+class StartupError(RuntimeError):
+    """The session cannot be built; the message is one sentence for the operator."""
+
+
+def _env_float(env: dict, name: str, default: float | None) -> float | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if text.lower() in ("off", "none", "no"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise StartupError(f"{name} must be a number, got {text!r}.") from None
+    if not math.isfinite(value) or value < 0:
+        raise StartupError(f"{name} must be a finite number >= 0, got {text!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class StartupConfig:
+    """What the session is built from (see the module docstring for the variables)."""
+
+    prefix: str = "MC:"
+    data_dir: Path = Path("mc-data")
+    tiled_uri: str | None = None
+    tiled_api_key: str | None = None
+    ring_current_min_ma: float | None = DEFAULT_RING_CURRENT_MIN_MA
+    ring_current_resume_ma: float | None = None
+    suspend_sleep_s: float = DEFAULT_SUSPEND_SLEEP_S
+    connect_timeout_s: float = 10.0
+    motor_timeout_s: float = 30.0
+    backup_retry_s: float = 10.0
+    offline: bool = False
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> StartupConfig:
+        env = dict(os.environ if env is None else env)
+        minimum = _env_float(env, "MC_BEAMLINE_RING_CURRENT_MIN_MA", DEFAULT_RING_CURRENT_MIN_MA)
+        resume = _env_float(env, "MC_BEAMLINE_RING_CURRENT_RESUME_MA", None)
+        if minimum is not None and resume is not None and resume < minimum:
+            raise StartupError(f"MC_BEAMLINE_RING_CURRENT_RESUME_MA ({resume:g} mA) must not be below "
+                               f"MC_BEAMLINE_RING_CURRENT_MIN_MA ({minimum:g} mA).")
+        return cls(
+            prefix=env.get("MC_BEAMLINE_PREFIX", "MC:") or "MC:",
+            data_dir=Path(env.get("MC_BEAMLINE_DATA_DIR", "mc-data") or "mc-data").expanduser().resolve(),
+            tiled_uri=env.get("MC_BEAMLINE_TILED_URI") or None,
+            tiled_api_key=env.get("TILED_API_KEY") or None,
+            ring_current_min_ma=minimum,
+            ring_current_resume_ma=resume,
+            suspend_sleep_s=_env_float(env, "MC_BEAMLINE_SUSPEND_SLEEP_S", DEFAULT_SUSPEND_SLEEP_S) or 0.0,
+            connect_timeout_s=_env_float(env, "MC_BEAMLINE_CONNECT_TIMEOUT_S", 10.0) or 10.0,
+            motor_timeout_s=_env_float(env, "MC_BEAMLINE_MOTOR_TIMEOUT_S", 30.0) or 30.0,
+            backup_retry_s=_env_float(env, "MC_BEAMLINE_BACKUP_RETRY_S", 10.0) or 10.0,
+            offline=env.get("MC_BEAMLINE_OFFLINE", "").strip().lower() in ("1", "yes", "true", "on"),
+        )
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.data_dir / BACKUP_SUBDIR
+
+
+# ------------------------------------------------------------------ suspenders
+class _CheckpointGate:
+    """Makes suspension requests of a RunEngine take effect at its next checkpoint.
+
+    A plain bluesky suspender interrupts the plan wherever it is and rewinds to the last
+    checkpoint. Between a detector's trigger and the save of its reading that replays the
+    trigger: the detector writes a second frame into its file and the stored run no
+    longer maps events to frames one to one (bluesky-tiled-plugins serves the first N
+    frames of the file). Deferred to the next checkpoint (the start of the next raster
+    point) the point in progress completes and is stored once, and nothing is replayed.
+    """
+
+    _gates: dict[int, _CheckpointGate] = {}
+
+    def __init__(self, RE) -> None:
+        self.RE = RE
+        self._pending: dict[int, tuple[Any, Any, dict]] = {}
+        self._lock = threading.Lock()
+        original = RE._command_registry["checkpoint"]
+
+        async def checkpoint(msg):
+            await original(msg)
+            with self._lock:
+                requests, self._pending = list(self._pending.values()), {}
+            requests = [(fut, kwargs) for suspender, fut, kwargs in requests if suspender.tripped]
+            for fut, kwargs in requests:
+                self.RE.request_suspend(fut, **kwargs)
+            if requests:
+                # The request is scheduled on this loop; let it interrupt the plan here, at the
+                # checkpoint, before the next point moves a motor or triggers the detector.
+                for _ in range(20):
+                    await asyncio.sleep(0)
+
+        RE.register_command("checkpoint", checkpoint)
+
+    @classmethod
+    def of(cls, RE) -> _CheckpointGate:
+        gate = cls._gates.get(id(RE))
+        if gate is None or gate.RE is not RE:
+            gate = cls._gates[id(RE)] = cls(RE)
+        return gate
+
+    def defer(self, suspender, fut, kwargs: dict) -> None:
+        with self._lock:
+            self._pending[id(suspender)] = (suspender, fut, kwargs)
+
+
+class _DeferringEngine:
+    """What a :class:`CheckpointSuspendFloor` sees as its RunEngine: all of it, except that
+    ``request_suspend`` waits for the next checkpoint."""
+
+    def __init__(self, RE, suspender) -> None:
+        self._RE = RE
+        self._gate = _CheckpointGate.of(RE)
+        self._suspender = suspender
+
+    def request_suspend(self, fut, **kwargs) -> None:
+        self._gate.defer(self._suspender, fut, kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._RE, name)
+
+
+class CheckpointSuspendFloor(SuspendFloor):
+    """:class:`bluesky.suspenders.SuspendFloor` that suspends at the next checkpoint.
+
+    The point being measured when the signal falls is completed and stored once; the scan
+    then waits until the signal is back at ``resume_thresh`` for ``sleep`` seconds and goes
+    on with the next point. Install it with ``RE.install_suspender``.
+    """
+
+    def install(self, RE, *, event_type=None):
+        super().install(_DeferringEngine(RE, self), event_type=event_type)
+
+
+def ring_current_suspender(signal, minimum_ma: float, resume_ma: float | None = None,
+                           sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> CheckpointSuspendFloor:
+    """Suspend while ``signal`` (ring current, mA) is below ``minimum_ma``; resume at ``resume_ma``."""
+    resume = resume_ma if resume_ma is not None else minimum_ma * 1.1
+    return CheckpointSuspendFloor(
+        signal, minimum_ma, resume_thresh=resume, sleep=sleep_s,
+        tripped_message=f"ring current below {minimum_ma:g} mA; the scan resumes {sleep_s:g} s after it is "
+                        f"back at {resume:g} mA",
+    )
+
+
+# -------------------------------------------------------------------- session
+@dataclass
+class Session:
+    """What the startup built: the RunEngine, the devices, the storage and what to close."""
+
+    config: StartupConfig
+    RE: Any
+    beamline: Any
+    writer: Any | None = None
+    client: Any | None = None
+    tiled_service: Any | None = None
+    suspenders: list = field(default_factory=list)
+    bec: Any | None = None
+
+    def close(self) -> None:
+        """Stop the backup thread, close the Tiled client and the embedded server (idempotent)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self.client is not None:
+            try:
+                self.client.context.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.client = None
+        if self.tiled_service is not None:
+            self.tiled_service.stop()
+            self.tiled_service = None
+
+
+def tiled_api_key(config: StartupConfig) -> str:
+    """The API key for the session's Tiled server; refuses to go on without one."""
+    if config.tiled_api_key:
+        return config.tiled_api_key
+    from ..storage import DataDir
+
+    key_file = DataDir(config.data_dir).api_key_file
+    if key_file.is_file():
+        return key_file.read_text().strip()
+    raise StartupError(
+        f"No API key for the Tiled server at {config.tiled_uri}: set TILED_API_KEY or give the data "
+        f"directory that holds it (MC_BEAMLINE_DATA_DIR, {key_file} does not exist); runs are never "
+        "written anonymously."
+    )
+
+
+def start_session(config: StartupConfig, *, ipython: bool = False) -> Session:
+    """Build the RunEngine, the devices and the storage of a beamline session.
+
+    Parameters
+    ----------
+    config
+        See :class:`StartupConfig`.
+    ipython
+        Add what a person at the console wants: a live table and plots
+        (BestEffortCallback), a progress bar for moves and bluesky's magics.
+    """
+    from bluesky import RunEngine
+
+    from ..devices import make_devices
+
+    beamline = make_devices(config.prefix)
+    # Labels for bluesky's magics (%ct, %wa).
+    beamline.detector._ophyd_labels_ = set(beamline.detector._ophyd_labels_) | {"detectors"}
+    for motor in (beamline.stage.x, beamline.stage.y, beamline.stage.z):
+        motor._ophyd_labels_ = set(motor._ophyd_labels_) | {"motors"}
+        # A stage move to a dead IOC never completes: fail the run instead of hanging.
+        motor.timeout = config.motor_timeout_s
+
+    RE = RunEngine({"beamline_id": "mc-beamline", "mc_beamline_prefix": config.prefix})
+    RE.record_interruptions = True  # suspensions and pauses are stored in the run ("interruptions" stream)
+    session = Session(config=config, RE=RE, beamline=beamline)
+    if config.offline:
+        return session
+
+    try:
+        beamline.connect_all(timeout=config.connect_timeout_s)
+        _connect_storage(session)
+        if config.ring_current_min_ma is not None:
+            suspender = ring_current_suspender(beamline.beam.ring_current, config.ring_current_min_ma,
+                                               config.ring_current_resume_ma, config.suspend_sleep_s)
+            RE.install_suspender(suspender)
+            session.suspenders.append(suspender)
+        if ipython:
+            _ipython_extras(session)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def _connect_storage(session: Session) -> None:
+    from ..storage import BackedUpTiledWriter, TiledService
+
+    config = session.config
+    uri, key = config.tiled_uri, config.tiled_api_key
+    if uri is None:
+        session.tiled_service = TiledService(config.data_dir).start()
+        atexit.register(session.close)  # the embedded server would keep the process alive
+        uri, key = session.tiled_service.uri, session.tiled_service.api_key
+    else:
+        key = tiled_api_key(config)
+    session.writer = BackedUpTiledWriter(uri, config.backup_dir, api_key=key, retry_s=config.backup_retry_s)
+    session.client = session.writer.client
+    session.RE.subscribe(session.writer)
+    if session.writer.pending():
+        logger.warning("%d runs wait in %s to be sent to Tiled.", len(session.writer.pending()), config.backup_dir)
+
+
+def _ipython_extras(session: Session) -> None:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with bluesky-queueserver
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from bluesky.callbacks.best_effort import BestEffortCallback
+    from bluesky.magics import BlueskyMagics
+    from bluesky.utils import ProgressBarManager
+
+    session.bec = BestEffortCallback()
+    session.RE.subscribe(session.bec)
+    session.RE.waiting_hook = ProgressBarManager()
+    shell.register_magics(BlueskyMagics)
+
+
+__all__ = ["StartupConfig", "StartupError", "Session", "start_session", "CheckpointSuspendFloor",
+           "ring_current_suspender", "tiled_api_key"]

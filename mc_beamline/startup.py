@@ -1,0 +1,36 @@
+"""What IPython and the queue server load: the RunEngine (runs stored in Tiled), devices, plans.
+
+Importing this module builds the session described by the environment (see
+:mod:`mc_beamline.queue_server.session` for the variables) and leaves in its namespace:
+
+* ``RE``: the RunEngine; every run goes to Tiled through a writer that keeps runs in a local
+  backup while Tiled is unreachable and sends them when it answers again; a suspender
+  holds the scan while the ring current is below its threshold;
+* ``det``, ``stage``, ``beam``: the beamline's devices (connected);
+* ``nanodiffraction_raster``: the plans, with typed and range-checked parameters.
+
+In the queue server's RE worker (``is_re_worker_active()``) that is all. In IPython the
+session adds a live table and plots (``bec``), a progress bar and bluesky's magics
+(``%mov``, ``%movr``, ``%ct``, ``%wa``); ``mc-beamline profile install`` creates an IPython
+profile that imports this module.
+
+This module imports the plans it offers by name only: every generator function or device
+in its namespace is listed by the queue server.
+"""
+
+import bluesky.plan_stubs as bps  # noqa: F401  (for the console; modules are not listed as plans)
+import bluesky.plans as bp  # noqa: F401
+from bluesky_queueserver import is_re_worker_active
+
+from mc_beamline.queue_server.plans import nanodiffraction_raster  # noqa: F401
+from mc_beamline.queue_server.session import StartupConfig, start_session
+
+_session = start_session(StartupConfig.from_env(), ipython=not is_re_worker_active())
+
+RE = _session.RE
+det = _session.beamline.detector
+stage = _session.beamline.stage
+beam = _session.beamline.beam
+bec = _session.bec
+
+__all__ = ["RE", "det", "stage", "beam", "bec", "bp", "bps", "nanodiffraction_raster"]

@@ -1,0 +1,214 @@
+"""Faults during an overnight queue, against the real IOC, Tiled and Redis.
+
+The queue here runs with an IOC, a Tiled server and a Redis server of its own (the test
+kills and restarts them): ``queue start --tiled URI --redis HOST:PORT`` (the path of an
+existing Tiled server and of a system redis-server).
+
+* IOC killed mid-scan: the run ends with exit_status "fail", every frame acquired so far
+  is readable in Tiled, and the queue goes on with the next item.
+* Tiled restarted or down: runs are kept in the local backup and sent when Tiled answers
+  again; no run is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from bluesky_queueserver_api import BPlan
+from bluesky_queueserver_api.zmq import REManagerAPI
+
+from mc_beamline.queue_server.redis import find_redis_server, start_redis
+from mc_beamline.sim_iocs.process import IocProcess
+from mc_beamline.storage import TiledService, read_stream_array
+
+from .test_queue import QUICK, free_tcp_port, queue_cli
+
+RESEND_WAIT_S = 60.0
+
+
+class Beamline:
+    """The parts the faults are injected into: IOC, Tiled server, the queue's data directory."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.ioc = IocProcess(prefix="MC:", data_dir=data_dir).start()
+        self.tiled_port = free_tcp_port()
+        self.tiled = TiledService(data_dir, port=self.tiled_port).start()
+
+    def kill_ioc(self) -> None:
+        os.kill(self.ioc.proc.pid, signal.SIGKILL)
+        self.ioc.proc.wait()
+        port = self.ioc.port
+        self.ioc.stop()
+        self.ioc = IocProcess(prefix="MC:", data_dir=self.data_dir, port=port).start()
+
+    def stop_tiled(self) -> None:
+        self.tiled.stop()
+
+    def start_tiled(self) -> None:
+        self.tiled = TiledService(self.data_dir, port=self.tiled_port).start()
+
+    def client(self):
+        return self.tiled.client()
+
+    def close(self) -> None:
+        self.tiled.stop()
+        self.ioc.stop()
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """(api, beamline): a queue started with an existing Tiled server and an existing Redis."""
+    data_dir = tmp_path_factory.mktemp("faults")
+    beamline = Beamline(data_dir)
+    redis_proc, redis_port = start_redis(data_dir / "system-redis",
+                                         executable=shutil.which("redis-server") or find_redis_server())
+    control = f"tcp://127.0.0.1:{free_tcp_port()}"
+    env = dict(os.environ, **beamline.ioc.client_env, MC_BEAMLINE_SUSPEND_SLEEP_S="0.2",
+               MC_BEAMLINE_BACKUP_RETRY_S="1")
+    api = None
+    try:
+        proc = queue_cli("start", "--data-dir", str(data_dir), "--tiled", beamline.tiled.uri,
+                         "--redis", f"127.0.0.1:{redis_port}", "--zmq-control-addr", control,
+                         "--zmq-info-addr", f"tcp://127.0.0.1:{free_tcp_port()}", env=env)
+        assert proc.returncode == 0, proc.stderr
+        api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
+        yield api, beamline
+    finally:
+        if api is not None:
+            api.close()
+        queue_cli("stop", "--data-dir", str(data_dir), "--force")
+        beamline.close()
+        redis_proc.terminate()
+        redis_proc.wait(10)
+
+
+def add(api, *items):
+    uids = []
+    for item in items:
+        response = api.item_add(item)
+        assert response["success"], response["msg"]
+        uids.append(response["item"]["item_uid"])
+    return uids
+
+
+def history_of(api, item_uids):
+    by_uid = {h["item_uid"]: h for h in api.history_get()["items"]}
+    return [by_uid[uid] for uid in item_uids]
+
+
+def wait_for_running(api, item_uid, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while api.status(reload=True)["running_item_uid"] != item_uid:
+        assert time.monotonic() < deadline, "the item did not start"
+        time.sleep(0.05)
+
+
+def wait_until_stored(client, run_uids, timeout=RESEND_WAIT_S):
+    """Wait until every run is in Tiled with its stop document (resent from the backup if need be)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [uid for uid in run_uids if uid not in client or client[uid].metadata.get("stop") is None]
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"runs not in Tiled after {timeout:g} s: {missing}"
+        time.sleep(0.5)
+
+
+def test_ioc_killed_mid_scan_fails_that_run_keeps_its_frames_and_the_queue_goes_on(faulty):
+    api, beamline = faulty
+    slow = BPlan("nanodiffraction_raster", "det", "stage", ny=3, nx=4, exposure_s=0.3)
+    items = add(api, BPlan("nanodiffraction_raster", "det", "stage", **QUICK), slow,
+                BPlan("nanodiffraction_raster", "det", "stage", **QUICK))
+    assert api.queue_start()["success"]
+    wait_for_running(api, items[1])
+    time.sleep(1.5)  # a few points into the slow raster
+    beamline.kill_ioc()
+    api.wait_for_idle(timeout=180)
+
+    first, killed, after = history_of(api, items)
+    assert first["result"]["exit_status"] == "completed"
+    assert killed["result"]["exit_status"] == "failed"
+    assert after["result"]["exit_status"] == "completed"
+
+    client = beamline.client()
+    with client.context:
+        (uid,) = killed["result"]["run_uids"]
+        run = client[uid]
+        stop = run.metadata["stop"]
+        assert stop["exit_status"] == "fail"
+        n = stop["num_events"]["primary"]
+        assert 1 <= n < 12
+        frames = read_stream_array(client, uid, "det_image")
+        assert frames.shape == (n, 1065, 1030)
+        (h5file,) = [p for p in beamline.data_dir.joinpath("detector").rglob("*.h5")
+                     if _file_of_run(client, uid) == p]
+        with h5py.File(h5file, "r", swmr=True) as f:
+            written = f["/entry/data/data"][:n]
+        assert np.array_equal(frames, written)
+        (after_uid,) = after["result"]["run_uids"]
+        assert client[after_uid].metadata["stop"]["exit_status"] == "success"
+        assert read_stream_array(client, after_uid, "det_image").shape == (12, 1065, 1030)
+
+
+def test_tiled_restarted_during_the_queue_loses_no_run(faulty):
+    api, beamline = faulty
+    items = add(api, *[BPlan("nanodiffraction_raster", "det", "stage", **QUICK) for _ in range(4)])
+    assert api.queue_start()["success"]
+    wait_for_running(api, items[1])
+    beamline.stop_tiled()
+    time.sleep(3.0)
+    beamline.start_tiled()
+    api.wait_for_idle(timeout=180)
+    entries = history_of(api, items)
+    assert [e["result"]["exit_status"] for e in entries] == ["completed"] * 4
+    run_uids = [e["result"]["run_uids"][0] for e in entries]
+    client = beamline.client()
+    with client.context:
+        wait_until_stored(client, run_uids)
+        for uid in run_uids:
+            assert client[uid].metadata["stop"]["exit_status"] == "success"
+            assert read_stream_array(client, uid, "det_image").shape == (12, 1065, 1030)
+
+
+def test_runs_while_tiled_is_down_are_kept_and_sent_when_it_returns(faulty):
+    api, beamline = faulty
+    backup = beamline.data_dir / "backup" / "documents"
+    beamline.stop_tiled()
+    try:
+        items = add(api, *[BPlan("nanodiffraction_raster", "det", "stage", **QUICK) for _ in range(2)])
+        assert api.queue_start()["success"]
+        api.wait_for_idle(timeout=180)
+        entries = history_of(api, items)
+        assert [e["result"]["exit_status"] for e in entries] == ["completed"] * 2
+        run_uids = [e["result"]["run_uids"][0] for e in entries]
+        assert {p.stem for p in backup.glob("*.jsonl")} >= set(run_uids)
+    finally:
+        beamline.start_tiled()
+    client = beamline.client()
+    with client.context:
+        wait_until_stored(client, run_uids)
+        for uid in run_uids:
+            assert client[uid].metadata["stop"]["exit_status"] == "success"
+            assert client[uid].metadata["stop"]["num_events"]["primary"] == 12
+            assert read_stream_array(client, uid, "det_image").shape == (12, 1065, 1030)
+    deadline = time.monotonic() + 10
+    while set(run_uids) & {p.stem for p in backup.glob("*.jsonl")} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(run_uids) & {p.stem for p in backup.glob("*.jsonl")}
+    assert {p.stem for p in (backup / "sent").glob("*.jsonl")} >= set(run_uids)
+
+
+def _file_of_run(client, uid) -> Path:
+    """The detector file of a stored run, from its documents."""
+    for name, doc in client[uid].documents():
+        if name == "stream_resource":
+            return Path(doc["uri"].removeprefix("file://localhost").removeprefix("file://"))
+    raise AssertionError("no stream resource")

@@ -1,0 +1,215 @@
+"""The overnight queue as an operator runs it: `mc-beamline queue start|status|stop` (subprocesses),
+real Redis (the embedded one), the real simulated IOC and Tiled; plans submitted with the
+bluesky-queueserver-api client, runs found in Tiled; bad submissions refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from bluesky_queueserver_api import BFunc, BPlan
+from bluesky_queueserver_api.zmq import REManagerAPI
+
+from mc_beamline.queue_server import PROFILE_COLLECTION
+from mc_beamline.queue_server.manager import generate_existing_plans_and_devices, read_state
+from mc_beamline.storage import DataDir, read_stream_array
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def queue_cli(*args: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`mc-beamline queue ...` in a subprocess (the CA settings of this process are inherited)."""
+    return subprocess.run([sys.executable, "-m", "mc_beamline.cli", "queue", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env or dict(os.environ), stdin=subprocess.DEVNULL)
+
+
+QUICK = {"ny": 3, "nx": 4, "step_um": 0.4, "exposure_s": 0.01}
+
+
+@pytest.fixture(scope="module")
+def queue(sim_ioc):
+    """A running queue on the session IOC's data directory; yields (api, data_dir)."""
+    data_dir = Path(sim_ioc.data_dir)
+    control = f"tcp://127.0.0.1:{free_tcp_port()}"
+    info = f"tcp://127.0.0.1:{free_tcp_port()}"
+    env = dict(os.environ, MC_BEAMLINE_SUSPEND_SLEEP_S="0.2")
+    proc = queue_cli("start", "--data-dir", str(data_dir), "--zmq-control-addr", control,
+                     "--zmq-info-addr", info, env=env)
+    assert proc.returncode == 0, proc.stderr
+    api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
+    try:
+        yield api, data_dir
+    finally:
+        api.close()
+        stop = queue_cli("stop", "--data-dir", str(data_dir), "--force")
+        assert stop.returncode == 0, stop.stderr
+
+
+@pytest.fixture(scope="module")
+def tiled_client(queue):
+    from tiled.client import from_uri
+
+    _, data_dir = queue
+    client = from_uri(read_state(data_dir)["tiled_uri"], api_key=DataDir(data_dir).api_key(), trust_env=False)
+    with client.context:
+        yield client
+
+
+def run_queue(api, items, timeout=180):
+    """Add ``items``, run the queue to the end, return their history entries (in order)."""
+    before = api.history_get()["items"]
+    for item in items:
+        response = api.item_add(item)
+        assert response["success"], response["msg"]
+    assert api.queue_start()["success"]
+    api.wait_for_idle(timeout=timeout)
+    return api.history_get()["items"][len(before):]
+
+
+def test_queued_rasters_run_and_are_found_in_tiled(queue, tiled_client):
+    api, data_dir = queue
+    status = api.status()
+    assert status["worker_environment_exists"] and status["plan_queue_mode"]["ignore_failures"] is True
+    items = [BPlan("nanodiffraction_raster", "det", "stage", center_x_um=1.0 * i, **QUICK) for i in range(3)]
+    history = run_queue(api, items)
+    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 3
+    uids = [h["result"]["run_uids"][0] for h in history]
+    assert len(set(uids)) == 3
+    for i, uid in enumerate(uids):
+        run = tiled_client[uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert run.metadata["stop"]["num_events"]["primary"] == 12
+        assert run.metadata["start"]["mc_beamline"]["scan_shape"] == [3, 4]
+        assert run.metadata["start"]["mc_beamline"]["center_um"] == [1.0 * i, 0.0]
+        xs = read_stream_array(tiled_client, uid, "stage_x")
+        np.testing.assert_allclose(sorted(set(np.round(xs, 6))), 1.0 * i + np.array([-0.6, -0.2, 0.2, 0.6]))
+        assert read_stream_array(tiled_client, uid, "det_image").shape == (12, 1065, 1030)
+    assert not list((data_dir / "backup" / "documents").glob("*.jsonl"))  # nothing had to be kept aside
+
+
+# Bad queue submissions: refused by `item_add` with the error the client sees, nothing queued.
+BAD_SUBMISSIONS = [
+    (BPlan("count", ["det"]), r"Plan 'count' is not in the list of allowed plans"),
+    (BPlan("nanodiffraction_raster", "beam", "stage"), r"detector\s+Input should be 'det'"),
+    (BPlan("nanodiffraction_raster", "det", "motor9"), r"stage\s+Input should be 'stage'"),
+    (BPlan("nanodiffraction_raster", "det", "stage", ny=2.5), r"ny\s+Input should be a valid integer"),
+    (BPlan("nanodiffraction_raster", "det", "stage", nx="many"), r"nx\s+Input should be a valid integer"),
+    (BPlan("nanodiffraction_raster", "det", "stage", ny=0), r"key='ny', value='0': Value 0 is out of range \[1, 250000\]"),
+    (BPlan("nanodiffraction_raster", "det", "stage", step_um=-0.4),
+     r"key='step_um', value='-0.4': Value -0.4 is out of range \[0.001, 100\]"),
+    (BPlan("nanodiffraction_raster", "det", "stage", exposure_s=0), r"key='exposure_s'.* out of range"),
+    (BPlan("nanodiffraction_raster", "det", "stage", snake="sometimes"), r"snake\s+Input should be a valid boolean"),
+    (BPlan("nanodiffraction_raster", "det", "stage", bogus=1), r"unexpected keyword argument 'bogus'"),
+    (BPlan("nanodiffraction_raster", "det"), r"missing a required argument: 'stage'"),
+    (BFunc("print", "hello"), r"Function 'print' is not allowed"),
+]
+
+
+@pytest.mark.parametrize("item, message", BAD_SUBMISSIONS, ids=lambda v: str(v)[:40] if isinstance(v, str) else None)
+def test_bad_submissions_are_refused_with_a_clear_error(queue, item, message):
+    import re
+
+    api, _ = queue
+    before = api.queue_get()["items"]
+    if isinstance(item, BFunc):
+        response = api.function_execute(item)
+    else:
+        response = api.item_add(item)
+    assert response["success"] is False
+    assert re.search(message, response["msg"]), response["msg"]
+    assert api.queue_get()["items"] == before
+
+
+# Submissions that pass the queue's checks but that the plan refuses before anything moves:
+# the item fails with the plan's sentence and the queue goes on with the next item.
+REFUSED_AT_RUN_TIME = [
+    ({"ny": 3, "nx": 11, "step_um": 20.0}, r"stage x would travel -100…100 µm, outside its limits -50…50 µm; nothing was moved"),
+    ({"ny": 3, "nx": 4, "center_y_um": 49.9}, r"stage y would travel .* outside its limits"),
+]
+
+
+def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled_client):
+    import re
+
+    api, _ = queue
+    items = [BPlan("nanodiffraction_raster", "det", "stage", **kwargs) for kwargs, _ in REFUSED_AT_RUN_TIME]
+    items.append(BPlan("nanodiffraction_raster", "det", "stage", **QUICK))
+    history = run_queue(api, items)
+    for entry, (_, message) in zip(history, REFUSED_AT_RUN_TIME):
+        assert entry["result"]["exit_status"] == "failed"
+        assert entry["result"]["run_uids"] == []  # refused before a run was opened
+        assert re.search(message, entry["result"]["msg"]), entry["result"]["msg"]
+    assert history[-1]["result"]["exit_status"] == "completed"
+    assert tiled_client[history[-1]["result"]["run_uids"][0]].metadata["stop"]["exit_status"] == "success"
+
+
+def test_queue_offers_only_the_plugins_plans_and_devices(queue):
+    api, _ = queue
+    assert set(api.plans_allowed()["plans_allowed"]) == {"nanodiffraction_raster"}
+    assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam"}
+    params = {p["name"]: p for p in api.plans_allowed()["plans_allowed"]["nanodiffraction_raster"]["parameters"]}
+    assert params["ny"]["annotation"]["type"] == "int" and params["ny"]["min"] == "1"
+    assert params["step_um"]["annotation"]["type"] == "float" and "µm" in params["step_um"]["description"]
+    assert params["detector"]["annotation"]["devices"] == {"Detectors": ["det"]}
+
+
+def test_tiled_refuses_anonymous_writes_on_the_queues_server(queue):
+    _, data_dir = queue
+    uri = read_state(data_dir)["tiled_uri"]
+    with httpx.Client(trust_env=False) as http:
+        anonymous = http.post(f"{uri}/api/v1/metadata/", json={"data": {"type": "container"}})
+        listing = http.get(f"{uri}/api/v1/search/")
+    assert anonymous.status_code == 401 and listing.status_code == 401
+
+
+def test_status_reports_the_running_queue(queue):
+    _, data_dir = queue
+    proc = queue_cli("status", "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "manager: running" in proc.stdout and "redis: running" in proc.stdout
+    assert "RE Manager: idle; environment open" in proc.stdout
+    again = queue_cli("start", "--data-dir", str(data_dir), timeout=60)
+    assert again.returncode == 2 and "already running" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_shipped_plan_and_device_list_is_what_the_startup_offers(tmp_path):
+    generated = generate_existing_plans_and_devices(tmp_path)
+    shipped = PROFILE_COLLECTION / "existing_plans_and_devices.yaml"
+    assert yaml.safe_load(generated.read_text()) == yaml.safe_load(shipped.read_text()), (
+        "regenerate it: python -c 'from pathlib import Path; from mc_beamline.queue_server.manager import "
+        "generate_existing_plans_and_devices as g; g(Path(\"mc_beamline/queue_server/profile_collection\"))'"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["status"], r"No queue was started for .*no .*state\.json"),
+        (["stop"], r"No queue was started for"),
+        (["start", "--redis", "redis://127.0.0.1:6379"], r"Give the Redis address as HOST:PORT, without a scheme"),
+        (["start", "--redis", "127.0.0.1:1"], r"No Redis server answers at 127\.0\.0\.1:1"),
+    ],
+)
+def test_queue_command_errors_are_one_sentence(tmp_path, args, message):
+    import re
+
+    if args[0] == "start":
+        args = [*args, "--zmq-control-addr", f"tcp://127.0.0.1:{free_tcp_port()}",
+                "--zmq-info-addr", f"tcp://127.0.0.1:{free_tcp_port()}"]
+    proc = queue_cli(*args, "--data-dir", str(tmp_path / "nothing-here"), timeout=60)
+    assert proc.returncode == 2
+    assert re.search(message, proc.stderr), proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
