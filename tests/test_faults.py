@@ -134,9 +134,9 @@ def test_ioc_killed_mid_scan_fails_that_run_keeps_its_frames_and_the_queue_goes_
     api.wait_for_idle(timeout=180)
 
     first, killed, after = history_of(api, items)
-    assert first["result"]["exit_status"] == "completed"
-    assert killed["result"]["exit_status"] == "failed"
-    assert after["result"]["exit_status"] == "completed"
+    assert first["result"]["exit_status"] == "completed", first["result"]
+    assert killed["result"]["exit_status"] == "failed", killed["result"]
+    assert after["result"]["exit_status"] == "completed", after["result"]
 
     client = beamline.client()
     with client.context:
@@ -168,7 +168,7 @@ def test_tiled_restarted_during_the_queue_loses_no_run(faulty):
     beamline.start_tiled()
     api.wait_for_idle(timeout=180)
     entries = history_of(api, items)
-    assert [e["result"]["exit_status"] for e in entries] == ["completed"] * 4
+    assert [e["result"]["exit_status"] for e in entries] == ["completed"] * 4, [e["result"] for e in entries]
     run_uids = [e["result"]["run_uids"][0] for e in entries]
     client = beamline.client()
     with client.context:

@@ -133,3 +133,18 @@ def test_bad_raster_arguments_are_refused_with_one_sentence(beamline, RE, kwargs
     with pytest.raises(PlanArgumentError, match=message):
         RE(nanodiffraction_raster(beamline.detector, beamline.stage, **kwargs))
     assert docs == []
+
+
+def test_raster_waits_for_devices_and_fails_with_one_sentence_if_they_never_answer(sim_ioc, RE, monkeypatch):
+    from mc_beamline.devices import make_devices
+    from mc_beamline.plans import raster
+    from mc_beamline.plans.readiness import BeamlineNotReadyError
+
+    monkeypatch.setattr(raster, "DEVICE_WAIT_S", 0.5)
+    absent = make_devices("NOSUCHIOC:")
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append(name))
+    with pytest.raises(BeamlineNotReadyError, match=r"det, stage did not answer within 0.5 s; is the IOC running\?"):
+        RE(nanodiffraction_raster(absent.detector, absent.stage, ny=2, nx=2))
+    assert docs == []
+

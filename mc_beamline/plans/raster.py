@@ -14,9 +14,12 @@ import bluesky.plans as bp
 import numpy as np
 
 from ..analysis.masks import MaskError, encode_mask, load_mask
+from .readiness import wait_for_devices
 from .validation import PlanArgumentError, require_count, require_finite, require_positive, require_within
 
 MAX_RASTER_POINTS = 250_000
+DEVICE_WAIT_S = 30.0
+"""How long a raster waits for its devices to answer before it fails, s."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,8 @@ def nanodiffraction_raster(
     sample : sample description for the metadata.
     md : extra start-document metadata.
 
-    The raster is refused before anything moves if it leaves the stage's soft limits.
+    The raster waits (up to 30 s) for the devices to answer, e.g. after an IOC restart, and
+    is refused before anything moves if it leaves the stage's soft limits.
     Start metadata carry the scan shape, step, detector geometry (PONI text) and mask file
     under ``md["mc_beamline"]`` so that live analysis and replay need nothing else.
     """
@@ -107,6 +111,7 @@ def nanodiffraction_raster(
     if exposure_s is not None:
         exposure_s = require_positive("exposure_s", exposure_s, " s")
     ys, xs = spec.y_um, spec.x_um
+    yield from wait_for_devices(detector, stage, timeout_s=DEVICE_WAIT_S)
     for label, motor, axis in (("stage y", stage.y, ys), ("stage x", stage.x, xs)):
         limits = yield from _limits(motor)
         require_within(label, float(axis.min()), float(axis.max()), limits, " µm")
