@@ -47,11 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     xcca.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     xcca.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-    msc = sub.add_parser("msc", help="magic-size clusters and nanocrystal sizes from UV-Vis spectra (CSV)")
-    msc.add_argument("spectra", type=Path, metavar="SPECTRA.csv",
-                     help="CSV with a header row: wavelength (nm), then one absorbance column per spectrum")
-    msc.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
-
     for name, text in (("results", "export the analysis computed live during a stored run"),
                        ("replay", "replay a stored run through the live analysis")):
         cmd = sub.add_parser(name, help=text)
@@ -156,13 +151,6 @@ def _replay(args) -> int:
     return _stored(args, replay)
 
 
-def _msc(args) -> int:
-    from .offline_msc import run_msc
-
-    run_msc(args)
-    return 0
-
-
 def _iocs(args) -> int:
     from .sim_iocs.server import run_iocs
 
@@ -232,7 +220,7 @@ def _profile(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _demo, "xcca": _xcca, "msc": _msc, "results": _results, "replay": _replay, "iocs": _iocs, "serve": _serve,
+COMMANDS = {"demo": _demo, "xcca": _xcca, "results": _results, "replay": _replay, "iocs": _iocs, "serve": _serve,
             "queue": _queue, "profile": _profile}
 
 
