@@ -23,7 +23,7 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mc-beamline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mc-beamline", description="Mesocrystal beamline: simulated IOCs, scans into Tiled, live and offline XCCA.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
