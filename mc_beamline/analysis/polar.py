@@ -1,9 +1,10 @@
 """Ring-restricted polar regrouping: detector frames to I(q ring, φ bin) profiles.
 
 The operator is built once per (geometry, mask, rings, number of azimuthal bins). It keeps
-the flat indices of the good pixels inside the requested q rings, sorted by (ring, bin),
-so that regrouping one frame is a gather of those pixels and one segmented sum
-(``np.add.reduceat``). Pixels outside the rings are never read.
+the flat indices of the good pixels inside the requested q rings with the (ring, radial
+slice, bin) segment of each, so that regrouping one frame is one compiled pass over those
+pixels in memory order (:class:`~mc_beamline.analysis.ring_gather.RingGather`). Pixels
+outside the rings are never read.
 
 Azimuthal bins: ``n_bins`` bins of width δ = 360°/N centred on φ_k = -180° + (k+1)·δ,
 k = 0 … N-1, so the centres lie in (-180°, 180°] (for N = 360: -179°, …, 180°). Bin k
@@ -23,12 +24,11 @@ from typing import Sequence
 import numpy as np
 
 from .geometry import DetectorGeometry
+from .ring_gather import RingGather
 
 GAP_VALUE_U32 = 2**32 - 1
 """Value Eiger detectors write into pixels that do not exist (module and chip gaps)."""
 
-
-_UINT_MAX = {1: 2**8 - 1, 2: 2**16 - 1, 4: 2**32 - 1, 8: 2**64 - 1}
 
 
 class RingNotOnDetectorError(ValueError):
@@ -178,8 +178,7 @@ class RingPolarOperator:
         self._pix = pix[order].astype(np.intp)
         seg = seg[order]
         counts = np.bincount(seg, minlength=n_rings * n_bins * n_sub)
-        self._seg_id = np.flatnonzero(counts)  # segments that hold pixels
-        self._seg_start = np.concatenate([[0], np.cumsum(counts)[:-1]])[self._seg_id]
+        self._gather = RingGather(self._pix, seg, n_rings * n_bins * n_sub)
         self.n_static_sub = counts.reshape(n_rings, n_sub, n_bins)
         self.n_static = self.n_static_sub.sum(axis=1)
         self._slice_n = self.n_static_sub.sum(axis=2)[None].astype(np.float64)
@@ -241,30 +240,11 @@ class RingPolarOperator:
         n_good : int64 array of the same shape, or None when no pixel of any frame was bad
             (the static counts :attr:`n_static_sub` apply).
         """
-        n_frames = flat.shape[0]
-        shape = (n_frames, self.n_rings, self.n_radial, self.n_bins)
-        n_seg = self.n_rings * self.n_bins * self.n_radial
-        # mode='wrap' skips the bounds check (the indices are valid by construction)
-        values = np.take(flat, self._pix, axis=1, mode="wrap")
-        kind = values.dtype.kind
-        n_sub_good = None
-        if kind == "u":
-            dirty = values.max() == _UINT_MAX[values.dtype.itemsize]
-        elif kind in "if":
-            dirty = True
-        else:
-            raise TypeError(f"Frames of dtype {values.dtype} are not supported (use integer or float counts).")
-        if dirty:
-            bad = bad_value_mask(values)
-            if bad.any():
-                values = np.where(bad, values.dtype.type(0), values)
-                n_bad = np.zeros((n_frames, n_seg), dtype=np.int64)
-                n_bad[:, self._seg_id] = np.add.reduceat(bad, self._seg_start, axis=1, dtype=np.int64)
-                n_sub_good = (self.n_static_sub.reshape(1, -1) - n_bad).reshape(shape)
-        acc = np.uint64 if kind == "u" else (np.int64 if kind == "i" else np.float64)
-        sums = np.zeros((n_frames, n_seg), dtype=np.float64)
-        sums[:, self._seg_id] = np.add.reduceat(values, self._seg_start, axis=1, dtype=acc)
-        return sums.reshape(shape), n_sub_good
+        shape = (flat.shape[0], self.n_rings, self.n_radial, self.n_bins)
+        sums, n_bad = self._gather.sums(flat)
+        if n_bad is None:
+            return sums.reshape(shape), None
+        return sums.reshape(shape), (self.n_static_sub.reshape(1, -1) - n_bad).reshape(shape)
 
     def profiles_from_sums(self, sums: np.ndarray, n_sub_good: np.ndarray | None = None):
         """(mean, weight, n_good) of shape (n_frames, n_rings, N) from :meth:`segment_sums`."""
