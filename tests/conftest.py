@@ -92,3 +92,31 @@ def tiled(sim_ioc):
         client = service.client()
         with client.context:
             yield client
+
+
+# ------------------------------------------------------------------ flow reactor
+REACTOR_TIME_SCALE = 0.01
+"""Wall-clock seconds per simulated second in reactor tests (100x faster than real time)."""
+
+
+@pytest.fixture(scope="session")
+def reactor(beamline):
+    """The simulated flow reactor, 100x faster than real time, with quick heaters.
+
+    Heaters ramp at up to 600 °C/min with a 2 s time constant and settle for 10 s
+    (simulated); the UV-Vis has a valid dark and reference. The IOC settings are restored
+    at the end of the session.
+    """
+    r = beamline.reactor
+    heaters = (r.nucleation, r.growth)
+    saved = {sig: sig.get() for h in heaters for sig in (h.ramp_rate, h.time_constant, h.settle_time_s)}
+    saved[r.time_scale] = r.time_scale.get()
+    r.time_scale.set(REACTOR_TIME_SCALE).wait(5)
+    for h in heaters:
+        h.ramp_rate.set(600.0).wait(5)
+        h.time_constant.set(2.0).wait(5)
+        h.settle_time_s.set(10.0).wait(5)
+    r.uvvis.take_dark_and_reference()
+    yield r
+    for sig, value in saved.items():
+        sig.set(value).wait(5)

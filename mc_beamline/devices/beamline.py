@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .beam import BeamMonitor
 from .detector import PixelDetector
+from .flow_reactor import FlowReactor
 from .stage import NanofocusStage
 
 
@@ -17,15 +18,19 @@ class BeamlineConnectionError(ConnectionError):
 
 @dataclass
 class Beamline:
-    """The devices of one beamline: ``stage``, ``detector`` and ``beam``."""
+    """The devices of one beamline: ``stage``, ``detector``, ``beam`` and the flow ``reactor``."""
 
     prefix: str
     stage: NanofocusStage
     detector: PixelDetector
     beam: BeamMonitor
+    reactor: FlowReactor | None = None
 
     def as_dict(self) -> dict:
-        return {"stage": self.stage, "detector": self.detector, "beam": self.beam}
+        devices = {"stage": self.stage, "detector": self.detector, "beam": self.beam}
+        if self.reactor is not None:
+            devices["reactor"] = self.reactor
+        return devices
 
     def __iter__(self):
         return iter(self.as_dict().values())
@@ -43,13 +48,15 @@ def make_devices(prefix: str = "MC:") -> Beamline:
     """Create (not connect) the beamline's devices for PV prefix ``prefix``.
 
     Names: ``stage`` (motors ``stage_x``, ``stage_y``, ``stage_z``), ``det`` (image data
-    key ``det_image``) and ``beam``.
+    key ``det_image``), ``beam`` and ``reactor`` (continuous-flow reactor under
+    ``{prefix}REACTOR:``, see :mod:`mc_beamline.devices.flow_reactor`).
     """
     return Beamline(
         prefix=prefix,
         stage=NanofocusStage(f"{prefix}STAGE:", name="stage"),
         detector=PixelDetector(f"{prefix}DET:", name="det"),
         beam=BeamMonitor(f"{prefix}BEAM:", name="beam"),
+        reactor=FlowReactor(f"{prefix}REACTOR:", name="reactor"),
     )
 
 

@@ -8,6 +8,8 @@ PV prefixes under the beamline prefix (default ``MC:``):
 * ``STAGE:`` nanofocus stage, motor records ``X``, ``Y``, ``Z`` (µm) — :mod:`.stage`
 * ``DET:`` pixel detector and HDF5 writer — :mod:`.detector`
 * ``BEAM:`` ring current, energy, shutter — :mod:`.beam`
+* ``REACTOR:`` continuous-flow CdSe reactor: pumps, heaters, UV-Vis and SAXS flow cells —
+  :mod:`.reactor`
 
 All groups live in one process (several IOCs behind one unicast address are not all
 reachable), and the detector reads the stage's readbacks directly.
@@ -31,6 +33,7 @@ from ..physics.detector_model import centered_geometry, offaxis_geometry
 from ..physics.mesocrystal import MesocrystalParams, MesocrystalSimulator
 from .beam import BeamIOC
 from .detector import PixelDetectorIOC
+from .reactor import FlowReactorIOC
 from .stage import NanofocusStageIOC
 
 DEFAULT_PREFIX = "MC:"
@@ -50,18 +53,22 @@ class BeamlineIOC:
     beam: BeamIOC
     simulator: MesocrystalSimulator
     data_dir: Path
+    reactor: FlowReactorIOC | None = None
 
     @property
     def pvdb(self) -> dict:
         """PV database of all groups (record fields are resolved by caproto)."""
         db: dict = {}
-        for group in (self.stage, self.detector, self.beam):
-            db.update(group.pvdb)
+        for group in (self.stage, self.detector, self.beam, self.reactor):
+            if group is not None:
+                db.update(group.pvdb)
         return db
 
     def close(self) -> None:
         """Close the detector's open capture file (call after the server stopped)."""
         self.detector.close()
+        if self.reactor is not None:
+            self.reactor.close()
 
 
 def build_ioc(
@@ -101,7 +108,8 @@ def build_ioc(
     )
     energy_kev = HC_KEV_NM / sim.geometry.wavelength_nm
     beam = BeamIOC(prefix=f"{prefix}BEAM:", energy_kev=energy_kev)
-    return BeamlineIOC(prefix, stage, detector, beam, sim, data_dir)
+    reactor = FlowReactorIOC(prefix=f"{prefix}REACTOR:")
+    return BeamlineIOC(prefix, stage, detector, beam, sim, data_dir, reactor)
 
 
 def pv_listing(ioc: BeamlineIOC) -> list[str]:
@@ -251,7 +259,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mc_beamline.sim_iocs",
-        description="Simulated nanofocus beamline IOC (stage, pixel detector, beam) over Channel Access.",
+        description="Simulated nanofocus beamline IOC (stage, pixel detector, beam, flow reactor) over Channel Access.",
     )
     add_ioc_arguments(parser)
     return run_from_args(parser.parse_args(argv))
