@@ -1,13 +1,15 @@
-"""Unattended queue soak: N quick rasters with two injected faults, then count lost runs.
+"""Unattended queue soak: N items (quick rasters and flow series) with two injected faults.
 
     python benchmarks/soak_queue.py [--items 20] [--ny 3 --nx 4] [--data-dir DIR]
 
-Starts the simulated IOC (own loopback CA port), a Tiled server (in this process, so that
-it can be restarted) and ``mc-beamline queue start --tiled URI`` (embedded Redis), queues
-N rasters, kills and restarts the IOC during item N/3 and restarts Tiled (3 s down) during
-item 2N/3, waits for the queue and for the backups to be resent, and reports:
-items completed/failed, runs in Tiled, runs lost (an item's run missing in Tiled, or a
-stored run whose frames cannot be read), wall time. Exit status 1 if a run was lost.
+Starts the simulated IOC (own loopback CA port; the flow reactor runs 100x faster than real
+time), a Tiled server (in this process, so that it can be restarted) and
+``mc-beamline queue start --tiled URI`` (embedded Redis), queues N items (every fourth a
+flow series of 1 x 1 x 2 conditions, the others rasters), kills and restarts the IOC during
+item N/3 and restarts Tiled (3 s down) during item 2N/3, waits for the queue and for the
+backups to be resent, and reports: items completed/failed, runs in Tiled, runs lost (an
+item's run missing in Tiled, or a stored run whose frames or spectra cannot be read), wall
+time. Exit status 1 if a run was lost.
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def speed_up_reactor(prefix: str) -> None:
+    """Run the simulated reactor 100x faster than real time, with quick heaters."""
+    from caproto.sync.client import write
+
+    write(f"{prefix}REACTOR:TimeScale", 0.01)
+    for heater in ("NUC", "GROW"):
+        write(f"{prefix}REACTOR:{heater}:RampRate", 600.0)
+        write(f"{prefix}REACTOR:{heater}:TimeConstant", 2.0)
+        write(f"{prefix}REACTOR:{heater}:SettleTime", 10.0)
+
+
+def is_flow_item(i: int) -> bool:
+    return i % 4 == 3
 
 
 def cli(*args, env):
@@ -51,6 +68,8 @@ def main() -> int:
 
     data_dir = (args.data_dir or Path(tempfile.mkdtemp(prefix="mc-soak-"))).resolve()
     ioc = IocProcess(data_dir=data_dir).start()
+    os.environ.update(ioc.client_env)
+    speed_up_reactor(ioc.prefix)
     tiled_port = free_port()
     tiled = TiledService(data_dir, port=tiled_port).start()
     control = f"tcp://127.0.0.1:{free_port()}"
@@ -67,8 +86,11 @@ def main() -> int:
     try:
         item_uids = []
         for i in range(args.items):
-            item = BPlan("nanodiffraction_raster", "det", "stage", ny=args.ny, nx=args.nx, exposure_s=0.2 if i in (
-                args.items // 3,) else 0.01, md={"soak_index": i})
+            if is_flow_item(i) and i != args.items // 3:
+                item = BPlan("flow_series", "reactor", [280.0], [260.0], [4.5, 14.0], md={"soak_index": i})
+            else:
+                item = BPlan("nanodiffraction_raster", "det", "stage", ny=args.ny, nx=args.nx,
+                             exposure_s=0.2 if i == args.items // 3 else 0.01, md={"soak_index": i})
             item_uids.append(api.item_add(item)["item"]["item_uid"])
         t1 = time.perf_counter()
         api.queue_start()
@@ -85,6 +107,7 @@ def main() -> int:
         port = ioc.port
         ioc.stop()
         ioc = IocProcess(data_dir=data_dir, port=port).start()
+        speed_up_reactor(ioc.prefix)
         faults.append(f"IOC killed during item {args.items // 3} and restarted")
         running(item_uids[2 * args.items // 3])
         tiled.stop()
@@ -113,8 +136,10 @@ def main() -> int:
                 try:
                     stop = client[u].metadata["stop"]
                     n = stop["num_events"].get("primary", 0)
-                    if read_stream_array(client, u, "det_image").shape[0] != n:
-                        raise ValueError("frames missing")
+                    md = client[u].metadata["start"].get("mc_beamline", {})
+                    key = md["keys"]["absorbance"] if md.get("experiment") == "flow" else "det_image"
+                    if n and read_stream_array(client, u, key).shape[0] != n:
+                        raise ValueError(f"{key} missing")
                     statuses[stop["exit_status"]] = statuses.get(stop["exit_status"], 0) + 1
                 except Exception as exc:  # noqa: BLE001
                     lost.append(f"{u}: {type(exc).__name__}: {exc}")

@@ -100,6 +100,24 @@ def test_queued_rasters_run_and_are_found_in_tiled(queue, tiled_client):
     assert not list((data_dir / "backup" / "documents").glob("*.jsonl"))  # nothing had to be kept aside
 
 
+def test_queued_flow_series_and_raster_run_and_are_found_in_tiled(queue, tiled_client, reactor):
+    api, _ = queue
+    items = [BPlan("flow_series", "reactor", [280.0], [260.0], [4.5, 14.0]),
+             BPlan("nanodiffraction_raster", "det", "stage", **QUICK)]
+    history = run_queue(api, items)
+    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 2
+    flow = tiled_client[history[0]["result"]["run_uids"][0]]
+    assert flow.metadata["start"]["mc_beamline"]["experiment"] == "flow"
+    assert flow.metadata["stop"]["exit_status"] == "success"
+    assert flow.metadata["stop"]["num_events"]["primary"] == 2
+    keys = flow.metadata["start"]["mc_beamline"]["keys"]
+    spectra = read_stream_array(tiled_client, flow.metadata["start"]["uid"], keys["absorbance"])
+    assert spectra.shape == (2, len(flow.metadata["start"]["mc_beamline"]["wavelength_nm"]))
+    assert np.all(np.isfinite(spectra))
+    raster = tiled_client[history[1]["result"]["run_uids"][0]]
+    assert raster.metadata["stop"]["num_events"]["primary"] == 12
+
+
 # Bad queue submissions: refused by `item_add` with the error the client sees, nothing queued.
 BAD_SUBMISSIONS = [
     (BPlan("count", ["det"]), r"Plan 'count' is not in the list of allowed plans"),
@@ -115,6 +133,11 @@ BAD_SUBMISSIONS = [
     (BPlan("nanodiffraction_raster", "det", "stage", bogus=1), r"unexpected keyword argument 'bogus'"),
     (BPlan("nanodiffraction_raster", "det"), r"missing a required argument: 'stage'"),
     (BFunc("print", "hello"), r"Function 'print' is not allowed"),
+    (BPlan("flow_series", "det", [280], [260], [4.5]), r"reactor\s+Input should be 'reactor'"),
+    (BPlan("flow_series", "reactor", [280], [260], [4.5], flush_volumes=1),
+     r"key='flush_volumes', value='1': Value 1 is out of range \[3, 1000\]"),
+    (BPlan("flow_series", "reactor", [280], [260]), r"missing a required argument: 'reaction_times_s'"),
+    (BPlan("flow_series", "reactor", "hot", [260], [4.5]), r"nucleation_temperatures_c\s+Input should be a valid list"),
 ]
 
 
@@ -141,14 +164,23 @@ REFUSED_AT_RUN_TIME = [
 ]
 
 
+FLOW_REFUSED_AT_RUN_TIME = [
+    (([280.0], [300.0], [4.5]), r"The growth temperature 300 °C is above the nucleation temperature 280 °C"),
+    (([450.0], [260.0], [4.5]), r"The nucleation temperature 450 °C is outside the reactor's range 20–400 °C"),
+    (([280.0], [260.0], [0.01]), r"The reaction time 0.01 s needs .* mL/min from the Cd pump, above its maximum"),
+    (([280.0], [260.0], [-4.5]), r"reaction times must be positive"),
+]
+
+
 def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled_client):
     import re
 
     api, _ = queue
     items = [BPlan("nanodiffraction_raster", "det", "stage", **kwargs) for kwargs, _ in REFUSED_AT_RUN_TIME]
+    items += [BPlan("flow_series", "reactor", *args) for args, _ in FLOW_REFUSED_AT_RUN_TIME]
     items.append(BPlan("nanodiffraction_raster", "det", "stage", **QUICK))
     history = run_queue(api, items)
-    for entry, (_, message) in zip(history, REFUSED_AT_RUN_TIME):
+    for entry, (_, message) in zip(history, REFUSED_AT_RUN_TIME + FLOW_REFUSED_AT_RUN_TIME):
         assert entry["result"]["exit_status"] == "failed"
         assert entry["result"]["run_uids"] == []  # refused before a run was opened
         assert re.search(message, entry["result"]["msg"]), entry["result"]["msg"]
@@ -158,8 +190,8 @@ def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled
 
 def test_queue_offers_only_the_plugins_plans_and_devices(queue):
     api, _ = queue
-    assert set(api.plans_allowed()["plans_allowed"]) == {"nanodiffraction_raster"}
-    assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam"}
+    assert set(api.plans_allowed()["plans_allowed"]) == {"nanodiffraction_raster", "flow_series"}
+    assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam", "reactor"}
     params = {p["name"]: p for p in api.plans_allowed()["plans_allowed"]["nanodiffraction_raster"]["parameters"]}
     assert params["ny"]["annotation"]["type"] == "int" and params["ny"]["min"] == "1"
     assert params["step_um"]["annotation"]["type"] == "float" and "µm" in params["step_um"]["description"]

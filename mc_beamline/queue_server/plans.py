@@ -14,11 +14,15 @@ import typing
 from bluesky_queueserver import parameter_annotation_decorator
 
 from ..plans import raster
+from ..plans.flow_series import DEFAULT_TEMPERATURE_BAND_C, DEFAULT_TEMPERATURE_RESUME_S, MIN_FLUSH_VOLUMES
+from ..plans.flow_series import flow_series as _flow_series
 
 DETECTORS = ["det"]
 """Names of the detectors a queued plan may use (names in the startup namespace)."""
 STAGES = ["stage"]
 """Names of the sample stages a queued plan may use."""
+REACTORS = ["reactor"]
+"""Names of the flow reactors a queued plan may use."""
 
 
 @parameter_annotation_decorator({
@@ -66,7 +70,68 @@ def nanodiffraction_raster(
     ))
 
 
-QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster}
+@parameter_annotation_decorator({
+    "description": "Flow-synthesis series: every combination of nucleation temperature, growth temperature "
+                   "and reaction time; waits for thermal settling, flushes the reactor, records one UV-Vis "
+                   "spectrum and one SAXS curve per condition; stored in Tiled.",
+    "parameters": {
+        "reactor": {"description": "continuous-flow reactor with UV-Vis and SAXS flow cells",
+                    "annotation": "Reactors", "devices": {"Reactors": REACTORS}},
+        "nucleation_temperatures_c": {"description": "nucleation-chamber temperatures, °C (20-400)"},
+        "growth_temperatures_c": {"description": "growth-oven temperatures, °C (20-400, not above the "
+                                                 "nucleation temperatures)"},
+        "reaction_times_s": {"description": "reaction times, s (> 0, within the pumps' range)"},
+        "flush_volumes": {"description": "reactor volumes flushed after every change (at least 3)",
+                          "min": MIN_FLUSH_VOLUMES, "max": 1000.0},
+        "cd_fraction": {"description": "share of the total flow from the Cd pump (between 0 and 1)",
+                        "min": 0.001, "max": 0.999},
+        "allow_growth_above_nucleation": {"description": "accept growth temperatures above the nucleation "
+                                                         "temperature"},
+        "temperature_band_c": {"description": "a heater further than this from its set point while a condition "
+                                              "is flushed and measured suspends the run, °C",
+                               "min": 0.01, "max": 100.0},
+        "temperature_resume_s": {"description": "time a heater must be back in its band before the run resumes "
+                                                "(and flushes again), s", "min": 0.0, "max": 3600.0},
+        "integration_time_s": {"description": "UV-Vis integration time, s (default: the spectrometer's setting)",
+                               "min": 0.0001, "max": 10.0},
+        "saxs_exposure_s": {"description": "SAXS exposure, s (default: the detector's setting)",
+                            "min": 0.001, "max": 3600.0},
+        "sample": {"description": "sample description for the metadata"},
+        "md": {"description": "extra start-document metadata"},
+    },
+})
+def flow_series(
+    reactor,
+    nucleation_temperatures_c: typing.List[float],
+    growth_temperatures_c: typing.List[float],
+    reaction_times_s: typing.List[float],
+    *,
+    flush_volumes: float = 3.0,
+    cd_fraction: float = 0.5,
+    allow_growth_above_nucleation: bool = False,
+    temperature_band_c: float = DEFAULT_TEMPERATURE_BAND_C,
+    temperature_resume_s: float = DEFAULT_TEMPERATURE_RESUME_S,
+    integration_time_s: typing.Optional[float] = None,
+    saxs_exposure_s: typing.Optional[float] = None,
+    sample: str = "CdSe from Cd oleate + TOP-Se in octadecene",
+    md: typing.Optional[dict] = None,
+):
+    """Flow-synthesis series over T_nuc x T_growth x reaction time.
+
+    See :func:`mc_beamline.plans.flow_series.flow_series`; bad arguments (temperatures out
+    of range, growth above nucleation, unreachable reaction times) are refused with a
+    :class:`~mc_beamline.plans.PlanArgumentError` before anything moves.
+    """
+    return (yield from _flow_series(
+        reactor, nucleation_temperatures_c, growth_temperatures_c, reaction_times_s,
+        flush_volumes=flush_volumes, cd_fraction=cd_fraction,
+        allow_growth_above_nucleation=allow_growth_above_nucleation, temperature_band_c=temperature_band_c,
+        temperature_resume_s=temperature_resume_s, integration_time_s=integration_time_s,
+        saxs_exposure_s=saxs_exposure_s, sample=sample, md=md,
+    ))
+
+
+QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster, "flow_series": flow_series}
 """Every plan the startup offers, by name (the permissions allow exactly these)."""
 
-__all__ = ["nanodiffraction_raster", "QUEUE_PLANS", "DETECTORS", "STAGES"]
+__all__ = ["nanodiffraction_raster", "flow_series", "QUEUE_PLANS", "DETECTORS", "STAGES", "REACTORS"]
