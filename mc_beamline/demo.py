@@ -21,6 +21,13 @@ SEED_RASTER = (35, 51, 0.4)
 QUICK_RASTER = (9, 13, 1.6)
 """The same area at four times the step: 117 points, seconds instead of a minute."""
 ANALYSIS_TIMEOUT_S = 300.0
+FLOW_SERIES = ((260.0, 280.0, 350.0), (260.0,), (4.5, 7.6, 14.0))
+"""Nucleation temperatures (°C), growth temperatures (°C), reaction times (s) of the flow demo."""
+QUICK_FLOW_SERIES = ((280.0, 350.0), (260.0,), (4.5, 14.0))
+FLOW_TIME_SCALE = 0.01
+"""Wall-clock seconds per simulated reactor second in the flow demo (100x faster than real time)."""
+MIN_TRUE_MSC_ABSORBANCE = 0.007
+"""A family counts as present in the simulator's truth from this peak absorbance (the analysis' detection floor)."""
 
 
 @dataclass
@@ -126,6 +133,109 @@ def _print_summary(demo: RasterDemoResult, out: TextIO) -> None:
             print(f"  {label:30s} {live:>16s} {true:>16s}", file=out)
         peaks = ", ".join(f"{p:+.1f}" for p in r["ccf_peaks_deg"])
         print(f"  CCF peaks (deg): {peaks or 'none'}", file=out)
+    for err in demo.analysis_errors[:3]:
+        print(f"  analysis error: {err['message']}", file=out)
+    for path in demo.figures:
+        print(f"figure: {path}", file=out)
+    print(f"uid: {demo.uid}", file=out)
+
+
+@dataclass
+class FlowDemoResult:
+    """What the flow demo produced."""
+
+    uid: str
+    n_conditions: int
+    scan_s: float
+    result: dict | None
+    truth: list[dict]
+    figures: list[Path] = field(default_factory=list)
+    analysis_errors: list[dict] = field(default_factory=list)
+
+
+def _speed_up_reactor(reactor, time_scale: float) -> dict:
+    """Run the simulated reactor ``1/time_scale`` times faster, with quick heaters; returns what to restore."""
+    heaters = (reactor.nucleation, reactor.growth)
+    saved = {sig: sig.get() for h in heaters for sig in (h.ramp_rate, h.time_constant, h.settle_time_s)}
+    saved[reactor.time_scale] = reactor.time_scale.get()
+    reactor.time_scale.set(time_scale).wait(5)
+    for h in heaters:
+        h.ramp_rate.set(600.0).wait(5)
+        h.time_constant.set(2.0).wait(5)
+        h.settle_time_s.set(10.0).wait(5)
+    return saved
+
+
+def flow_truth(nucleation_c: float, growth_c: float, reaction_time_s: float) -> dict:
+    """What the simulator's kinetic model holds for one condition: MSC families, NC exciton and size."""
+    from .physics.absorption import msc_peak_absorbance, nc_exciton_peak_nm
+    from .physics.cdse import MSC_FAMILIES
+    from .physics.flow_reactor import ReactorConditions, simulate
+
+    population = simulate(ReactorConditions.at_reaction_time(nucleation_c, growth_c, reaction_time_s)).population
+    families = [f.name for f in MSC_FAMILIES if msc_peak_absorbance(population, f.name) >= MIN_TRUE_MSC_ABSORBANCE]
+    peak = nc_exciton_peak_nm(population)
+    return {"families": families, "nc_wavelength_nm": peak,
+            "nc_diameter_nm": population.nc_mean_diameter_nm if peak is not None else None}
+
+
+def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> FlowDemoResult:
+    """Run a flow series (T_nuc x T_growth x reaction time) with live MSC/SAXS analysis into Tiled."""
+    from .callbacks.live_flow import flow_router
+    from .plans import flow_series
+    from .storage import tiled_writer
+
+    nuc, growth, times = QUICK_FLOW_SERIES if quick else FLOW_SERIES
+    figdir = Path(data_dir) / "figures"
+    runs: list = []
+    with simulated_beamline(data_dir) as (beamline, RE, client):
+        reactor = beamline.reactor
+        saved = _speed_up_reactor(reactor, FLOW_TIME_SCALE)
+        try:
+            reactor.uvvis.take_dark_and_reference()
+            RE.subscribe(flow_router(publish=tiled_writer(client), figure_dir=figdir, on_run=runs.append))
+            print(f"Flow series: T_nuc {', '.join(f'{t:g}' for t in nuc)} °C x T_growth "
+                  f"{', '.join(f'{t:g}' for t in growth)} °C x reaction time {', '.join(f'{t:g}' for t in times)} s; "
+                  f"simulated reactor {1 / FLOW_TIME_SCALE:g}x faster than real time; live MSC map; data in {data_dir}",
+                  file=out, flush=True)
+            t0 = time.perf_counter()
+            (uid,) = RE(flow_series(reactor, list(nuc), list(growth), list(times)))
+            scan_s = time.perf_counter() - t0
+            live = runs[-1]
+            if not live.wait(ANALYSIS_TIMEOUT_S):
+                raise RuntimeError(f"The live flow analysis did not finish within {ANALYSIS_TIMEOUT_S:.0f} s.")
+        finally:
+            reactor.pumps.cd.running.set(0).wait(5)
+            reactor.pumps.se.running.set(0).wait(5)
+            for sig, value in saved.items():
+                sig.set(value).wait(5)
+        stop = client[uid].metadata["stop"]
+        if stop["exit_status"] != "success":
+            raise RuntimeError(f"The flow series ended with status {stop['exit_status']}: {stop.get('reason')}")
+        n_events = stop["num_events"].get("primary", 0)
+    truth = [flow_truth(tn, tg, t) for tn in nuc for tg in growth for t in times]
+    result = FlowDemoResult(uid, n_events, scan_s, live.result, truth,
+                            [live.figure_path] if live.figure_path else [], live.errors)
+    _print_flow_summary(result, out)
+    return result
+
+
+def _print_flow_summary(demo: FlowDemoResult, out: TextIO) -> None:
+    print(f"Stored {demo.n_conditions} conditions in {demo.scan_s:.1f} s (settle, flush 3 reactor volumes, "
+          "spectrum and SAXS each).", file=out)
+    spectra = (demo.result or {}).get("spectra", [])
+    print(f"  {'condition':44s} {'MSC families (live / truth)':46s} {'NC nm (live / truth)':>22s} {'SAXS <r> nm':>11s}",
+          file=out)
+    for entry, truth in zip(spectra, demo.truth):
+        live_fam = ",".join(p["family"].removeprefix("CdSe-") for p in entry["msc"]) or "-"
+        true_fam = ",".join(f.removeprefix("CdSe-") for f in truth["families"]) or "-"
+        nc = entry["nc"]
+        live_nc = f"{nc['diameter_nm']:.2f}" if nc else "-"
+        true_nc = _fmt(truth["nc_diameter_nm"]) if truth["nc_diameter_nm"] is not None else "-"
+        saxs = entry.get("saxs")
+        radius = _fmt(saxs["size_distribution"]["mean_radius_nm"]) if saxs else "n/a"
+        print(f"  {entry['label']:44s} {live_fam + ' / ' + true_fam:46s} {live_nc + ' / ' + true_nc:>22s} "
+              f"{radius:>11s}", file=out)
     for err in demo.analysis_errors[:3]:
         print(f"  analysis error: {err['message']}", file=out)
     for path in demo.figures:

@@ -95,6 +95,43 @@ def xcca_running_figure(analysis, path: Path) -> Path:
     return _save(fig, path)
 
 
+def msc_map_figure(msc_map: dict, path: Path) -> Path:
+    """The "MSC map" of a flow series: which MSC families and NC sizes each condition gave.
+
+    ``msc_map`` is :meth:`~mc_beamline.analysis.flow_conditions.FlowSeriesAnalysis.msc_map`.
+    Rows are (T_nuc, T_growth), columns reaction times; in each cell one marker per MSC
+    family found (area ∝ absorbance, colour = family), and the NC diameter (nm) as the
+    background colour. Returns ``path`` (written atomically).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows, times, families = msc_map["rows"], msc_map["reaction_times_s"], msc_map["families"]
+    msc, nc = msc_map["msc_absorbance"], msc_map["nc_diameter_nm"]
+    fig = _new_figure(2.0 + 1.3 * max(len(times), 2), 1.5 + 0.6 * max(len(rows), 2))
+    ax = fig.subplots()
+    im = ax.imshow(nc, origin="lower", cmap="viridis", aspect="auto", interpolation="nearest",
+                   extent=(-0.5, len(times) - 0.5, -0.5, len(rows) - 0.5))
+    fig.colorbar(im, ax=ax, label="NC diameter (nm)")
+    colours = ["tab:purple", "tab:blue", "tab:cyan", "tab:orange", "tab:red"]
+    top = np.nanmax(msc) if np.any(np.isfinite(msc)) and np.nanmax(msc) > 0 else 1.0
+    width = 0.8 / max(len(families), 1)
+    for k, family in enumerate(families):
+        ii, jj = np.nonzero(np.nan_to_num(msc[:, :, k]) > 0)
+        ax.scatter(jj - 0.4 + width * (k + 0.5), ii, s=300 * msc[ii, jj, k] / top + 10,
+                   color=colours[k % len(colours)], edgecolor="k", linewidth=0.5, label=family)
+    unmeasured = np.all(np.isnan(msc), axis=2)
+    for i, j in zip(*np.nonzero(unmeasured)):
+        ax.text(j, i, "–", ha="center", va="center", color="0.5")
+    ax.set_xticks(range(len(times)), [f"{t:g}" for t in times])
+    ax.set_yticks(range(len(rows)), [f"{tn:g} / {tg:g}" for tn, tg in rows])
+    ax.set_xlabel("reaction time (s)")
+    ax.set_ylabel("T_nuc / T_growth (°C)")
+    ax.set_title(f"MSC map: {int(np.sum(~unmeasured))} of {unmeasured.size} conditions measured")
+    if len(families):
+        ax.legend(loc="upper left", bbox_to_anchor=(1.25, 1.0), fontsize=8, title="MSC family")
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     """Write atomically, so a reader never sees half a PNG."""
     tmp = path.with_suffix(".tmp.png")

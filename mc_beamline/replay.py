@@ -1,7 +1,7 @@
 """Stored analysis results and replays of stored runs (`mc-beamline results` / `replay`).
 
-``results`` exports what the live analysis computed during a run, as stored in Tiled in
-the derived run that names the raw run. ``replay`` runs the raw run's documents from Tiled
+``results`` exports what the live analysis computed during a run (XCCA for rasters, MSC
+and SAXS sizes for flow series), as stored in Tiled in the derived run that names the raw run. ``replay`` runs the raw run's documents from Tiled
 through the same live callback and returns the same JSON; both use the same analysis code
 on the same frames, so they agree exactly.
 """
@@ -12,9 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from .callbacks import flow_results, xcca_results
+from .callbacks.live_flow import LiveFlow, is_flow_run
 from .callbacks.live_xcca import LiveXcca, is_raster_run
-from .callbacks.xcca_results import ANALYSIS_NAME
 from .storage import run_documents
+
+ANALYSES = {
+    "raster": (xcca_results.ANALYSIS_NAME, "xcca_result"),
+    "flow": (flow_results.ANALYSIS_NAME, flow_results.RESULT_KEY),
+}
+"""Per experiment: the name of its live analysis and the stop-document key of its result."""
 
 
 class RunNotFoundError(LookupError):
@@ -33,19 +40,23 @@ def stored_results(client: Any, uid: str) -> dict:
     from tiled.queries import Key
 
     raw = _raw_run(client, uid)
+    experiment = raw.metadata["start"].get("mc_beamline", {}).get("experiment")
+    if experiment not in ANALYSES:
+        raise RunNotFoundError(f"Run {uid} is not a raster or flow run; it has no live analysis.")
+    analysis_name, result_key = ANALYSES[experiment]
     found = client.search(Key("mc_beamline.raw_uid") == raw.metadata["start"]["uid"])
-    found = found.search(Key("mc_beamline.analysis") == ANALYSIS_NAME)
+    found = found.search(Key("mc_beamline.analysis") == analysis_name)
     runs = [found[key] for key in found]
     runs = [run for run in runs if run.metadata.get("stop")]
     if not runs:
         raise RunNotFoundError(f"Run {uid} has no stored analysis results (was it analysed live?).")
     newest = max(runs, key=lambda run: run.metadata["start"]["time"])
     stop = newest.metadata["stop"]
-    if stop.get("xcca_result") is None:
+    if stop.get(result_key) is None:
         errors = stop.get("analysis_errors") or []
         first = errors[0]["message"] if errors else "no result"
         raise RunNotFoundError(f"The live analysis of run {uid} produced no result: {first}.")
-    return _plain(stop["xcca_result"])
+    return _plain(stop[result_key])
 
 
 def _plain(value):
@@ -58,17 +69,20 @@ def _plain(value):
 
 
 def replay(client: Any, uid: str, timeout_s: float = 600.0) -> dict:
-    """Replay stored run ``uid`` through the live XCCA callback and return its result."""
+    """Replay stored run ``uid`` through its live callback (XCCA or flow) and return its result."""
     raw = _raw_run(client, uid)
     start = _plain(raw.metadata["start"])
-    if not is_raster_run(start):
-        raise RunNotFoundError(f"Run {uid} is not a raster run; there is no XCCA to replay.")
-    image_key = start["mc_beamline"].get("image_key", "det_image")
+    if is_raster_run(start):
+        image_key = start["mc_beamline"].get("image_key", "det_image")
 
-    def from_tiled(seq_num: int) -> np.ndarray:
-        return np.asarray(raw["primary"][image_key][seq_num - 1])
+        def from_tiled(seq_num: int) -> np.ndarray:
+            return np.asarray(raw["primary"][image_key][seq_num - 1])
 
-    live = LiveXcca(start, frame_fallback=from_tiled)
+        live = LiveXcca(start, frame_fallback=from_tiled)
+    elif is_flow_run(start):
+        live = LiveFlow(start, array_fallback=lambda key, seq_num: np.asarray(raw["primary"][key][seq_num - 1]))
+    else:
+        raise RunNotFoundError(f"Run {uid} is not a raster or flow run; there is no live analysis to replay.")
     for name, doc in run_documents(client, uid):
         if name != "start":
             live(name, doc)
