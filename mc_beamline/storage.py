@@ -3,6 +3,7 @@
 A data directory holds everything a beamline session stores::
 
     <root>/tiled/catalog.db      SQLite catalog (metadata, run structure, data-source records)
+    <root>/tiled/catalog_uri     optional: URI of a PostgreSQL catalog used instead (mode 0600)
     <root>/tiled/tables.sqlite   SQLite tabular storage (event tables written by TiledWriter)
     <root>/tiled/data/           Tiled writable file storage (zarr arrays written by TiledWriter)
     <root>/tiled/api_key         the server's single-user API key (mode 0600, reused on restart)
@@ -14,6 +15,13 @@ existing server URI; `tiled_writer` builds the RunEngine subscriber that stores 
 `BackedUpTiledWriter` is that subscriber with a local backup (runs Tiled could not take are
 kept in JSON Lines files and sent when it answers again, `resend_backup`);
 `run_documents` and `read_stream_array` read stored runs back.
+
+The catalog is the data directory's SQLite file unless the data directory names another
+catalog database (`DataDir.set_catalog_uri`, e.g. ``postgresql://user:pass@host:5432/db``
+for a beamline where many processes read and write at once): then every server started for
+that data directory (`TiledService`, `connect`, the command line) uses that database,
+initialising it on first use. Event tables stay in the data directory's SQLite tabular
+storage and arrays in its file storage with either catalog.
 """
 
 from __future__ import annotations
@@ -48,6 +56,35 @@ STARTUP_TIMEOUT_S = 20.0
 
 SHUTDOWN_TIMEOUT_S = 5.0
 """Longest wait (s) for open requests and websockets when the server stops."""
+
+CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
+"""Database schemes a catalog URI may use (an optional ``+driver`` suffix is allowed)."""
+
+
+def catalog_dialect(uri: str) -> str:
+    """``"sqlite"`` or ``"postgresql"`` for a catalog URI; ValueError for anything else.
+
+    ``postgresql://``, ``postgres://`` and ``postgresql+asyncpg://`` are all PostgreSQL (the
+    server adds the asyncpg driver when none is given).
+    """
+    scheme = str(uri).split("://", 1)[0].split("+", 1)[0].lower() if "://" in str(uri) else ""
+    if scheme not in CATALOG_SCHEMES:
+        raise ValueError(f"Catalog URI {redact_uri(str(uri))} is neither sqlite:/// nor postgresql://.")
+    return "postgresql" if scheme.startswith("postgres") else "sqlite"
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (for messages and logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URI>"
 
 
 @dataclass(frozen=True)
@@ -97,9 +134,51 @@ class DataDir:
         return self.tiled / "api_key"
 
     @property
-    def catalog_uri(self) -> str:
-        """Default catalog URI: the SQLite file of this data directory."""
+    def sqlite_catalog_uri(self) -> str:
+        """URI of the data directory's own SQLite catalog file."""
         return f"sqlite:///{self.catalog}"
+
+    @property
+    def catalog_uri_file(self) -> Path:
+        """File naming another catalog database (see `set_catalog_uri`); absent: SQLite."""
+        return self.tiled / "catalog_uri"
+
+    @property
+    def catalog_uri(self) -> str:
+        """Catalog URI of this data directory: the one set by `set_catalog_uri`, else its SQLite file."""
+        path = self.catalog_uri_file
+        if path.is_file():
+            uri = path.read_text().strip()
+            if uri:
+                return uri
+        return self.sqlite_catalog_uri
+
+    def set_catalog_uri(self, uri: str | None) -> DataDir:
+        """Make ``uri`` (e.g. ``postgresql://user:pass@host:5432/db``) this data directory's catalog.
+
+        The URI is kept in ``tiled/catalog_uri`` (mode 0600: it may hold a password); None or
+        the SQLite URI of the data directory goes back to the SQLite catalog. The database
+        itself must exist; the server initialises Tiled's tables in it on first use.
+        Returns self.
+        """
+        path = self.catalog_uri_file
+        if uri is None or uri == self.sqlite_catalog_uri:
+            path.unlink(missing_ok=True)
+            return self
+        catalog_dialect(uri)
+        self.tiled.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(uri.strip() + "\n")
+        os.replace(tmp, path)
+        return self
+
+    def has_catalog(self) -> bool:
+        """Whether this data directory has a catalog (its SQLite file, or a catalog URI set)."""
+        return self.catalog_uri != self.sqlite_catalog_uri or (
+            self.catalog.is_file() and self.catalog.stat().st_size > 0
+        )
 
     def create(self) -> DataDir:
         """Create the directories if missing; return self."""
@@ -118,23 +197,60 @@ class DataDir:
         return path.read_text().strip()
 
 
-def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str):
+CATALOG_MAX_OVERFLOW = 10
+"""Connections a catalog's pool may open beyond its 5 (Tiled's default)."""
+
+_pool_slots: set[tuple[str, int]] = set()
+_pool_slots_lock = threading.Lock()
+
+
+def _claim_pool_slot(catalog_uri: str) -> int:
+    """A ``max_overflow`` for a new server on ``catalog_uri`` that no running server here uses.
+
+    Tiled keeps one connection pool per database settings and process, and an asyncpg pool
+    belongs to the event loop of the server that opened it: two servers of this process on
+    one PostgreSQL catalog (each runs its own loop) must not share it. Distinct settings give
+    each its own pool. Release with `_release_pool_slot`.
+    """
+    with _pool_slots_lock:
+        overflow = CATALOG_MAX_OVERFLOW
+        while (catalog_uri, overflow) in _pool_slots:
+            overflow += 1
+        _pool_slots.add((catalog_uri, overflow))
+        return overflow
+
+
+def _release_pool_slot(catalog_uri: str, overflow: int) -> None:
+    with _pool_slots_lock:
+        _pool_slots.discard((catalog_uri, overflow))
+
+
+def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str, max_overflow: int = CATALOG_MAX_OVERFLOW):
     """Build the Tiled ASGI app for a data directory (see `TiledService`)."""
     from bluesky_tiled_plugins.exporters import json_seq_exporter
     from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.catalog.adapter import DatabaseInitializationError
     from tiled.config import Authentication, StreamingCacheConfig
     from tiled.media_type_registration import default_serialization_registry
     from tiled.server.app import build_app
 
-    catalog = catalog_from_uri(
-        catalog_uri,
-        specs=[BLUESKY_CATALOG_SPEC],
-        init_if_not_exists=_needs_init(data_dir, catalog_uri),
-        writable_storage=[data_dir.data, f"sqlite:///{data_dir.tables}"],
-        readable_storage=[data_dir.detector],
-        # In-memory cache of recent writes: enables live subscriptions over websockets.
-        cache_config=StreamingCacheConfig(uri="memory").model_dump(),
-    )
+    dialect = catalog_dialect(catalog_uri)
+    try:
+        catalog = catalog_from_uri(
+            catalog_uri,
+            specs=[BLUESKY_CATALOG_SPEC],
+            init_if_not_exists=_needs_init(data_dir, catalog_uri),
+            writable_storage=[data_dir.data, f"sqlite:///{data_dir.tables}"],
+            readable_storage=[data_dir.detector],
+            # In-memory cache of recent writes: enables live subscriptions over websockets.
+            cache_config=StreamingCacheConfig(uri="memory").model_dump(),
+            catalog_max_overflow=max_overflow,
+        )
+    except DatabaseInitializationError as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1].strip() if lines else "no reason given"
+        raise ConnectionError(f"The {dialect} catalog {redact_uri(catalog_uri)} could not be opened "
+                              f"or initialised ({reason})") from None
     serialization_registry = copy.deepcopy(default_serialization_registry)
     serialization_registry.register("BlueskyRun", JSON_SEQ_MIMETYPE, json_seq_exporter)
     logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner on stderr
@@ -151,7 +267,7 @@ def _needs_init(data_dir: DataDir, catalog_uri: str) -> bool:
     It is skipped only for the data directory's own SQLite catalog once that exists;
     any other catalog URI (e.g. PostgreSQL) is initialised if it is not yet.
     """
-    own = catalog_uri == data_dir.catalog_uri
+    own = catalog_uri == data_dir.sqlite_catalog_uri
     return not (own and data_dir.catalog.is_file() and data_dir.catalog.stat().st_size > 0)
 
 
@@ -175,8 +291,11 @@ class TiledService:
     port
         TCP port; 0 lets the operating system choose a free one.
     catalog_uri
-        Catalog database URI, e.g. ``postgresql://user:pass@host/db``; default: the
-        SQLite file of the data directory. Created and initialised if missing.
+        Catalog database URI, e.g. ``postgresql://user:pass@host/db`` (or
+        ``postgresql+asyncpg://...``); default: the data directory's catalog
+        (`DataDir.catalog_uri`: the one set with `DataDir.set_catalog_uri`, else its SQLite
+        file). Tiled's tables are created in it if missing; a PostgreSQL database that cannot
+        be reached or initialised raises ConnectionError at `start`.
 
     The server requires the data directory's API key for every request (no anonymous
     access), serves detector files under ``data_dir/detector`` and exports BlueskyRuns
@@ -190,10 +309,13 @@ class TiledService:
         self.data_dir.create()
         self._api_key = self.data_dir.api_key()
         self._catalog_uri = catalog_uri or self.data_dir.catalog_uri
+        if catalog_dialect(self._catalog_uri) == "postgresql" and self._catalog_uri.startswith("postgres://"):
+            self._catalog_uri = "postgresql://" + self._catalog_uri[len("postgres://"):]
         self._port = port
         self._server: _ThreadedServer | None = None
         self._thread: threading.Thread | None = None
         self._uri: str | None = None
+        self._pool_slot: int | None = None
 
     @property
     def uri(self) -> str:
@@ -206,6 +328,16 @@ class TiledService:
     def api_key(self) -> str:
         """API key that authorises reads and writes."""
         return self._api_key
+
+    @property
+    def catalog_uri(self) -> str:
+        """URI of the catalog database this server uses (may hold a password)."""
+        return self._catalog_uri
+
+    @property
+    def catalog_dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return catalog_dialect(self._catalog_uri)
 
     def client(self):
         """Return an authenticated Tiled client (a CatalogOfBlueskyRuns) for this server.
@@ -220,7 +352,12 @@ class TiledService:
         """Start the server and wait until it answers; return self."""
         if self._thread is not None:
             raise RuntimeError("The Tiled server is already running.")
-        app = _build_app(self.data_dir, self._catalog_uri, self._api_key)
+        self._pool_slot = _claim_pool_slot(self._catalog_uri)
+        try:
+            app = _build_app(self.data_dir, self._catalog_uri, self._api_key, self._pool_slot)
+        except BaseException:
+            self._release_pool()
+            raise
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -275,6 +412,12 @@ class TiledService:
         if self._thread is not None:
             self._thread.join()
         self._server = self._thread = self._uri = None
+        self._release_pool()
+
+    def _release_pool(self) -> None:
+        if self._pool_slot is not None:
+            _release_pool_slot(self._catalog_uri, self._pool_slot)
+            self._pool_slot = None
 
     def __enter__(self) -> TiledService:
         return self.start()
