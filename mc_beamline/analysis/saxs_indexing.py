@@ -1,0 +1,510 @@
+"""Bragg peaks in 1D SAXS curves and their indexing to a superlattice.
+
+Peak search (:func:`find_bragg_peaks`). Bragg peaks of a supercrystal are narrow on top of
+a slowly varying curve (form factor × diffuse structure factor) that spans decades. A
+smooth version of ln I under its narrow positive excursions (Gaussian smoothing over
+``envelope_width`` in ln q, i.e. a relative width in q, with points more than 1 σ above
+it clipped, iterated) is the baseline B(q). Maxima of the residual I − B that
+stand ``min_snr`` σ above zero, whose prominence is at least ``min_contrast`` × B and
+``min_snr`` σ, at least two bins wide and narrower than ``max_rel_fwhm`` · q (full width
+at half maximum of the residual) are Bragg peaks; their
+positions are refined by a Gaussian with a linear background fitted over ±1 FWHM.
+σ is the curve's own uncertainty, or estimated from the scatter of the data.
+
+Indexing (:func:`index_peaks`). Candidate lattices and their reflections (q for a
+conventional lattice constant a, extinct reflections left out):
+
+* ``fcc`` (h, k, l all even or all odd), ``bcc`` (h + k + l even), ``sc``;
+* ``hcp`` (ideal c/a = 1.633; no l odd with h − k ≡ 0 mod 3);
+* ``bct`` (body-centred tetragonal, c/a fitted; c/a = 1 is bcc and √2 is fcc);
+* ``hex`` (simple hexagonal, the lattice of AlB2-type binary superlattices; c/a fitted);
+* ``lamellar`` (q_n = 2π n / d; ``a_nm`` is d).
+
+For every lattice, hypotheses "observed peak i is reflection j" fix a; the assignment of
+all peaks to their nearest reflection and a (and c/a) are refined by least squares on q²,
+which is linear in 1/a² and 1/c². The cost of a hypothesis is
+
+    Σ_i min((ε_i / σ_ε)², U)  +  M · Σ_missing w_j  +  P · (number of free parameters)
+
+with ε_i = q_obs,i / q_calc,i − 1 (``position_sigma`` σ_ε), U the price of an observed peak
+no reflection explains (|ε| > ``tol``), and w_j ≤ 1 the relative strength (m|F|²/q²,
+normalised to the median matched reflection; every lamellar order weighs 1) of every
+reflection between the low end of the measured q range and the last observed peak that
+no observed peak is within ``tol`` (or its FWHM) of. The lattice of least cost wins if it explains at
+least ``min_peaks`` peaks (2 for lamellar), leaves at most ``max_unmatched`` unexplained,
+and its missing reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
+peak (½ for one free parameter, ⅓ for two); otherwise
+the answer is "no lattice" (``None``). The goodness of fit is the rms of ε over matched
+peaks, with the counts of matched, unmatched and missing reflections.
+
+Units: q in nm⁻¹, a and d in nm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d, median_filter
+from scipy.optimize import curve_fit
+from scipy.signal import find_peaks, peak_widths
+
+LATTICES = ("fcc", "bcc", "sc", "hcp", "bct", "hex", "lamellar")
+"""Lattices :func:`index_peaks` tries."""
+IDEAL_HCP_C_OVER_A = math.sqrt(8.0 / 3.0)
+MAX_INDEXED_PEAKS = 30
+""":func:`index_curve` indexes at most this many peaks, the most significant ones."""
+MAX_MISSING_PER_MATCHED = {1: 0.5, 2: 0.34}
+"""An accepted lattice leaves (strength-weighted) at most this many predicted reflections
+unobserved per observed peak it explains, by its number of free parameters (a lattice
+with a free c/a fits more peak lists by chance and must explain them better)."""
+_N_PARAMS = {"fcc": 1, "bcc": 1, "sc": 1, "hcp": 1, "lamellar": 1, "bct": 2, "hex": 2}
+_PREFERENCE = {"fcc": 0, "bcc": 1, "hcp": 2, "sc": 3, "lamellar": 4, "bct": 5, "hex": 6}
+"""Tie-break order (equal cost): the common NC superlattices first."""
+
+
+# ----------------------------------------------------------------------- peaks
+@dataclass(frozen=True)
+class BraggPeak:
+    """A narrow peak in a SAXS curve.
+
+    Attributes
+    ----------
+    q_nm : refined position, nm⁻¹.
+    height : height above the baseline (intensity units).
+    fwhm_nm : full width at half maximum, nm⁻¹.
+    snr : height over the noise σ at the peak.
+    """
+
+    q_nm: float
+    height: float
+    fwhm_nm: float
+    snr: float
+
+
+def _noise(intensity: np.ndarray, window: int = 31) -> np.ndarray:
+    i = np.asarray(intensity, dtype=float)
+    d2 = np.empty_like(i)
+    d2[1:-1] = (i[:-2] - 2.0 * i[1:-1] + i[2:]) / math.sqrt(6.0)
+    d2[0], d2[-1] = d2[1], d2[-2]
+    s = 1.4826 * median_filter(np.abs(d2), size=min(window, max(3, i.size // 2 * 2 - 1)), mode="nearest")
+    return np.maximum(s, max(float(np.median(s)) * 0.05, np.finfo(float).tiny))
+
+
+def smooth_baseline(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | None = None,
+                    envelope_width: float = 0.06) -> np.ndarray:
+    """Smooth baseline of a SAXS curve under its narrow peaks, same units as I.
+
+    ln I is smoothed by a Gaussian of σ = ``envelope_width`` in ln q (0.06: 6 % of q), and
+    points more than 1 σ(ln I) above the running estimate are clipped to it, ten times
+    over: the baseline follows the curve through its noise and under peaks narrower than
+    the smoothing.
+    """
+    q = np.asarray(q_nm, dtype=float)
+    i = np.asarray(intensity, dtype=float)
+    s = _noise(i) if sigma is None else np.asarray(sigma, dtype=float)
+    positive = i[i > 0]
+    floor = float(np.percentile(positive, 1)) * 0.1 if positive.size else 1.0
+    ic = np.maximum(i, floor)
+    y = np.log(ic)
+    s_log = np.clip(s / ic, 1e-6, 2.0)
+    u = np.log(q)
+    yc = y.copy()
+    base = y
+    for _ in range(10):
+        num = np.empty_like(y)
+        den = np.empty_like(y)
+        for lo in range(0, q.size, 1024):
+            k = np.exp(-0.5 * ((u[lo : lo + 1024, None] - u[None, :]) / envelope_width) ** 2)
+            num[lo : lo + 1024] = k @ yc
+            den[lo : lo + 1024] = k.sum(axis=1)
+        base = num / den
+        yc = np.minimum(y, base + s_log)
+    return np.exp(base)
+
+
+def _gauss_line(x, amp, mu, sig, c0, c1):
+    return amp * np.exp(-0.5 * ((x - mu) / sig) ** 2) + c0 + c1 * (x - mu)
+
+
+def find_bragg_peaks(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | None = None, *,
+                     min_snr: float = 5.0, min_contrast: float = 0.05, max_rel_fwhm: float = 0.08,
+                     envelope_width: float = 0.06) -> list[BraggPeak]:
+    """Narrow (Bragg) peaks of a SAXS curve, by increasing q.
+
+    Parameters
+    ----------
+    q_nm, intensity, sigma : the curve; q in nm⁻¹ increasing, σ optional.
+    min_snr : a peak stands this many σ above the baseline.
+    min_contrast : and at least this fraction of the baseline.
+    max_rel_fwhm : a Bragg peak is narrower than this fraction of its q (broad fluid
+        correlation peaks and form-factor maxima are not Bragg peaks).
+    envelope_width : smoothing of the baseline, σ in ln q.
+    """
+    q = np.asarray(q_nm, dtype=float)
+    i = np.asarray(intensity, dtype=float)
+    s = _noise(i) if sigma is None else np.maximum(np.asarray(sigma, dtype=float), 1e-300)
+    base = smooth_baseline(q, i, s, envelope_width)
+    resid = i - base
+    # a light smoothing (≈ one bin) against single-bin noise spikes
+    smooth = gaussian_filter1d(resid, 0.7, mode="nearest")
+    s_smooth = s / math.sqrt(2.0)
+    snr = smooth / s_smooth
+    # significance is the prominence in units of σ: noise riding on a broad excess of the
+    # curve over the baseline has little prominence
+    idx, props = find_peaks(snr, height=min_snr, prominence=min_snr)
+    if idx.size == 0:
+        return []
+    # contrast: the prominence of the peak itself, not the excess of the curve it sits on
+    prom = props["prominences"] * s_smooth[idx]
+    idx = idx[prom >= min_contrast * base[idx]]
+    if idx.size == 0:
+        return []
+    widths, _, left, right = peak_widths(snr, idx, rel_height=0.5)
+    qi = np.arange(q.size, dtype=float)
+    peaks = []
+    for k, w, lo, hi in zip(idx, widths, left, right):
+        q_lo, q_hi = np.interp(lo, qi, q), np.interp(hi, qi, q)
+        fwhm = q_hi - q_lo
+        if fwhm > max_rel_fwhm * q[k] or w < 2.0:  # broad humps and one-bin noise are not Bragg peaks
+            continue
+        peaks.append(_refine(q, resid, s, k, max(fwhm, q[min(k + 1, q.size - 1)] - q[max(k - 1, 0)]), snr[k]))
+    return sorted([p for p in peaks if p is not None], key=lambda p: p.q_nm)
+
+
+def _refine(q, resid, s, k, fwhm, snr) -> BraggPeak | None:
+    lo = np.searchsorted(q, q[k] - 1.2 * fwhm)
+    hi = np.searchsorted(q, q[k] + 1.2 * fwhm, side="right")
+    x, y, e = q[lo:hi], resid[lo:hi], s[lo:hi]
+    sig0 = fwhm / 2.3548
+    if x.size >= 6:
+        try:
+            popt, _ = curve_fit(_gauss_line, x, y, p0=[resid[k], q[k], sig0, 0.0, 0.0], sigma=e,
+                                bounds=([0, q[k] - fwhm, sig0 / 5, -np.inf, -np.inf],
+                                        [np.inf, q[k] + fwhm, sig0 * 3, np.inf, np.inf]), maxfev=2000)
+            if abs(popt[1] - q[k]) <= 0.75 * fwhm:
+                return BraggPeak(float(popt[1]), float(popt[0]), float(2.3548 * popt[2]), float(snr))
+        except (RuntimeError, ValueError):
+            pass
+    # parabola through the three top points
+    if 0 < k < q.size - 1:
+        a, b, c = resid[k - 1 : k + 2]
+        denom = a - 2 * b + c
+        shift = 0.5 * (a - c) / denom if denom < 0 else 0.0
+        pos = q[k] + float(np.clip(shift, -1, 1)) * (q[k + 1] - q[k - 1]) / 2
+    else:
+        pos = q[k]
+    return BraggPeak(float(pos), float(resid[k]), float(fwhm), float(snr))
+
+
+# ----------------------------------------------------------------------- lattices
+def _cell(lattice: str, c_over_a: float) -> tuple[np.ndarray, np.ndarray]:
+    if lattice in ("fcc", "bcc", "sc"):
+        basis = {"fcc": [(0, 0, 0), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)],
+                 "bcc": [(0, 0, 0), (0.5, 0.5, 0.5)], "sc": [(0, 0, 0)]}[lattice]
+        return np.eye(3), np.array(basis, float)
+    if lattice == "bct":
+        return np.diag([1.0, 1.0, c_over_a]), np.array([(0, 0, 0), (0.5, 0.5, 0.5)], float)
+    if lattice in ("hcp", "hex"):
+        cell = np.array([[1.0, 0, 0], [-0.5, math.sqrt(3) / 2, 0], [0, 0, c_over_a]])
+        basis = [(0, 0, 0), (1 / 3, 2 / 3, 0.5)] if lattice == "hcp" else [(0, 0, 0)]
+        return cell, np.array(basis, float)
+    raise ValueError(f"Unknown lattice {lattice!r}.")
+
+
+@dataclass(frozen=True)
+class Reflections:
+    """Distinct reflections of a lattice with a = 1 nm: q (nm⁻¹), strength m|F|²/q², hkl,
+    and the coefficients (A_j, C_j) with q_j² = A_j / a² + C_j / c² (c = a for cubic)."""
+
+    g: np.ndarray
+    strength: np.ndarray
+    hkl: np.ndarray
+    coef_a: np.ndarray
+    coef_c: np.ndarray
+
+
+_TABLES: dict[str, tuple] = {}
+
+
+def _table(lattice: str, n: int):
+    """:func:`_hkl_table` for |h|, |k|, |l| ≤ at least ``n`` (the largest one made is kept)."""
+    have = _TABLES.get(lattice)
+    if have is None or have[0] < n:
+        have = (n, _hkl_table(lattice, n, n))
+        _TABLES[lattice] = have
+    return have[1]
+
+
+def _hkl_table(lattice: str, n_ab: int, n_c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All (h, k, l) with |h|, |k| ≤ n_ab, |l| ≤ n_c and non-zero structure factor; their
+    |F|² and the coefficients (A, C) of q² = A + C / (c/a)² for a = 1 nm."""
+    h, k, l = np.meshgrid(np.arange(-n_ab, n_ab + 1), np.arange(-n_ab, n_ab + 1), np.arange(-n_c, n_c + 1),
+                          indexing="ij")
+    hkl = np.stack([h.ravel(), k.ravel(), l.ravel()], axis=1)
+    hkl = hkl[(hkl != 0).any(axis=1)]
+    _, basis = _cell(lattice, 1.0)
+    f2 = np.abs(np.exp(2j * math.pi * hkl @ basis.T).sum(axis=1)) ** 2
+    ok = f2 > 1e-6
+    hkl, f2 = hkl[ok], f2[ok]
+    two_pi2 = (2 * math.pi) ** 2
+    if lattice in ("hcp", "hex"):
+        coef_a = two_pi2 * 4.0 / 3.0 * (hkl[:, 0] ** 2 + hkl[:, 0] * hkl[:, 1] + hkl[:, 1] ** 2)
+        coef_c = two_pi2 * hkl[:, 2] ** 2
+    elif lattice == "bct":
+        coef_a = two_pi2 * (hkl[:, 0] ** 2 + hkl[:, 1] ** 2)
+        coef_c = two_pi2 * hkl[:, 2] ** 2
+    else:
+        coef_a = two_pi2 * (hkl**2).sum(axis=1)
+        coef_c = np.zeros(hkl.shape[0])
+    for arr in (hkl, f2, coef_a, coef_c):
+        arr.setflags(write=False)
+    return hkl, f2, coef_a.astype(float), coef_c.astype(float)
+
+
+def reflections(lattice: str, g_max: float, c_over_a: float | None = None) -> Reflections:
+    """Reflections of ``lattice`` with a = 1 nm up to q = ``g_max`` nm⁻¹ (q scales as 1/a)."""
+    if lattice == "lamellar":
+        n = np.arange(1, int(g_max / (2 * math.pi)) + 1, dtype=float)
+        g = 2 * math.pi * n
+        return Reflections(g, np.ones_like(n), np.stack([np.zeros_like(n), np.zeros_like(n), n], 1).astype(int),
+                           np.zeros_like(n), (2 * math.pi * n) ** 2)
+    if lattice not in _N_PARAMS:
+        raise ValueError(f"Unknown lattice {lattice!r}; use one of {', '.join(LATTICES)}.")
+    ca = (IDEAL_HCP_C_OVER_A if lattice == "hcp" else 1.0) if c_over_a is None else float(c_over_a)
+    n_ab = int(math.ceil(g_max / (2 * math.pi) * (2 / math.sqrt(3) if lattice in ("hcp", "hex") else 1.0))) + 1
+    n_c = n_ab if lattice in ("fcc", "bcc", "sc") else int(math.ceil(g_max * ca / (2 * math.pi))) + 1
+    hkl, f2, coef_a, coef_c = _table(lattice, max(n_ab, n_c, 8))
+    g = np.sqrt(coef_a + coef_c / ca**2)
+    keep = g <= g_max
+    hkl, f2, g, coef_a, coef_c = hkl[keep], f2[keep], g[keep], coef_a[keep], coef_c[keep]
+    uniq, inv = np.unique(np.round(g, 9), return_inverse=True)
+    strength = np.bincount(inv, weights=f2) / uniq**2
+    # a representative per reflection: non-negative indices first, then descending h, k, l
+    order = np.lexsort((-hkl[:, 2], -hkl[:, 1], -hkl[:, 0], ~(hkl >= 0).all(axis=1), inv))
+    first = order[np.r_[True, inv[order][1:] != inv[order][:-1]]]
+    return Reflections(uniq, strength, hkl[first], coef_a[first], coef_c[first])
+
+
+# ----------------------------------------------------------------------- indexing
+@dataclass(frozen=True)
+class LatticeFit:
+    """One indexing of the observed peaks.
+
+    Attributes
+    ----------
+    lattice : lattice name (see :data:`LATTICES`).
+    a_nm : lattice constant (conventional cell; d of a lamellar phase), nm.
+    c_over_a : c/a (bct, hcp, hex), else None.
+    peaks_q_nm : observed peak positions, nm⁻¹.
+    hkl : assigned reflection of each observed peak (None where unexplained).
+    rms_rel_error : rms of q_obs / q_calc − 1 over the matched peaks (goodness of fit).
+    n_matched, n_unmatched : observed peaks explained / not explained.
+    missing : strength-weighted count of predicted reflections not observed.
+    cost : the score minimised (lower is better).
+    """
+
+    lattice: str
+    a_nm: float
+    c_over_a: float | None
+    peaks_q_nm: tuple[float, ...]
+    hkl: tuple[tuple[int, int, int] | None, ...]
+    rms_rel_error: float
+    n_matched: int
+    n_unmatched: int
+    missing: float
+    cost: float
+
+    def as_dict(self) -> dict:
+        return {"lattice": self.lattice, "a_nm": self.a_nm, "c_over_a": self.c_over_a,
+                "peaks_q_nm": list(self.peaks_q_nm),
+                "hkl": [list(h) if h is not None else None for h in self.hkl],
+                "rms_rel_error": self.rms_rel_error, "n_matched": self.n_matched,
+                "n_unmatched": self.n_unmatched, "missing": self.missing}
+
+
+@dataclass(frozen=True)
+class IndexingResult:
+    """Outcome of :func:`index_peaks`: the accepted fit (None: no lattice), every
+    lattice's best fit by increasing cost, and why a lattice was or was not accepted."""
+
+    best: LatticeFit | None
+    candidates: tuple[LatticeFit, ...] = field(default_factory=tuple)
+    reason: str = ""
+
+
+def _refine_params(lattice, refl, j_assigned, q_obs, ca):
+    """Least squares of q² = A/a² + C/c² over the assigned reflections (relative weights)."""
+    a_coef = refl.coef_a[j_assigned]
+    c_coef = refl.coef_c[j_assigned]
+    y = q_obs**2
+    w = 1.0 / y  # relative error in q² ≈ 2 ε
+    if lattice in ("bct", "hex") and np.count_nonzero(c_coef) >= 1 and np.count_nonzero(a_coef) >= 1 \
+            and len(q_obs) >= 3:
+        m = np.stack([a_coef, c_coef], axis=1) * w[:, None]
+        sol, *_ = np.linalg.lstsq(m, y * w, rcond=None)
+        if sol[0] > 0 and sol[1] > 0:
+            a = 1.0 / math.sqrt(sol[0])
+            c = 1.0 / math.sqrt(sol[1])
+            return a, c / a
+    if lattice in ("hcp", "hex", "bct"):
+        tot = a_coef + c_coef / ca**2
+    elif lattice == "lamellar":
+        tot = c_coef
+    else:
+        tot = a_coef
+    inv_a2 = float(np.sum(tot * y * w * w) / np.sum(tot * tot * w * w))
+    return 1.0 / math.sqrt(inv_a2), ca
+
+
+def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None):
+    """Score lattice constants ``a`` (array of hypotheses) given the reflections ``refl`` of
+    a = 1 (enough of them). Returns per hypothesis: assigned reflection of each peak, ε,
+    matched flags, weighted missing count and cost."""
+    a = np.atleast_1d(np.asarray(a, dtype=float))
+    g = refl.g[None, :] / a[:, None]  # (H, R)
+    ratio = q_obs[None, :, None] / g[:, None, :] - 1.0  # (H, P, R)
+    absr = np.abs(ratio)
+    j = np.argmin(absr, axis=2)  # (H, P)
+    eps = np.take_along_axis(ratio, j[..., None], axis=2)[..., 0]
+    matched = np.abs(eps) <= tol
+    # (H, R): an observed peak within tol, or within its own FWHM (unresolved neighbours)
+    reach = tol if fwhm is None else np.maximum(tol, fwhm / q_obs)[None, :, None]
+    near = np.any(absr <= reach, axis=1)
+    in_range = (g >= q_lo * (1 + tol)) & (g <= q_hi)
+    miss = in_range & ~near
+    strength = refl.strength[j]  # (H, P)
+    with np.errstate(invalid="ignore"):
+        s_ref = np.nanmedian(np.where(matched, strength, np.nan), axis=1)
+    s_ref = np.where(np.isfinite(s_ref), s_ref, 1.0)
+    w_miss = np.minimum(refl.strength[None, :] / s_ref[:, None], 1.0)
+    missing = np.sum(np.where(miss, w_miss, 0.0), axis=1)
+    chi = np.sum(np.where(matched, np.minimum((eps / sigma_eps) ** 2, unmatched_cost), unmatched_cost), axis=1)
+    cost = chi + missing_cost * missing + 2.0 * _N_PARAMS[lattice]
+    return j, eps, matched, missing, cost
+
+
+def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None, n_first=8):
+    if lattice in ("bct", "hex"):
+        ca_grid = np.round(np.arange(0.55, 2.0001, 0.01), 4)
+    elif lattice == "hcp":
+        ca_grid = np.array([IDEAL_HCP_C_OVER_A])
+    else:
+        ca_grid = np.array([1.0])
+    q_anchor = q_obs[: min(3, q_obs.size)]
+    span = q_hi / float(q_anchor[0]) * (1 + 3 * tol)
+    args = (q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm)
+    best = None
+    for ca in ca_grid:
+        g_first = reflections(lattice, 2 * math.pi * 3.0, ca).g[:n_first]
+        refl = reflections(lattice, float(g_first[-1]) * span, ca)
+        g_first = refl.g[:n_first]
+        hyp = (g_first[None, :] / q_anchor[:, None]).ravel()
+        cost = _evaluate(lattice, refl, hyp, *args)[-1]
+        k = int(np.argmin(cost))
+        if best is None or cost[k] < best[0] - 1e-9:
+            best = (float(cost[k]), float(hyp[k]), float(ca), refl)
+    if best is None:
+        return None
+    _, a, ca, refl = best
+
+    def one(refl_, a_):
+        j, eps, matched, missing, cost = _evaluate(lattice, refl_, a_, *args)
+        return j[0], eps[0], matched[0], float(missing[0]), float(cost[0])
+
+    for _ in range(3):  # refine a (and c/a) on the matched peaks, re-assign
+        j, eps, matched, missing, cost = one(refl, a)
+        if not matched.any():
+            break
+        a_new, ca_new = _refine_params(lattice, refl, j[matched], q_obs[matched], ca)
+        refl_new = refl if ca_new == ca else reflections(lattice, float(refl.g[-1]) * 1.2, ca_new)
+        if one(refl_new, a_new)[-1] > cost + 1e-9:
+            break
+        a, ca, refl = a_new, ca_new, refl_new
+    j, eps, matched, missing, cost = one(refl, a)
+    hkl = tuple(tuple(int(v) for v in refl.hkl[jj]) if m else None for jj, m in zip(j, matched))
+    rms = float(np.sqrt(np.mean(eps[matched] ** 2))) if matched.any() else float("nan")
+    return LatticeFit(lattice, float(a), float(ca) if lattice in ("bct", "hcp", "hex") else None,
+                      tuple(float(v) for v in q_obs), hkl, rms, int(matched.sum()), int((~matched).sum()),
+                      missing, cost)
+
+
+def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
+                lattices: tuple[str, ...] = LATTICES, tol: float = 0.012, position_sigma: float = 0.004,
+                unmatched_cost: float = 16.0, missing_cost: float = 4.0, min_peaks: int = 3,
+                max_unmatched: int = 0, peak_fwhm_nm=None) -> IndexingResult:
+    """Index observed Bragg peak positions to a lattice (see the module docstring).
+
+    Parameters
+    ----------
+    peaks_q_nm : observed peak positions, nm⁻¹.
+    q_range_nm : (q_min, q_max) of the measured curve, nm⁻¹: reflections predicted inside
+        it but not observed count as missing. Default: the span of the peaks.
+    lattices : lattices to try.
+    tol : largest |q_obs / q_calc − 1| of a matched peak.
+    position_sigma : expected relative error of a peak position (weights the fit).
+    unmatched_cost, missing_cost : prices of an unexplained peak and of a missing reflection.
+    min_peaks : least number of matched peaks for a 3D lattice (lamellar: 2).
+    max_unmatched : how many observed peaks may stay unexplained.
+    peak_fwhm_nm : optional FWHM of each observed peak (nm⁻¹): a reflection within the
+        FWHM of an observed peak counts as observed (unresolved from it), not missing.
+    """
+    q_obs = np.asarray(peaks_q_nm, dtype=float)
+    order = np.argsort(q_obs, kind="stable")
+    keep = np.isfinite(q_obs[order]) & (q_obs[order] > 0)
+    q_obs = q_obs[order][keep]
+    fwhm = None if peak_fwhm_nm is None else np.asarray(peak_fwhm_nm, dtype=float)[order][keep]
+    if q_obs.size < 2:
+        return IndexingResult(None, (), f"{q_obs.size} Bragg peak(s): too few to index a lattice.")
+    q_lo = float(q_obs[0]) if q_range_nm is None else min(float(q_range_nm[0]), float(q_obs[0]))
+    fits = []
+    for lat in lattices:
+        fit = _fit_lattice(lat, q_obs, q_lo, float(q_obs[-1]) * (1 + tol), tol, position_sigma, unmatched_cost,
+                           missing_cost, fwhm)
+        if fit is not None:
+            fits.append(fit)
+    fits.sort(key=lambda f: (round(f.cost, 6), _PREFERENCE[f.lattice]))
+    for fit in fits:
+        need = 2 if fit.lattice == "lamellar" else min_peaks
+        if fit.n_matched < need:
+            continue
+        if fit.n_unmatched > max_unmatched:
+            continue
+        if fit.missing > MAX_MISSING_PER_MATCHED[_N_PARAMS[fit.lattice]] * fit.n_matched:
+            continue
+        return IndexingResult(fit, tuple(fits), f"{fit.lattice}: {fit.n_matched} peaks indexed, "
+                                                 f"rms error {fit.rms_rel_error:.2%}.")
+        # only the cheapest acceptable fit is returned
+    return IndexingResult(None, tuple(fits), f"no lattice explains the {q_obs.size} Bragg peaks.")
+
+
+def index_curve(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | None = None,
+                **kwargs) -> tuple[list[BraggPeak], IndexingResult]:
+    """Find the Bragg peaks of a curve and index them; keyword arguments go to the peak
+    search (``min_snr``, ``min_contrast``, ``max_rel_fwhm``, ``envelope_width``) or to
+    :func:`index_peaks`."""
+    peak_keys = {"min_snr", "min_contrast", "max_rel_fwhm", "envelope_width"}
+    pk = {k: v for k, v in kwargs.items() if k in peak_keys}
+    ik = {k: v for k, v in kwargs.items() if k not in peak_keys}
+    q = np.asarray(q_nm, dtype=float)
+    i = np.asarray(intensity, dtype=float)
+    peaks = find_bragg_peaks(q, i, sigma, **pk)
+    strongest = sorted(sorted(peaks, key=lambda p: -p.snr)[:MAX_INDEXED_PEAKS], key=lambda p: p.q_nm)
+    if "peak_fwhm_nm" not in ik:
+        ik["peak_fwhm_nm"] = [p.fwhm_nm for p in strongest]
+    return peaks, index_peaks([p.q_nm for p in strongest], (float(q[0]), float(q[-1])), **ik)
+
+
+__all__ = [
+    "BraggPeak",
+    "IndexingResult",
+    "LATTICES",
+    "LatticeFit",
+    "Reflections",
+    "find_bragg_peaks",
+    "index_curve",
+    "index_peaks",
+    "reflections",
+    "smooth_baseline",
+]

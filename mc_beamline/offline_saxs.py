@@ -1,0 +1,231 @@
+"""The ``mc-beamline saxs`` command: phase analysis of one 1D SAXS curve.
+
+Input: a text file with columns q, I and optionally σ(I), separated by whitespace, commas
+or semicolons. Lines that start with ``#``, ``%``, ``;``, ``!`` or ``//`` are comments;
+text after ``#`` on a data line is ignored; lines that are not all numbers (column
+titles, instrument headers) may precede the data. The data are the longest run of rows
+with the same number (≥ 2) of numbers; numeric rows before it with another count are
+header (e.g. the count lines of ISIS/LOQ files), a row after it with another count is
+bad input. Columns beyond the third are ignored; a third column far smaller than the
+scatter of I (see :data:`SIGMA_IMPLAUSIBLE`) is not taken as σ. Rows with q ≤ 0 (a q = 0 placeholder) or
+with a non-finite value are dropped; a σ column with a zero, negative or non-finite entry
+is not used (σ is then estimated from the scatter of the curve). q is in nm⁻¹ unless
+``--q-unit A^-1`` (Å⁻¹, converted ×10).
+
+Output (RESULT.json, written atomically)::
+
+    {"crystal": {"lattice", "a_nm", "peaks_q_nm", "fraction", "c_over_a", "rms_rel_error",
+                 "n_peaks_indexed"} | null,
+     "fluid": {"dense_fraction", "dilute_fraction"},
+     "size_distribution": {"radius_nm", "volume_fraction", "mean_radius_nm"} | null,
+     "mesophase": {"d_nm", "peaks_q_nm"} | null}
+
+* crystal: Bragg peaks indexed by :mod:`mc_beamline.analysis.saxs_indexing` (null: no
+  lattice explains the peaks, or there are none); ``fraction`` is the number fraction of
+  NCs in the supercrystal from the component fit of :mod:`mc_beamline.analysis.saxs_phases`.
+* fluid: the number fractions of NCs in the dense and the dilute fluid of the same fit
+  (crystal + dense + dilute = 1).
+* size_distribution: volume-weighted sphere radii from
+  :func:`mc_beamline.analysis.saxs_sizes.size_distribution` (fitted above q = 0.5 nm⁻¹
+  where the curve has at least 40 points there, else over the whole curve; radii from
+  2/q_max to π/q_min); null only if that fit finds no sphere scattering.
+* mesophase: a lamellar mesophase from
+  :func:`mc_beamline.analysis.saxs_sizes.find_lamellar_mesophase` (null if none). A
+  lamellar "crystal" with the same period is reported here only; "orders" that are all
+  indexed reflections of a 3D supercrystal are not a mesophase.
+
+Bad input raises :class:`SaxsCommandError` (a :class:`ValueError`) with one sentence.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .analysis.saxs_indexing import index_curve
+from .analysis.saxs_phases import fit_phase_series
+from .analysis.saxs_sizes import SaxsInputError, estimate_noise, find_lamellar_mesophase, size_distribution
+from .jsonio import write_json
+
+Q_UNITS = {"nm^-1": 1.0, "A^-1": 10.0}
+"""Accepted ``--q-unit`` values and their factor to nm⁻¹."""
+MIN_POINTS = 20
+SIGMA_IMPLAUSIBLE = 10.0
+"""A third column whose values are this many times smaller than the point-to-point scatter
+of I (median ratio) is not an uncertainty of I (some files put a scaled I there)."""
+_COMMENT = ("#", "%", ";", "!", "//")
+_SPLIT = re.compile(r"[\s,;]+")
+
+
+class SaxsCommandError(ValueError):
+    """Bad input to ``mc-beamline saxs``; the message is one sentence."""
+
+
+def _numbers(line: str) -> list[float] | None:
+    tokens = [t for t in _SPLIT.split(line.strip()) if t]
+    if not tokens:
+        return None
+    try:
+        return [float(t) for t in tokens]
+    except ValueError:
+        return None
+
+
+def read_curve(path: str | os.PathLike, q_unit: str = "nm^-1") -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
+    """Read a q, I [, σ] text file (see the module docstring).
+
+    Returns q (nm⁻¹, increasing), I, σ (or None) and notes for the user (dropped rows,
+    unused σ column).
+
+    Raises
+    ------
+    SaxsCommandError
+        Missing or unreadable file, no data block, too few points, repeated q.
+    """
+    path = Path(path)
+    if q_unit not in Q_UNITS:
+        raise SaxsCommandError(f"--q-unit must be one of {', '.join(Q_UNITS)}, got {q_unit!r}.")
+    if not path.exists():
+        raise SaxsCommandError(f"Curve file {path} does not exist.")
+    if not path.is_file():
+        raise SaxsCommandError(f"Curve file {path} is not a file.")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SaxsCommandError(f"Curve file {path} cannot be read ({exc.strerror or exc}).") from None
+    if b"\x00" in raw[:4096]:
+        raise SaxsCommandError(f"Curve file {path} is binary, not a text table of q, I [, sigma].")
+    text = raw.decode("utf-8", errors="replace")
+    rows: list[tuple[int, list[float] | None]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(_COMMENT):
+            continue
+        if "#" in stripped:
+            stripped = stripped.split("#", 1)[0].strip()
+            if not stripped:
+                continue
+        rows.append((number, _numbers(stripped)))
+    # runs of numeric rows with the same column count
+    best = None
+    start = 0
+    while start < len(rows):
+        vals = rows[start][1]
+        if vals is None or len(vals) < 2:
+            start += 1
+            continue
+        end = start
+        while end + 1 < len(rows) and rows[end + 1][1] is not None and len(rows[end + 1][1]) == len(vals):
+            end += 1
+        if best is None or end - start > best[1] - best[0]:
+            best = (start, end)
+        start = end + 1
+    if best is None:
+        raise SaxsCommandError(f"Curve file {path} holds no rows of numbers (expected columns q, I [, sigma]).")
+    first, last = best
+    n_cols = len(rows[first][1])
+    for number, vals in rows[last + 1 :]:
+        if vals is not None:
+            raise SaxsCommandError(f"Line {number} of {path} has {len(vals)} numbers but the data rows above "
+                                   f"have {n_cols}.")
+        raise SaxsCommandError(f"Line {number} of {path} is not numbers, after the data started at line "
+                               f"{rows[first][0]}.")
+    data = np.array([vals for _, vals in rows[first : last + 1]], dtype=float)
+    notes: list[str] = []
+    q = data[:, 0] * Q_UNITS[q_unit]
+    i = data[:, 1]
+    s = data[:, 2] if n_cols >= 3 else None
+    good = np.isfinite(q) & np.isfinite(i) & (q > 0)
+    if not good.all():
+        notes.append(f"dropped {int((~good).sum())} rows with q <= 0 or a value that is not finite")
+    q, i = q[good], i[good]
+    if s is not None:
+        s = s[good]
+        if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+            notes.append("the sigma column has zero, negative or non-finite entries and is not used")
+            s = None
+    if q.size < MIN_POINTS:
+        raise SaxsCommandError(f"Curve file {path} has {q.size} usable points; at least {MIN_POINTS} are needed.")
+    order = np.argsort(q, kind="stable")
+    q, i = q[order], i[order]
+    s = s[order] if s is not None else None
+    if np.any(np.diff(q) <= 0):
+        raise SaxsCommandError(f"Curve file {path} has repeated q values.")
+    if s is not None and float(np.median(estimate_noise(i) / s)) > SIGMA_IMPLAUSIBLE:
+        notes.append("the third column is far smaller than the scatter of the data, so it is not taken as "
+                     "sigma")
+        s = None
+    if not np.any(i > 0):
+        raise SaxsCommandError(f"Curve file {path} has no positive intensity.")
+    return q, i, s, notes
+
+
+def analyse_curve(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | None = None) -> dict:
+    """The ``saxs`` RESULT.json object of one curve (q in nm⁻¹)."""
+    q = np.asarray(q_nm, dtype=float)
+    i = np.asarray(intensity, dtype=float)
+    peaks, indexing = index_curve(q, i, sigma)
+    try:
+        mesophase = find_lamellar_mesophase(q, i, sigma)
+    except SaxsInputError:
+        mesophase = None
+    lattice = indexing.best
+    if lattice is not None and lattice.lattice == "lamellar" and mesophase is not None \
+            and abs(lattice.a_nm / mesophase.d_nm - 1) < 0.03:
+        lattice = None
+    if lattice is not None and lattice.lattice != "lamellar" and mesophase is not None:
+        indexed = np.array([p for p, h in zip(lattice.peaks_q_nm, lattice.hkl) if h is not None])
+        if all(np.min(np.abs(indexed / qm - 1)) <= 0.015 for qm in mesophase.peaks_q_nm):
+            mesophase = None  # its "orders" are reflections of the supercrystal
+    phases = fit_phase_series(q, i, sigma, lattice=lattice)
+    frac = phases.fractions[0]
+    frac = np.where(np.isfinite(frac), frac, 0.0)
+    if not np.isfinite(phases.fractions[0]).all():
+        frac = np.array([1.0, 0.0, 0.0])
+    crystal = None
+    if lattice is not None:
+        crystal = {"lattice": lattice.lattice, "a_nm": lattice.a_nm,
+                   "peaks_q_nm": [p for p, h in zip(lattice.peaks_q_nm, lattice.hkl) if h is not None],
+                   "fraction": float(frac[2]), "c_over_a": lattice.c_over_a,
+                   "rms_rel_error": lattice.rms_rel_error, "n_peaks_indexed": lattice.n_matched}
+    above = q >= 0.5
+    q_min = 0.5 if above.sum() >= 40 else float(q[0])
+    q_fit = q[q >= q_min]
+    try:
+        sizes = size_distribution(q, i, sigma, q_min_nm=q_min,
+                                  radius_nm=np.geomspace(2.0 / q_fit[-1], math.pi / q_fit[0], 60)).as_dict()
+    except SaxsInputError:
+        sizes = None
+    return {"crystal": crystal,
+            "fluid": {"dense_fraction": float(frac[1]), "dilute_fraction": float(frac[0])},
+            "size_distribution": sizes,
+            "mesophase": None if mesophase is None else mesophase.as_dict()}
+
+
+def run_saxs(args) -> dict:
+    """What ``mc-beamline saxs`` runs: read, check the output, analyse, write; returns the result."""
+    out = Path(args.out)
+    if out.is_dir():
+        raise SaxsCommandError(f"RESULT.json {out} is a directory, not a file name.")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise SaxsCommandError(f"Output directory {parent} does not exist.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SaxsCommandError(f"Output directory {parent} is not writable.")
+    q, i, s, notes = read_curve(args.curve, args.q_unit)
+    result = analyse_curve(q, i, s)
+    write_json(result, out)
+    cr = result["crystal"]
+    what = (f"{cr['lattice']} a = {cr['a_nm']:.3f} nm ({len(cr['peaks_q_nm'])} peaks), crystal fraction "
+            f"{cr['fraction']:.2f}" if cr else "no lattice")
+    fl = result["fluid"]
+    print(f"saxs {args.curve}: {q.size} points, {what}; dense fluid {fl['dense_fraction']:.2f}, dilute fluid "
+          f"{fl['dilute_fraction']:.2f}" + (f"; {'; '.join(notes)}" if notes else "") + f"; wrote {out}")
+    return result
+
+
+__all__ = ["Q_UNITS", "SaxsCommandError", "analyse_curve", "read_curve", "run_saxs"]
