@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run an experiment on the simulated beamline and store it in Tiled")
-    demo.add_argument("experiment", nargs="?", default="raster", choices=["raster"],
-                      help="which experiment (default: raster, the seed nanodiffraction map)")
+    demo.add_argument("experiment", nargs="?", default="raster", choices=["raster", "flow"],
+                      help="which experiment: raster (default, the seed nanodiffraction map) or flow "
+                           "(flow-synthesis series with live MSC map)")
     demo.add_argument("--quick", action="store_true", help="a small version that finishes in seconds")
     _add_data_dir(demo)
 
@@ -47,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     xcca.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     xcca.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
+    msc = sub.add_parser("msc", help="magic-size clusters and nanocrystal sizes from UV-Vis spectra (CSV)")
+    msc.add_argument("spectra", type=Path, metavar="SPECTRA.csv",
+                     help="CSV with a header row: wavelength (nm), then one absorbance column per spectrum")
+    msc.add_argument("--out", type=Path, required=True, metavar="RESULT.json", help="where to write the result")
+
+    saxs = sub.add_parser("saxs", help="supercrystal, fluid and size analysis of a 1D SAXS curve (text columns)")
+    saxs.add_argument("curve", type=Path, metavar="CURVE.dat",
+                      help="text file with columns q, I and optionally sigma (whitespace or comma separated)")
+    saxs.add_argument("--q-unit", default="nm^-1", choices=["nm^-1", "A^-1"], help="unit of q (default nm^-1)")
+    saxs.add_argument("--out", type=Path, required=True, metavar="RESULT.json", help="where to write the result")
+
     for name, text in (("results", "export the analysis computed live during a stored run"),
                        ("replay", "replay a stored run through the live analysis")):
         cmd = sub.add_parser(name, help=text)
@@ -58,6 +70,40 @@ def build_parser() -> argparse.ArgumentParser:
                             help="URI of a running Tiled server (API key from ?api_key= or TILED_API_KEY)")
         cmd.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
 
+    reprocess = sub.add_parser(
+        "reprocess", help="re-analyse many stored raster runs with Dask and store the results in Tiled",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Replay stored raster runs through the live XCCA analysis, one Dask task per run, and store "
+                    "each result in Tiled as a derived run marked as reprocessed (the same numbers as "
+                    "`mc-beamline replay`). Runs already reprocessed are left alone unless --force.",
+        epilog="Selecting runs: the UIDs given, plus the runs that match every --query term and the time\n"
+               "range; with none of these every raster run is taken. Only raster runs are reprocessed.\n"
+               "  --query KEY=VALUE  a start-document key, dotted for nested keys, e.g.\n"
+               "                     --query sample=seed-000 --query mc_beamline.step_um=1.6\n"
+               "                     (VALUE is read as JSON when it parses: numbers, true/false, lists;\n"
+               "                     otherwise as text)\n"
+               "  --since/--until T  start time, ISO 8601 (2025-06-01 or 2025-06-01T08:00, local time\n"
+               "                     unless an offset is given) or Unix seconds; --until is exclusive\n"
+               "Workers: a local Dask cluster of --workers processes, or the scheduler at --scheduler\n"
+               "(e.g. tcp://10.0.0.5:8786); its workers must reach the Tiled server, so give --tiled\n"
+               "with a URI they can reach when they run on other machines.")
+    reprocess.add_argument("uids", nargs="*", metavar="UID", help="uids of raw raster runs (optional)")
+    source = reprocess.add_mutually_exclusive_group()
+    source.add_argument("--data-dir", type=Path, default=None,
+                        help="data directory with the embedded catalog (default ./mc-data)")
+    source.add_argument("--tiled", default=None, metavar="URI",
+                        help="URI of a running Tiled server (API key from ?api_key= or TILED_API_KEY)")
+    reprocess.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
+                           help="start-document metadata the runs must have (repeatable; see below)")
+    reprocess.add_argument("--since", default=None, metavar="T", help="runs started at or after T")
+    reprocess.add_argument("--until", default=None, metavar="T", help="runs started before T")
+    scheduler = reprocess.add_mutually_exclusive_group()
+    scheduler.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                           help="address of a running Dask scheduler (default: a local cluster)")
+    scheduler.add_argument("--workers", type=int, default=2, metavar="N",
+                           help="worker processes of the local cluster (default 2)")
+    reprocess.add_argument("--force", action="store_true", help="reprocess runs that already were")
+
     iocs = sub.add_parser("iocs", help="run the simulated beamline IOC in the foreground")
     iocs.add_argument("--prefix", default="MC:", help="PV prefix (default MC:)")
     iocs.add_argument("--geometry", default="offaxis", choices=["offaxis", "centered"],
@@ -67,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the Tiled server of a data directory in the foreground")
     serve.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (default 8000)")
+    serve.add_argument("--catalog", default=None, metavar="URI",
+                       help="catalog database, e.g. postgresql://user:pass@host:5432/db; the data directory "
+                            "keeps it for later commands ('sqlite' goes back to its SQLite file)")
     _add_data_dir(serve)
 
     queue = sub.add_parser("queue", help="run the overnight queue (bluesky-queueserver with the package's startup)")
@@ -106,9 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args) -> int:
-    from .demo import raster_demo
+    from .demo import flow_demo, raster_demo
 
-    raster_demo(args.data_dir.resolve(), quick=args.quick)
+    run = {"raster": raster_demo, "flow": flow_demo}[args.experiment]
+    run(args.data_dir.resolve(), quick=args.quick)
     return 0
 
 
@@ -121,11 +171,11 @@ def _xcca(args) -> int:
 
 def _stored(args, compute) -> int:
     from .jsonio import write_json
-    from .storage import connect
+    from .storage import DataDir, connect
 
     if args.tiled is None:
         data_dir = (args.data_dir or DEFAULT_DATA_DIR).resolve()
-        if not (data_dir / "tiled" / "catalog.db").is_file():
+        if not DataDir(data_dir).has_catalog():
             raise CommandError(f"{data_dir} holds no catalog; give the data directory of the run (--data-dir).")
         source = {"data_dir": data_dir}
     else:
@@ -151,6 +201,78 @@ def _replay(args) -> int:
     return _stored(args, replay)
 
 
+def _msc(args) -> int:
+    from .offline_msc import run_msc
+
+    run_msc(args)
+    return 0
+
+
+def _saxs(args) -> int:
+    from .offline_saxs import run_saxs
+
+    run_saxs(args)
+    return 0
+
+
+def _reprocess(args) -> int:
+    import time
+
+    import httpx
+
+    from .reprocess import RunQuery, dask_client, find_runs, reprocess_many, server_address
+    from .storage import DataDir, connect
+
+    query = RunQuery.parse(args.query, args.since, args.until) if (args.query or args.since or args.until) else None
+    if args.workers < 1:
+        raise CommandError(f"--workers must be at least 1, got {args.workers}.")
+    if args.tiled is None:
+        data_dir = (args.data_dir or DEFAULT_DATA_DIR).resolve()
+        if not DataDir(data_dir).has_catalog():
+            raise CommandError(f"{data_dir} holds no catalog; give the data directory of the runs (--data-dir).")
+        source = {"data_dir": data_dir}
+    else:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(args.tiled)
+        health = f"{parts.scheme}://{parts.netloc}{parts.path.split('/api/', 1)[0].rstrip('/')}/healthz"
+        try:  # one quick probe: the client would retry for a long while, talking on stderr
+            httpx.get(health, timeout=5.0, trust_env=False).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise CommandError(f"The Tiled server at {args.tiled} does not answer ({type(exc).__name__}: {exc}).") from None
+        source = {"uri": args.tiled}
+    try:
+        catalog = connect(**source)
+        client = catalog.__enter__()
+    except httpx.HTTPError as exc:
+        raise CommandError(f"The Tiled server at {args.tiled} does not answer ({type(exc).__name__}: {exc}).") from None
+    try:
+        uids = find_runs(client, args.uids, query)
+        if not uids:
+            raise CommandError("No stored raster run matches the selection.")
+        uri, api_key = server_address(client)
+        where = args.scheduler or f"a local cluster of {args.workers} worker(s)"
+        print(f"reprocessing {len(uids)} run(s) on {where}", flush=True)
+
+        def report(outcome) -> None:
+            if outcome.status == "failed":
+                print(f"failed {outcome.raw_uid}: {outcome.message}", flush=True)
+                return
+            result = outcome.result or {}
+            print(f"{outcome.status} {outcome.raw_uid} -> {outcome.derived_uid}: {result.get('n_frames')} frames, "
+                  f"{result.get('n_selected')} selected ({outcome.seconds:.1f} s)", flush=True)
+
+        t0 = time.perf_counter()
+        with dask_client(args.scheduler, args.workers) as dask:
+            outcomes = reprocess_many(uri, api_key, uids, dask, force=args.force, on_done=report)
+    finally:
+        catalog.__exit__(None, None, None)
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("reprocessed", "unchanged", "failed")}
+    print(f"{len(outcomes)} run(s): {counts['reprocessed']} reprocessed, {counts['unchanged']} unchanged, "
+          f"{counts['failed']} failed in {time.perf_counter() - t0:.1f} s")
+    return 1 if counts["failed"] else 0
+
+
 def _iocs(args) -> int:
     from .sim_iocs.server import run_iocs
 
@@ -161,8 +283,11 @@ def _iocs(args) -> int:
 
 
 def _serve(args) -> int:
-    from .storage import TiledService
+    from .storage import DataDir, TiledService
 
+    if args.catalog is not None:
+        data_dir = DataDir(args.data_dir)
+        data_dir.set_catalog_uri(None if args.catalog == "sqlite" else args.catalog)
     with TiledService(args.data_dir.resolve(), port=args.port) as service:
         print(f"Tiled server for {args.data_dir} at {service.uri}", flush=True)
         print(f"API key in {service.data_dir.api_key_file}", flush=True)
@@ -220,7 +345,7 @@ def _profile(args) -> int:
     return 0
 
 
-COMMANDS = {"demo": _demo, "xcca": _xcca, "results": _results, "replay": _replay, "iocs": _iocs, "serve": _serve,
+COMMANDS = {"demo": _demo, "xcca": _xcca, "msc": _msc, "saxs": _saxs, "results": _results, "replay": _replay, "reprocess": _reprocess, "iocs": _iocs, "serve": _serve,
             "queue": _queue, "profile": _profile}
 
 
