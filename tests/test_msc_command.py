@@ -101,10 +101,7 @@ def test_nc_diameters_match_the_yu_curve_at_the_true_exciton(result, simulated):
             assert spectrum["nc"] is None
             continue
         assert spectrum["nc"] is not None, spectrum["label"]
-        # just-formed NCs under a CdSe-465 peak (overlap regime): 0.1 nm; everywhere else 0.06 nm
-        overlap = true_peak < 500 and msc_peak_absorbance(state.population, "CdSe-465") >= 0.01
-        tolerance = 0.1 if overlap else 0.06
-        assert spectrum["nc"]["diameter_nm"] == pytest.approx(yu_diameter_nm(true_peak), abs=tolerance), spectrum["label"]
+        assert spectrum["nc"]["diameter_nm"] == pytest.approx(yu_diameter_nm(true_peak), abs=0.06), spectrum["label"]
     nc = {s["label"]: s["nc"] for s in result["spectra"]}
     assert nc["window 280 C 4.5 s"]["wavelength_nm"] == pytest.approx(490, abs=5)
     assert nc["window 280 C 14 s"]["wavelength_nm"] == pytest.approx(527, abs=5)

@@ -29,6 +29,14 @@ exciton wavelength, its width the FWHM, and Yu's curve gives the diameter. A "ba
 than 18 nm, or weaker than a quarter of the fitted third band, is rejected (edges left by
 MSC peaks, not NCs).
 
+Joint band model (just-formed NCs, whose first exciton lies near the CdSe-465/437 peaks):
+when the band found above lies below 505 nm, or none was found beside a 437/465 peak, the
+region 395–640 nm is refitted with an NC size ensemble of excitonic Gaussians in photon
+energy plus continuum, narrow Gaussians at the 403/437/465 positions and a baseline. The NC
+must lower χ² by ``JOINT_MIN_DCHI2`` against the clusters alone (else no NC is reported),
+a family not found before is added if it lowers χ² as much, and the exciton is the maximum
+of the fitted ensemble's first band.
+
 Wavelengths in nm, absorbance decadic.
 """
 
@@ -546,8 +554,12 @@ class _JointModel:
             lo.append(np.zeros(2))
         return np.column_stack(cols), np.concatenate(lo), peak_nm
 
-    def fit(self, names: list, with_nc: bool, nc_start: list[float]):
-        """Returns (χ², coefficients, θ, cov of linear coefs, (nc peak nm, its FWHM nm) or None)."""
+    def fit(self, names: list, with_nc: bool, nc_start: list[float], free: set | None = None):
+        """Returns (χ², coefficients, θ, cov of linear coefs, (nc peak nm, its FWHM nm) or None).
+
+        Only the families in ``free`` (all by default) have their centre and width fitted;
+        the others keep their starting values.
+        """
         k = len(names)
         start = {n: (c, f) for n, c, f in self.families}
         c0 = [start[n][0] for n in names]
@@ -557,8 +569,10 @@ class _JointModel:
         if with_nc:
             lo += [self.min_d, 0.005]
             hi += [4.5, 0.2]
+        is_free = [free is None or n in free for n in names]
+        mask = np.array(is_free + is_free + [True, True] * with_nc, dtype=bool)
 
-        def residual(theta):
+        def residual_full(theta):
             cols, blo, _ = self._columns(theta, with_nc, names)
             basis, coef = self._solve(cols, blo)
             return basis @ coef - self.yw
@@ -568,16 +582,25 @@ class _JointModel:
         best = None
         for d0 in (nc_start if with_nc else [None]):
             theta0 = np.clip(c0 + s0 + ([d0, 0.03] if with_nc else []), lo, hi)
-            res = residual(theta0)
+            res = residual_full(theta0)
             if best is None or res @ res < best[0]:
                 best = (float(res @ res), theta0)
         chi2, theta = best
-        if theta.size:
-            r = least_squares(residual, theta, bounds=(lo - 1e-9, hi + 1e-9), diff_step=1e-4, max_nfev=60)
-            chi2, theta = float(2.0 * r.cost), r.x
+        if mask.any():
+            template = theta.copy()
+
+            def residual(sub):
+                template[mask] = sub
+                return residual_full(template)
+
+            r = least_squares(residual, theta[mask], bounds=(lo[mask] - 1e-9, hi[mask] + 1e-9), diff_step=1e-4,
+                              max_nfev=60)
+            theta = theta.copy()
+            theta[mask] = r.x
+            chi2 = float(2.0 * r.cost)
         cols, blo, peak_nm = self._columns(theta, with_nc, names, True)
         basis, coef = self._solve(cols, blo)
-        dof = max(self.lam.size - basis.shape[1] - theta.size, 1)
+        dof = max(self.lam.size - basis.shape[1] - int(mask.sum()), 1)
         cov = np.linalg.pinv(basis.T @ basis) * max(chi2 / dof, 1.0)
         return chi2, coef, theta, cov, peak_nm
 
@@ -589,27 +612,30 @@ def _joint_refit(grid: _Grid, msc: list[MscPeak], nc: NcExciton | None, toleranc
         return msc, nc
     found = {p.family: p for p in msc}
     in_model = [n for n, pos in MSC_FAMILY_NM.items() if pos - 8.0 >= _MODEL_MIN_NM]
-    if "CdSe-465" not in found or (nc is not None and nc.wavelength_nm > 505.0):
+    # Just-formed NCs (first exciton below 505 nm) or cluster peaks where such a band may hide.
+    if (nc is None and not {"CdSe-437", "CdSe-465"} & set(found)) or (nc is not None and nc.wavelength_nm > 505.0):
         return msc, nc
     families = [(n, found[n].wavelength_nm if n in found else MSC_FAMILY_NM[n],
                  min(found[n].fwhm_nm, HIDDEN_MSC_MAX_FWHM_NM - 1.0) if n in found else TYPICAL_FAMILY_FWHM_NM[n])
                 for n in in_model]
     model = _JointModel(grid, families, tolerance_nm)
     model.min_d = float(yu_diameter_nm(MSC_FAMILY_NM["CdSe-465"] + tolerance_nm))
-    starts = [float(yu_diameter_nm(nc.wavelength_nm))] if nc is not None else []
-    starts += [float(yu_diameter_nm(x)) for x in np.arange(470.0, 521.0, 4.0)]
+    if nc is not None:
+        starts = [float(yu_diameter_nm(x)) for x in (nc.wavelength_nm - 6.0, nc.wavelength_nm, nc.wavelength_nm + 6.0)]
+    else:
+        starts = [float(yu_diameter_nm(x)) for x in np.arange(470.0, 521.0, 5.0)]
     threshold = JOINT_MIN_DCHI2 * max(min_snr / 6.0, 1.0) ** 2
     # The NC band must bring a χ² drop that no set of cluster peaks can.
     names = list(in_model)
     k = len(names)
-    full = model.fit(names, True, starts)
-    null = model.fit(names, False, [])
-    if null[0] - full[0] < threshold:
-        return msc, nc
+    near = {n for n in names if n in found}
+    full = model.fit(names, True, starts, near)
+    null = model.fit(names, False, [], near)
     j = 4 + k
     amp, amp_sigma = full[1][j], math.sqrt(max(full[3][j, j], 0.0))
-    if amp < max(min_absorbance, min_snr * amp_sigma):
-        return msc, nc
+    if null[0] - full[0] < threshold or amp < max(min_absorbance, min_snr * amp_sigma):
+        # No NC band beside the cluster peaks: a band found above was the clusters' edge.
+        return msc, None
     # Families not found so far stay only if the joint model needs them.
     keep = []
     for i, n in enumerate(names):
@@ -619,10 +645,10 @@ def _joint_refit(grid: _Grid, msc: list[MscPeak], nc: NcExciton | None, toleranc
         amp, amp_sigma = full[1][4 + i], math.sqrt(max(full[3][4 + i, 4 + i], 0.0))
         if amp < max(min_absorbance, min_snr * amp_sigma) or FWHM_PER_SIGMA * full[2][k + i] > HIDDEN_MSC_MAX_FWHM_NM - 0.5:
             continue
-        without = model.fit([m for m in names if m != n], True, [full[2][2 * k]])
+        without = model.fit([m for m in names if m != n], True, [full[2][2 * k]], near)
         if without[0] - full[0] >= threshold:
             keep.append(n)
-    if keep != names:
+    if keep != names or keep != sorted(near, key=names.index):
         names = keep
         full = model.fit(names, True, [full[2][2 * k]])
         k = len(names)
