@@ -162,8 +162,8 @@ class FrameLocator:
         yield from self._deliver(seq_num, lambda: self._read(*self._datum_location(seq_num, value)))
 
     def _datum_location(self, seq_num: int, datum_id: str) -> tuple[str, str, int]:
-        """(file path, dataset, frame index) of a datum."""
-        datum = self._datums.get(datum_id)
+        """(file path, dataset, frame index) of a datum; the datum is forgotten (one event each)."""
+        datum = self._datums.pop(datum_id, None)
         if datum is None:
             raise FrameNotFoundError(f"Event {seq_num} refers to datum {datum_id}, which was never emitted.")
         resource = self._resources[datum["resource"]]
