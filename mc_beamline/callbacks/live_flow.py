@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +21,7 @@ from event_model import RunRouter
 
 from ..analysis.flow_conditions import FlowCondition, FlowSeriesAnalysis
 from ..jsonio import json_ready
+from .analysis_errors import record_error
 from .flow_results import flow_result_documents
 
 logger = logging.getLogger(__name__)
@@ -77,11 +77,7 @@ class LiveFlow:
 
     # --------------------------------------------------------------- worker side
     def _record(self, where: str, exc: BaseException, seq_num: int | None = None) -> None:
-        entry = {"where": where, "seq_num": seq_num, "message": f"{type(exc).__name__}: {exc}",
-                 "traceback": traceback.format_exc(limit=5)}
-        self.errors.append(entry)
-        logger.error("Flow analysis of run %s, %s%s: %s", self.start_doc["uid"][:8], where,
-                     "" if seq_num is None else f" (event {seq_num})", entry["message"])
+        record_error(self.errors, logger, f"Flow analysis of run {self.start_doc['uid'][:8]}", where, exc, seq_num)
 
     def _work(self) -> None:
         while True:

@@ -15,7 +15,6 @@ import logging
 import queue
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +26,7 @@ from ..analysis.masks import decode_mask, load_mask
 from ..analysis.xcca_pipeline import XccaAnalysis
 from .frames import FrameLocator
 from ..jsonio import json_ready
+from .analysis_errors import record_error
 from .xcca_results import xcca_result_documents
 
 logger = logging.getLogger(__name__)
@@ -103,11 +103,7 @@ class LiveXcca:
 
     # --------------------------------------------------------------- worker side
     def _record(self, where: str, exc: BaseException, seq_num: int | None = None) -> None:
-        entry = {"where": where, "seq_num": seq_num, "message": f"{type(exc).__name__}: {exc}",
-                 "traceback": traceback.format_exc(limit=5)}
-        self.errors.append(entry)
-        logger.error("XCCA of run %s, %s%s: %s", self.start_doc["uid"][:8], where,
-                     "" if seq_num is None else f" (event {seq_num})", entry["message"])
+        record_error(self.errors, logger, f"XCCA of run {self.start_doc['uid'][:8]}", where, exc, seq_num)
 
     def _work(self) -> None:
         while True:
