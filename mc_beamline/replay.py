@@ -68,8 +68,13 @@ def _plain(value):
     return value
 
 
-def replay(client: Any, uid: str, timeout_s: float = 600.0) -> dict:
-    """Replay stored run ``uid`` through its live callback (XCCA or flow) and return its result."""
+def replay_live(client: Any, uid: str, publish=None, timeout_s: float = 600.0):
+    """Run stored run ``uid``'s documents through its live callback (XCCA or flow); return the callback.
+
+    ``publish`` receives the derived run's documents (None: they are dropped). Frames and
+    arrays the documents do not carry are read from Tiled. Raises :class:`RunNotFoundError`
+    for a run without a live analysis and :class:`TimeoutError` after ``timeout_s`` seconds.
+    """
     raw = _raw_run(client, uid)
     start = _plain(raw.metadata["start"])
     if is_raster_run(start):
@@ -78,9 +83,10 @@ def replay(client: Any, uid: str, timeout_s: float = 600.0) -> dict:
         def from_tiled(seq_num: int) -> np.ndarray:
             return np.asarray(raw["primary"][image_key][seq_num - 1])
 
-        live = LiveXcca(start, frame_fallback=from_tiled)
+        live = LiveXcca(start, publish=publish, frame_fallback=from_tiled)
     elif is_flow_run(start):
-        live = LiveFlow(start, array_fallback=lambda key, seq_num: np.asarray(raw["primary"][key][seq_num - 1]))
+        live = LiveFlow(start, publish=publish,
+                        array_fallback=lambda key, seq_num: np.asarray(raw["primary"][key][seq_num - 1]))
     else:
         raise RunNotFoundError(f"Run {uid} is not a raster or flow run; there is no live analysis to replay.")
     for name, doc in run_documents(client, uid):
@@ -88,6 +94,12 @@ def replay(client: Any, uid: str, timeout_s: float = 600.0) -> dict:
             live(name, doc)
     if not live.wait(timeout_s):
         raise TimeoutError(f"The replay of run {uid} did not finish within {timeout_s:.0f} s.")
+    return live
+
+
+def replay(client: Any, uid: str, timeout_s: float = 600.0) -> dict:
+    """Replay stored run ``uid`` through its live callback (XCCA or flow) and return its result."""
+    live = replay_live(client, uid, timeout_s=timeout_s)
     if live.result is None:
         first = live.errors[0]["message"] if live.errors else "no result"
         raise RuntimeError(f"The replay of run {uid} produced no result: {first}.")

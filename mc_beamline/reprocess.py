@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 
-from .callbacks.live_xcca import LiveXcca, is_raster_run
+from .callbacks.live_xcca import is_raster_run
 from .callbacks.xcca_results import ANALYSIS_NAME
-from .replay import RunNotFoundError, _plain, _raw_run
-from .storage import run_documents, tiled_writer
+from .replay import RunNotFoundError, _plain, _raw_run, replay_live
+from .storage import tiled_writer
 
 logger = logging.getLogger(__name__)
 
@@ -212,18 +211,11 @@ def reprocess_run(client: Any, uid: str, force: bool = False, timeout_s: float =
                                seconds=time.perf_counter() - t0)
         with lock:
             old.delete(recursive=True, external_only=False)
-    image_key = start["mc_beamline"].get("image_key", "det_image")
-
-    def from_tiled(seq_num: int) -> np.ndarray:
-        return np.asarray(raw["primary"][image_key][seq_num - 1])
-
     derived: list[tuple[str, dict]] = []
-    live = LiveXcca(start, publish=lambda name, doc: derived.append((name, doc)), frame_fallback=from_tiled)
-    for name, doc in run_documents(client, uid):
-        if name != "start":
-            live(name, doc)
-    if not live.wait(timeout_s):
-        raise TimeoutError(f"The reprocessing of run {uid} did not finish within {timeout_s:.0f} s.")
+    try:
+        live = replay_live(client, uid, publish=lambda name, doc: derived.append((name, doc)), timeout_s=timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"The reprocessing of run {uid} did not finish within {timeout_s:.0f} s.") from None
     try:
         with lock:
             publish = _AsReprocessed(tiled_writer(client), duid)
