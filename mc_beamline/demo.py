@@ -153,19 +153,6 @@ class FlowDemoResult:
     analysis_errors: list[dict] = field(default_factory=list)
 
 
-def _speed_up_reactor(reactor, time_scale: float) -> dict:
-    """Run the simulated reactor ``1/time_scale`` times faster, with quick heaters; returns what to restore."""
-    heaters = (reactor.nucleation, reactor.growth)
-    saved = {sig: sig.get() for h in heaters for sig in (h.ramp_rate, h.time_constant, h.settle_time_s)}
-    saved[reactor.time_scale] = reactor.time_scale.get()
-    reactor.time_scale.set(time_scale).wait(5)
-    for h in heaters:
-        h.ramp_rate.set(600.0).wait(5)
-        h.time_constant.set(2.0).wait(5)
-        h.settle_time_s.set(10.0).wait(5)
-    return saved
-
-
 def flow_truth(nucleation_c: float, growth_c: float, reaction_time_s: float) -> dict:
     """What the simulator's kinetic model holds for one condition: MSC families, NC exciton and size."""
     from .physics.absorption import msc_peak_absorbance, nc_exciton_peak_nm
@@ -190,7 +177,7 @@ def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> 
     runs: list = []
     with simulated_beamline(data_dir) as (beamline, RE, client):
         reactor = beamline.reactor
-        saved = _speed_up_reactor(reactor, FLOW_TIME_SCALE)
+        saved = reactor.run_simulation_fast(FLOW_TIME_SCALE)
         try:
             reactor.uvvis.take_dark_and_reference()
             RE.subscribe(flow_router(publish=tiled_writer(client), figure_dir=figdir, on_run=runs.append))
@@ -207,8 +194,7 @@ def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> 
         finally:
             reactor.pumps.cd.running.set(0).wait(5)
             reactor.pumps.se.running.set(0).wait(5)
-            for sig, value in saved.items():
-                sig.set(value).wait(5)
+            reactor.restore_settings(saved)
         stop = client[uid].metadata["stop"]
         if stop["exit_status"] != "success":
             raise RuntimeError(f"The flow series ended with status {stop['exit_status']}: {stop.get('reason')}")

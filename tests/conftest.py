@@ -108,15 +108,7 @@ def reactor(beamline):
     at the end of the session.
     """
     r = beamline.reactor
-    heaters = (r.nucleation, r.growth)
-    saved = {sig: sig.get() for h in heaters for sig in (h.ramp_rate, h.time_constant, h.settle_time_s)}
-    saved[r.time_scale] = r.time_scale.get()
-    r.time_scale.set(REACTOR_TIME_SCALE).wait(5)
-    for h in heaters:
-        h.ramp_rate.set(600.0).wait(5)
-        h.time_constant.set(2.0).wait(5)
-        h.settle_time_s.set(10.0).wait(5)
+    saved = r.run_simulation_fast(REACTOR_TIME_SCALE)
     r.uvvis.take_dark_and_reference()
     yield r
-    for sig, value in saved.items():
-        sig.set(value).wait(5)
+    r.restore_settings(saved)

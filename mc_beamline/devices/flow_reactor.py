@@ -373,6 +373,29 @@ class FlowReactor(Device):
         """Total reactor volume (mL)."""
         return float(self.pumps.volume.get())
 
+    def run_simulation_fast(self, time_scale: float) -> dict:
+        """Run the simulated reactor at ``time_scale`` wall-clock s per simulated s, with quick heaters.
+
+        Heaters then ramp at up to 600 °C/min with a 2 s time constant and settle for 10 s
+        (simulated). Returns the previous settings: pass them to :meth:`restore_settings`.
+        Only meaningful on the simulated IOC.
+        """
+        heaters = (self.nucleation, self.growth)
+        saved = {sig: sig.get() for h in heaters for sig in (h.ramp_rate, h.time_constant, h.settle_time_s)}
+        saved[self.time_scale] = self.time_scale.get()
+        self.time_scale.set(time_scale).wait(5)
+        for h in heaters:
+            h.ramp_rate.set(600.0).wait(5)
+            h.time_constant.set(2.0).wait(5)
+            h.settle_time_s.set(10.0).wait(5)
+        return saved
+
+    @staticmethod
+    def restore_settings(saved: dict) -> None:
+        """Put back the settings :meth:`run_simulation_fast` returned."""
+        for sig, value in saved.items():
+            sig.set(value).wait(5)
+
 
 __all__ = [
     "FlowCellSaxs", "FlowCellSpectrometer", "FlowReactor", "FlushCounter", "Heater", "Pump", "PumpPair",
