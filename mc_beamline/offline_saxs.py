@@ -12,7 +12,7 @@ with a non-finite value are dropped; a σ column with a zero, negative or non-fi
 is not used (σ is then estimated from the scatter of the curve). q is in nm⁻¹ unless
 ``--q-unit A^-1`` (Å⁻¹, converted ×10).
 
-Output (RESULT.json, written atomically)::
+Output (RESULT.json, written atomically; see :mod:`mc_beamline.analysis.saxs_curve`)::
 
     {"crystal": {"lattice", "a_nm", "peaks_q_nm", "fraction", "c_over_a", "rms_rel_error",
                  "n_peaks_indexed"} | null,
@@ -39,16 +39,14 @@ Bad input raises :class:`SaxsCommandError` (a :class:`ValueError`) with one sent
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from .analysis.saxs_indexing import index_curve
-from .analysis.saxs_phases import fit_phase_series
-from .analysis.saxs_sizes import SaxsInputError, estimate_noise, find_lamellar_mesophase, size_distribution
+from .analysis.saxs_curve import analyse_curve
+from .analysis.saxs_sizes import estimate_noise
 from .jsonio import write_json
 
 Q_UNITS = {"nm^-1": 1.0, "A^-1": 10.0}
@@ -162,48 +160,6 @@ def read_curve(path: str | os.PathLike, q_unit: str = "nm^-1") -> tuple[np.ndarr
     if not np.any(i > 0):
         raise SaxsCommandError(f"Curve file {path} has no positive intensity.")
     return q, i, s, notes
-
-
-def analyse_curve(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | None = None) -> dict:
-    """The ``saxs`` RESULT.json object of one curve (q in nm⁻¹)."""
-    q = np.asarray(q_nm, dtype=float)
-    i = np.asarray(intensity, dtype=float)
-    peaks, indexing = index_curve(q, i, sigma)
-    try:
-        mesophase = find_lamellar_mesophase(q, i, sigma)
-    except SaxsInputError:
-        mesophase = None
-    lattice = indexing.best
-    if lattice is not None and lattice.lattice == "lamellar" and mesophase is not None \
-            and abs(lattice.a_nm / mesophase.d_nm - 1) < 0.03:
-        lattice = None
-    if lattice is not None and lattice.lattice != "lamellar" and mesophase is not None:
-        indexed = np.array([p for p, h in zip(lattice.peaks_q_nm, lattice.hkl) if h is not None])
-        if all(np.min(np.abs(indexed / qm - 1)) <= 0.015 for qm in mesophase.peaks_q_nm):
-            mesophase = None  # its "orders" are reflections of the supercrystal
-    phases = fit_phase_series(q, i, sigma, lattice=lattice)
-    frac = phases.fractions[0]
-    frac = np.where(np.isfinite(frac), frac, 0.0)
-    if not np.isfinite(phases.fractions[0]).all():
-        frac = np.array([1.0, 0.0, 0.0])
-    crystal = None
-    if lattice is not None:
-        crystal = {"lattice": lattice.lattice, "a_nm": lattice.a_nm,
-                   "peaks_q_nm": [p for p, h in zip(lattice.peaks_q_nm, lattice.hkl) if h is not None],
-                   "fraction": float(frac[2]), "c_over_a": lattice.c_over_a,
-                   "rms_rel_error": lattice.rms_rel_error, "n_peaks_indexed": lattice.n_matched}
-    above = q >= 0.5
-    q_min = 0.5 if above.sum() >= 40 else float(q[0])
-    q_fit = q[q >= q_min]
-    try:
-        sizes = size_distribution(q, i, sigma, q_min_nm=q_min,
-                                  radius_nm=np.geomspace(2.0 / q_fit[-1], math.pi / q_fit[0], 60)).as_dict()
-    except SaxsInputError:
-        sizes = None
-    return {"crystal": crystal,
-            "fluid": {"dense_fraction": float(frac[1]), "dilute_fraction": float(frac[0])},
-            "size_distribution": sizes,
-            "mesophase": None if mesophase is None else mesophase.as_dict()}
 
 
 def run_saxs(args) -> dict:
