@@ -10,6 +10,8 @@ PV prefixes under the beamline prefix (default ``MC:``):
 * ``BEAM:`` ring current, energy, shutter — :mod:`.beam`
 * ``REACTOR:`` continuous-flow CdSe reactor: pumps, heaters, UV-Vis and SAXS flow cells —
   :mod:`.reactor`
+* ``ASSEMBLY:`` self-assembly cell: NC sample, flocculant syringe pump (``FLOC:``) and a 2D
+  SAXS camera (``SAXS:``) for time-resolved SAXS after the addition — :mod:`.assembly`
 
 All groups live in one process (several IOCs behind one unicast address are not all
 reachable), and the detector reads the stage's readbacks directly.
@@ -31,6 +33,7 @@ from pathlib import Path
 from ..analysis.geometry import HC_KEV_NM
 from ..physics.detector_model import centered_geometry, offaxis_geometry
 from ..physics.mesocrystal import MesocrystalParams, MesocrystalSimulator
+from .assembly import AssemblyCellIOC
 from .beam import BeamIOC
 from .detector import PixelDetectorIOC
 from .reactor import FlowReactorIOC
@@ -54,21 +57,24 @@ class BeamlineIOC:
     simulator: MesocrystalSimulator
     data_dir: Path
     reactor: FlowReactorIOC | None = None
+    assembly: AssemblyCellIOC | None = None
 
     @property
     def pvdb(self) -> dict:
         """PV database of all groups (record fields are resolved by caproto)."""
         db: dict = {}
-        for group in (self.stage, self.detector, self.beam, self.reactor):
+        for group in (self.stage, self.detector, self.beam, self.reactor, self.assembly):
             if group is not None:
                 db.update(group.pvdb)
         return db
 
     def close(self) -> None:
-        """Close the detector's open capture file (call after the server stopped)."""
+        """Close the detector's open capture file and the simulators' workers (after the server stopped)."""
         self.detector.close()
         if self.reactor is not None:
             self.reactor.close()
+        if self.assembly is not None:
+            self.assembly.close()
 
 
 def build_ioc(
@@ -109,7 +115,8 @@ def build_ioc(
     energy_kev = HC_KEV_NM / sim.geometry.wavelength_nm
     beam = BeamIOC(prefix=f"{prefix}BEAM:", energy_kev=energy_kev)
     reactor = FlowReactorIOC(prefix=f"{prefix}REACTOR:")
-    return BeamlineIOC(prefix, stage, detector, beam, sim, data_dir, reactor)
+    assembly = AssemblyCellIOC(prefix=f"{prefix}ASSEMBLY:")
+    return BeamlineIOC(prefix, stage, detector, beam, sim, data_dir, reactor, assembly)
 
 
 def pv_listing(ioc: BeamlineIOC) -> list[str]:
@@ -259,7 +266,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mc_beamline.sim_iocs",
-        description="Simulated nanofocus beamline IOC (stage, pixel detector, beam, flow reactor) over Channel Access.",
+        description="Simulated nanofocus beamline IOC (stage, pixel detector, beam, flow reactor, "
+                    "self-assembly cell) over Channel Access.",
     )
     add_ioc_arguments(parser)
     return run_from_args(parser.parse_args(argv))
