@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from .assembly_cell import AssemblyCell
 from .beam import BeamMonitor
 from .detector import PixelDetector
 from .flow_reactor import FlowReactor
@@ -18,18 +19,22 @@ class BeamlineConnectionError(ConnectionError):
 
 @dataclass
 class Beamline:
-    """The devices of one beamline: ``stage``, ``detector``, ``beam`` and the flow ``reactor``."""
+    """The devices of one beamline: ``stage``, ``detector``, ``beam``, the flow ``reactor`` and the
+    self-``assembly`` cell."""
 
     prefix: str
     stage: NanofocusStage
     detector: PixelDetector
     beam: BeamMonitor
     reactor: FlowReactor | None = None
+    assembly: AssemblyCell | None = None
 
     def as_dict(self) -> dict:
         devices = {"stage": self.stage, "detector": self.detector, "beam": self.beam}
         if self.reactor is not None:
             devices["reactor"] = self.reactor
+        if self.assembly is not None:
+            devices["assembly"] = self.assembly
         return devices
 
     def __iter__(self):
@@ -48,8 +53,9 @@ def make_devices(prefix: str = "MC:") -> Beamline:
     """Create (not connect) the beamline's devices for PV prefix ``prefix``.
 
     Names: ``stage`` (motors ``stage_x``, ``stage_y``, ``stage_z``), ``det`` (image data
-    key ``det_image``), ``beam`` and ``reactor`` (continuous-flow reactor under
-    ``{prefix}REACTOR:``, see :mod:`mc_beamline.devices.flow_reactor`).
+    key ``det_image``), ``beam``, ``reactor`` (continuous-flow reactor under
+    ``{prefix}REACTOR:``, see :mod:`mc_beamline.devices.flow_reactor`) and ``assembly``
+    (self-assembly cell under ``{prefix}ASSEMBLY:``, see :mod:`mc_beamline.devices.assembly_cell`).
     """
     return Beamline(
         prefix=prefix,
@@ -57,6 +63,7 @@ def make_devices(prefix: str = "MC:") -> Beamline:
         detector=PixelDetector(f"{prefix}DET:", name="det"),
         beam=BeamMonitor(f"{prefix}BEAM:", name="beam"),
         reactor=FlowReactor(f"{prefix}REACTOR:", name="reactor"),
+        assembly=AssemblyCell(f"{prefix}ASSEMBLY:", name="assembly"),
     )
 
 
