@@ -5,7 +5,13 @@ import pytest
 
 from mc_beamline.analysis.geometry import DetectorGeometry
 from mc_beamline.analysis.polar import RingPolarOperator
-from mc_beamline.analysis.symmetry import ring_profile, ring_symmetry, symmetry_series, transition_time
+from mc_beamline.analysis.symmetry import (
+    find_ordered_ring,
+    ring_profile,
+    ring_symmetry,
+    symmetry_series,
+    transition_time,
+)
 from mc_beamline.physics.superlattice_patterns import (
     HexToSquareTransition,
     dodecagonal_spots,
@@ -78,3 +84,24 @@ def test_no_transition_is_none():
 def test_short_profiles_are_refused():
     with pytest.raises(ValueError):
         ring_symmetry(np.ones(50))
+
+
+def _camera():
+    return DetectorGeometry.from_beam_center((256, 256), (127.5, 127.5), 0.55, 12.0, pixel_m=172e-6)
+
+
+def test_no_ordered_ring_in_isotropic_counting_noise():
+    camera = _camera()
+    image = np.random.default_rng(0).poisson(50.0 * np.exp(-camera.q_map), size=camera.shape)
+    assert find_ordered_ring(image, camera.q_map, camera.phi_map) is None
+
+
+def test_ordered_ring_is_the_ring_of_spots_not_the_brighter_isotropic_one():
+    camera = _camera()
+    spots = dodecagonal_spots(0.8, scale=100.0).on_detector(camera.q_map, camera.phi_map)
+    halo = 400.0 * np.exp(-0.5 * ((camera.q_map - 1.5) / 0.05) ** 2)
+    image = np.random.default_rng(1).poisson(spots + halo)
+    found = find_ordered_ring(image, camera.q_map, camera.phi_map)
+    assert found is not None and found.q_nm == pytest.approx(0.8, abs=0.02)
+    masked = find_ordered_ring(image, camera.q_map, camera.phi_map, mask=np.abs(camera.q_map - 0.8) < 0.1)
+    assert masked is None or abs(masked.q_nm - 0.8) > 0.1
