@@ -132,6 +132,45 @@ def msc_map_figure(msc_map: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def assembly_figure(t_s, fractions, symmetry: dict | None, title: str, path: Path) -> Path:
+    """An assembly series: NC fractions per phase and the superlattice ring's C_4, C_6, C_12 vs time.
+
+    ``t_s``: frame times (s since the flocculant addition began); ``fractions``: (n, 3) dilute,
+    dense, crystal for the first n frames, or None; ``symmetry``: per-frame lists ``c4``,
+    ``c6``, ``c12`` (None where unknown) and ``change`` (its ``time_s`` is marked), or None.
+    Returns ``path`` (written atomically).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    panels = int(fractions is not None) + int(symmetry is not None)
+    fig = _new_figure(6.5, 1.0 + 2.4 * max(panels, 1))
+    axes = list(np.atleast_1d(fig.subplots(max(panels, 1), 1, sharex=True)))
+    t = np.asarray(t_s, dtype=float)
+    if fractions is not None:
+        ax = axes.pop(0)
+        f = np.asarray(fractions, dtype=float)
+        for k, (label, colour) in enumerate((("dilute fluid", "tab:blue"), ("dense fluid", "tab:orange"),
+                                              ("supercrystal", "tab:green"))):
+            ax.plot(t[: f.shape[0]], f[:, k], "o-", ms=3, color=colour, label=label)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("fraction of NCs")
+        ax.legend(fontsize=8, loc="center right")
+    if symmetry is not None:
+        ax = axes.pop(0)
+        for n, colour in ((4, "tab:red"), (6, "tab:purple"), (12, "tab:gray")):
+            c = np.array([np.nan if v is None else v for v in symmetry[f"c{n}"]], dtype=float)
+            ax.plot(t[: c.size], c, "o-", ms=3, color=colour, label=f"C$_{{{n}}}$")
+        change = symmetry.get("change")
+        if change and change.get("time_s") is not None:
+            ax.axvline(change["time_s"], color="k", ls="--", lw=1,
+                       label=f"{change['from_order']}-fold → {change['to_order']}-fold")
+        ax.set_ylabel("Fourier component")
+        ax.legend(fontsize=8, loc="center right")
+    fig.axes[-1].set_xlabel("time since flocculant addition (s)")
+    fig.axes[0].set_title(title)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     """Write atomically, so a reader never sees half a PNG."""
     tmp = path.with_suffix(".tmp.png")

@@ -1,7 +1,7 @@
 """Stored analysis results and replays of stored runs (`mc-beamline results` / `replay`).
 
 ``results`` exports what the live analysis computed during a run (XCCA for rasters, MSC
-and SAXS sizes for flow series), as stored in Tiled in the derived run that names the raw run. ``replay`` runs the raw run's documents from Tiled
+and SAXS sizes for flow series, phases and ring symmetry for assembly series), as stored in Tiled in the derived run that names the raw run. ``replay`` runs the raw run's documents from Tiled
 through the same live callback and returns the same JSON; both use the same analysis code
 on the same frames, so they agree exactly.
 """
@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .callbacks import flow_results, xcca_results
+from .callbacks import assembly_results, flow_results, xcca_results
+from .callbacks.live_assembly import LiveAssembly, is_assembly_run
 from .callbacks.live_flow import LiveFlow, is_flow_run
 from .callbacks.live_xcca import LiveXcca, is_raster_run
 from .storage import run_documents
@@ -20,6 +21,7 @@ from .storage import run_documents
 ANALYSES = {
     "raster": (xcca_results.ANALYSIS_NAME, "xcca_result"),
     "flow": (flow_results.ANALYSIS_NAME, flow_results.RESULT_KEY),
+    "assembly": (assembly_results.ANALYSIS_NAME, assembly_results.RESULT_KEY),
 }
 """Per experiment: the name of its live analysis and the stop-document key of its result."""
 
@@ -42,7 +44,7 @@ def stored_results(client: Any, uid: str) -> dict:
     raw = _raw_run(client, uid)
     experiment = raw.metadata["start"].get("mc_beamline", {}).get("experiment")
     if experiment not in ANALYSES:
-        raise RunNotFoundError(f"Run {uid} is not a raster or flow run; it has no live analysis.")
+        raise RunNotFoundError(f"Run {uid} is not a raster, flow or assembly run; it has no live analysis.")
     analysis_name, result_key = ANALYSES[experiment]
     found = client.search(Key("mc_beamline.raw_uid") == raw.metadata["start"]["uid"])
     found = found.search(Key("mc_beamline.analysis") == analysis_name)
@@ -69,7 +71,7 @@ def _plain(value):
 
 
 def replay_live(client: Any, uid: str, publish=None, timeout_s: float = 600.0):
-    """Run stored run ``uid``'s documents through its live callback (XCCA or flow); return the callback.
+    """Run stored run ``uid``'s documents through its live callback (XCCA, flow or assembly); return it.
 
     ``publish`` receives the derived run's documents (None: they are dropped). Frames and
     arrays the documents do not carry are read from Tiled. Raises :class:`RunNotFoundError`
@@ -84,11 +86,13 @@ def replay_live(client: Any, uid: str, publish=None, timeout_s: float = 600.0):
             return np.asarray(raw["primary"][image_key][seq_num - 1])
 
         live = LiveXcca(start, publish=publish, frame_fallback=from_tiled)
-    elif is_flow_run(start):
-        live = LiveFlow(start, publish=publish,
-                        array_fallback=lambda key, seq_num: np.asarray(raw["primary"][key][seq_num - 1]))
+    elif is_flow_run(start) or is_assembly_run(start):
+        live_class = LiveFlow if is_flow_run(start) else LiveAssembly
+        live = live_class(start, publish=publish,
+                          array_fallback=lambda key, seq_num: np.asarray(raw["primary"][key][seq_num - 1]))
     else:
-        raise RunNotFoundError(f"Run {uid} is not a raster or flow run; there is no live analysis to replay.")
+        raise RunNotFoundError(
+            f"Run {uid} is not a raster, flow or assembly run; there is no live analysis to replay.")
     for name, doc in run_documents(client, uid):
         if name != "start":
             live(name, doc)
@@ -98,7 +102,7 @@ def replay_live(client: Any, uid: str, publish=None, timeout_s: float = 600.0):
 
 
 def replay(client: Any, uid: str, timeout_s: float = 600.0) -> dict:
-    """Replay stored run ``uid`` through its live callback (XCCA or flow) and return its result."""
+    """Replay stored run ``uid`` through its live callback (XCCA, flow or assembly) and return its result."""
     live = replay_live(client, uid, timeout_s=timeout_s)
     if live.result is None:
         first = live.errors[0]["message"] if live.errors else "no result"
