@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run an experiment on the simulated beamline and store it in Tiled")
-    demo.add_argument("experiment", nargs="?", default="raster", choices=["raster", "flow"],
-                      help="which experiment: raster (default, the seed nanodiffraction map) or flow "
-                           "(flow-synthesis series with live MSC map)")
+    demo.add_argument("experiment", nargs="?", default="raster", choices=["raster", "flow", "assembly"],
+                      help="which experiment: raster (default, the seed nanodiffraction map), flow "
+                           "(flow-synthesis series with live MSC map) or assembly (self-assembly series "
+                           "with live phase fractions and superlattice symmetry)")
     demo.add_argument("--quick", action="store_true", help="a small version that finishes in seconds")
     _add_data_dir(demo)
 
@@ -155,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args) -> int:
-    from .demo import flow_demo, raster_demo
+    from .demo import assembly_demo, flow_demo, raster_demo
 
-    run = {"raster": raster_demo, "flow": flow_demo}[args.experiment]
+    run = {"raster": raster_demo, "flow": flow_demo, "assembly": assembly_demo}[args.experiment]
     run(args.data_dir.resolve(), quick=args.quick)
     return 0
 

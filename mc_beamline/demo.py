@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 SEED_RASTER = (35, 51, 0.4)
 """Rows, columns, step (µm) of the seed-000 raster: 13.6 x 20 µm."""
 QUICK_RASTER = (9, 13, 1.6)
@@ -227,3 +229,131 @@ def _print_flow_summary(demo: FlowDemoResult, out: TextIO) -> None:
     for path in demo.figures:
         print(f"figure: {path}", file=out)
     print(f"uid: {demo.uid}", file=out)
+
+
+ASSEMBLY_FRAME_WALL_S = 0.5
+"""Wall-clock seconds between two frames in the assembly demo: the simulated cell runs
+``interval_s / 0.5`` times faster than real time (30x for 15 s frames), leaving each frame
+time to be read (1 MiB image), stored and analysed before the next."""
+ASSEMBLY_SERIES = (
+    # label, plan arguments
+    ("Au NCs, gentle addition to 50 mM", dict(sample="colloid", flocculant_mm=50.0, addition_time_s=60.0,
+                                               n_frames=28, interval_s=15.0)),
+    ("Au NCs, rapid addition of 110 mM", dict(sample="colloid", flocculant_mm=110.0, addition_time_s=5.0,
+                                              n_frames=28, interval_s=15.0)),
+    ("PbSe monolayer, oriented attachment", dict(sample="monolayer", flocculant_mm=20.0, addition_time_s=2.0,
+                                                 n_frames=30, interval_s=2.0)),
+    ("binary NC mixture, quasicrystal", dict(sample="binary", flocculant_mm=20.0, addition_time_s=2.0,
+                                             n_frames=12, interval_s=4.0)),
+)
+"""The assembly demo's four series: one-step and two-step supercrystal nucleation (seed 004),
+hexagonal → square attachment (seed 003), a 12-fold quasicrystal (seed 001)."""
+QUICK_FRAMES = {"colloid": (14, 30.0), "monolayer": (15, 4.0), "binary": (6, 8.0)}
+"""--quick: frames and interval (s) per sample, the same span of time in half the frames."""
+
+
+@dataclass
+class AssemblySeriesReport:
+    """One series of the assembly demo: its live result next to the simulator's truth."""
+
+    label: str
+    uid: str
+    sample: str
+    result: dict | None
+    truth: dict
+    figure: Path | None
+    analysis_errors: list[dict] = field(default_factory=list)
+
+
+def assembly_truth(sample: str, plan_kwargs: dict, times_s, colloid_volume_ul: float, stock_mm: float,
+                   lattice: str = "fcc") -> dict:
+    """What the simulated cell holds for a series: pathway, lattice constant and phase fractions
+    per frame time (colloid), symmetry change (monolayer), order (binary)."""
+    from .physics.flocculation import Flocculation, assembly_model, truth, volume_for
+    from .sim_iocs.assembly import COLLOID_GAP_NM, COLLOID_RADIUS_NM, MONOLAYER_TRANSITION_S
+
+    if sample == "monolayer":
+        return {"change": {"from_order": 6, "to_order": 4, "time_s": MONOLAYER_TRANSITION_S}}
+    if sample == "binary":
+        return {"order": 12}
+    volume = volume_for(plan_kwargs["flocculant_mm"], colloid_volume_ul, stock_mm)
+    floc = Flocculation(colloid_volume_ul, stock_mm, volume, volume / plan_kwargs["addition_time_s"])
+    model = assembly_model(floc, lattice, radius_nm=COLLOID_RADIUS_NM, gap_nm=COLLOID_GAP_NM)
+    fractions = [truth(floc, lattice, t, radius_nm=COLLOID_RADIUS_NM, gap_nm=COLLOID_GAP_NM) for t in times_s]
+    return {"pathway": floc.pathway, "lattice": lattice, "a_nm": model.a_nm, "fractions": fractions}
+
+
+def assembly_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> list[AssemblySeriesReport]:
+    """Run the four assembly series with live phase and symmetry analysis into Tiled."""
+    from .callbacks.live_assembly import assembly_router
+    from .plans import assembly_series
+    from .storage import tiled_writer
+
+    figdir = Path(data_dir) / "figures"
+    reports: list[AssemblySeriesReport] = []
+    runs: list = []
+    with simulated_beamline(data_dir) as (beamline, RE, client):
+        cell = beamline.assembly
+        saved_scale = cell.time_scale.get()
+        RE.subscribe(assembly_router(publish=tiled_writer(client), figure_dir=figdir, on_run=runs.append))
+        print(f"Assembly series in the simulated cell, {ASSEMBLY_FRAME_WALL_S:g} s (wall clock) per frame; "
+              f"live phase fractions and superlattice symmetry; data in {data_dir}", file=out, flush=True)
+        try:
+            for label, kwargs in ASSEMBLY_SERIES:
+                kwargs = dict(kwargs)
+                if quick:
+                    kwargs["n_frames"], kwargs["interval_s"] = QUICK_FRAMES[kwargs["sample"]]
+                cell.time_scale.set(ASSEMBLY_FRAME_WALL_S / kwargs["interval_s"]).wait(5)
+                t0 = time.perf_counter()
+                (uid,) = RE(assembly_series(cell, description=label, **kwargs))
+                live = runs[-1]
+                if not live.wait(ANALYSIS_TIMEOUT_S):
+                    raise RuntimeError(f"The live assembly analysis did not finish within {ANALYSIS_TIMEOUT_S:.0f} s.")
+                run = client[uid]
+                stop = run.metadata["stop"]
+                if stop["exit_status"] != "success":
+                    raise RuntimeError(f"The series {label!r} ended with status {stop['exit_status']}: "
+                                       f"{stop.get('reason')}")
+                md = run.metadata["start"]["mc_beamline"]
+                times = np.asarray(run["primary"][md["keys"]["elapsed"]].read(), dtype=float)
+                truth = assembly_truth(kwargs["sample"], kwargs, times, md["colloid_volume_ul"], md["stock_mm"])
+                reports.append(AssemblySeriesReport(label, uid, kwargs["sample"], live.result, truth,
+                                                    live.figure_path, live.errors))
+                print(f"  {label}: {len(times)} frames in {time.perf_counter() - t0:.1f} s", file=out, flush=True)
+        finally:
+            cell.time_scale.set(saved_scale).wait(5)
+    _print_assembly_summary(reports, out)
+    return reports
+
+
+def _assembly_line(report: AssemblySeriesReport) -> str:
+    result, truth = report.result or {}, report.truth
+    if report.sample == "colloid":
+        series, crystal = result.get("series") or {}, result.get("crystal")
+        fitted = np.array([series.get(k, []) for k in ("dilute", "dense", "crystal")], dtype=float).T
+        expected = np.array([[f[k] for k in ("dilute", "dense", "crystal")] for f in truth["fractions"]])
+        err = float(np.nanmax(np.abs(fitted - expected))) if fitted.shape == expected.shape else float("nan")
+        lattice = f"{crystal['lattice']} a = {crystal['a_nm']:.2f} nm" if crystal else "no lattice"
+        return (f"pathway {series.get('pathway', '-')} (truth {truth['pathway']}); {lattice} "
+                f"(truth {truth['lattice']} a = {truth['a_nm']:.2f} nm); phase fractions within {err:.3f} of truth")
+    symmetry = result.get("symmetry") or {}
+    if report.sample == "monolayer":
+        change, expected = symmetry.get("change"), truth["change"]
+        if not change:
+            return f"no symmetry change found (truth {expected['from_order']}-fold → {expected['to_order']}-fold)"
+        when = "-" if change["time_s"] is None else f"{change['time_s']:.1f} s"
+        return (f"{change['from_order']}-fold → {change['to_order']}-fold at {when} "
+                f"(truth {expected['from_order']} → {expected['to_order']} at {expected['time_s']:.1f} s)")
+    return f"ring order {symmetry.get('final_order', '-')} (truth {truth['order']})"
+
+
+def _print_assembly_summary(reports: list[AssemblySeriesReport], out: TextIO) -> None:
+    for report in reports:
+        print(f"{report.label}: {_assembly_line(report)}", file=out)
+        for err in report.analysis_errors[:3]:
+            print(f"  analysis error: {err['message']}", file=out)
+    for report in reports:
+        if report.figure:
+            print(f"figure: {report.figure}", file=out)
+    for report in reports:
+        print(f"uid: {report.uid}", file=out)
