@@ -35,6 +35,25 @@ def test_quick_demo_stores_a_raster_and_prints_its_uid(tmp_path):
     assert re.search(r"^  c/a\s+1\.2\d\d\s+1\.220$", proc.stdout, flags=re.M), proc.stdout
 
 
+def test_quick_assembly_demo_reports_the_truth_for_its_four_series(tmp_path):
+    data_dir = tmp_path / "data"
+    proc = run_cli("demo", "assembly", "--quick", "--data-dir", str(data_dir), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    uids = re.findall(r"^uid: (\S+)$", proc.stdout, flags=re.M)
+    assert len(uids) == 4
+    out = proc.stdout
+    assert re.search(r"gentle addition.*: pathway one-step \(truth one-step\); fcc", out), out
+    assert re.search(r"rapid addition.*: pathway two-step \(truth two-step\); fcc", out), out
+    assert re.search(r"monolayer.*: 6-fold → 4-fold at", out), out
+    assert re.search(r"quasicrystal: ring order 12 \(truth 12\)", out), out
+    for within in re.findall(r"phase fractions within (\S+) of truth", out):
+        assert float(within) < 0.05
+    with connect(data_dir=data_dir) as client:
+        for uid in uids:
+            assert client[uid].metadata["stop"]["exit_status"] == "success"
+            assert client[uid].metadata["start"]["mc_beamline"]["experiment"] == "assembly"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
