@@ -6,8 +6,8 @@ Importing this module builds the session described by the environment (see
 * ``RE``: the RunEngine; every run goes to Tiled through a writer that keeps runs in a local
   backup while Tiled is unreachable and sends them when it answers again; a suspender
   holds the scan while the ring current is below its threshold;
-* ``det``, ``stage``, ``beam``, ``reactor``: the beamline's devices (connected);
-* ``nanodiffraction_raster``, ``flow_series``: the plans, with typed and range-checked parameters.
+* ``det``, ``stage``, ``beam``, ``reactor``, ``assembly``: the beamline's devices (connected);
+* ``nanodiffraction_raster``, ``flow_series``, ``assembly_series``: the plans, with typed and range-checked parameters.
 
 In the queue server's RE worker (``is_re_worker_active()``) that is all. In IPython the
 session adds a live table and plots (``bec``), a progress bar and bluesky's magics
@@ -22,7 +22,7 @@ import bluesky.plan_stubs as bps  # noqa: F401  (for the console; modules are no
 import bluesky.plans as bp  # noqa: F401
 from bluesky_queueserver import is_re_worker_active
 
-from mc_beamline.queue_server.plans import flow_series, nanodiffraction_raster  # noqa: F401
+from mc_beamline.queue_server.plans import assembly_series, flow_series, nanodiffraction_raster  # noqa: F401
 from mc_beamline.queue_server.session import StartupConfig, start_session
 
 _session = start_session(StartupConfig.from_env(), ipython=not is_re_worker_active())
@@ -32,6 +32,8 @@ det = _session.beamline.detector
 stage = _session.beamline.stage
 beam = _session.beamline.beam
 reactor = _session.beamline.reactor
+assembly = _session.beamline.assembly
 bec = _session.bec
 
-__all__ = ["RE", "det", "stage", "beam", "reactor", "bec", "bp", "bps", "nanodiffraction_raster", "flow_series"]
+__all__ = ["RE", "det", "stage", "beam", "reactor", "assembly", "bec", "bp", "bps", "nanodiffraction_raster",
+           "flow_series", "assembly_series"]

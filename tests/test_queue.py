@@ -100,12 +100,14 @@ def test_queued_rasters_run_and_are_found_in_tiled(queue, tiled_client):
     assert not list((data_dir / "backup" / "documents").glob("*.jsonl"))  # nothing had to be kept aside
 
 
-def test_queued_flow_series_and_raster_run_and_are_found_in_tiled(queue, tiled_client, reactor):
+def test_queued_flow_series_raster_and_assembly_series_run_and_are_found_in_tiled(queue, tiled_client, reactor):
     api, _ = queue
     items = [BPlan("flow_series", "reactor", [280.0], [260.0], [4.5, 14.0]),
-             BPlan("nanodiffraction_raster", "det", "stage", **QUICK)]
+             BPlan("nanodiffraction_raster", "det", "stage", **QUICK),
+             BPlan("assembly_series", "assembly", sample="binary", flocculant_mm=20.0, addition_time_s=1.0,
+                   n_frames=3, interval_s=1.0, exposure_s=0.1)]
     history = run_queue(api, items)
-    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 2
+    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 3
     flow = tiled_client[history[0]["result"]["run_uids"][0]]
     assert flow.metadata["start"]["mc_beamline"]["experiment"] == "flow"
     assert flow.metadata["stop"]["exit_status"] == "success"
@@ -116,10 +118,17 @@ def test_queued_flow_series_and_raster_run_and_are_found_in_tiled(queue, tiled_c
     assert np.all(np.isfinite(spectra))
     raster = tiled_client[history[1]["result"]["run_uids"][0]]
     assert raster.metadata["stop"]["num_events"]["primary"] == 12
+    assembly = tiled_client[history[2]["result"]["run_uids"][0]]
+    assert assembly.metadata["start"]["mc_beamline"]["experiment"] == "assembly"
+    assert assembly.metadata["stop"]["num_events"]["primary"] == 4  # a baseline frame and three after the addition
+    images = read_stream_array(tiled_client, assembly.metadata["start"]["uid"], "assembly_saxs_image")
+    assert images.shape == (4, 512, 512)
 
 
 # Bad queue submissions: refused by `item_add` with the error the client sees, nothing queued.
 BAD_SUBMISSIONS = [
+    (BPlan("assembly_series", "assembly", sample="gel"), r"sample\s+Input should be 'colloid', 'monolayer' or"),
+    (BPlan("assembly_series", "reactor"), r"cell\s+Input should be 'assembly'"),
     (BPlan("count", ["det"]), r"Plan 'count' is not in the list of allowed plans"),
     (BPlan("nanodiffraction_raster", "beam", "stage"), r"detector\s+Input should be 'det'"),
     (BPlan("nanodiffraction_raster", "det", "motor9"), r"stage\s+Input should be 'stage'"),
@@ -190,8 +199,8 @@ def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled
 
 def test_queue_offers_only_the_plugins_plans_and_devices(queue):
     api, _ = queue
-    assert set(api.plans_allowed()["plans_allowed"]) == {"nanodiffraction_raster", "flow_series"}
-    assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam", "reactor"}
+    assert set(api.plans_allowed()["plans_allowed"]) == {"nanodiffraction_raster", "flow_series", "assembly_series"}
+    assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam", "reactor", "assembly"}
     params = {p["name"]: p for p in api.plans_allowed()["plans_allowed"]["nanodiffraction_raster"]["parameters"]}
     assert params["ny"]["annotation"]["type"] == "int" and params["ny"]["min"] == "1"
     assert params["step_um"]["annotation"]["type"] == "float" and "µm" in params["step_um"]["description"]

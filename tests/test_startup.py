@@ -78,8 +78,8 @@ def test_startup_namespace_holds_only_the_plugins_plans_and_devices():
         namespace = vars(importlib.reload(startup))
     finally:
         os.environ.pop("MC_BEAMLINE_OFFLINE")
-    assert set(plans_from_nspace(namespace)) == {"nanodiffraction_raster", "flow_series"}
-    assert set(devices_from_nspace(namespace)) == {"det", "stage", "beam", "reactor"}
+    assert set(plans_from_nspace(namespace)) == {"nanodiffraction_raster", "flow_series", "assembly_series"}
+    assert set(devices_from_nspace(namespace)) == {"det", "stage", "beam", "reactor", "assembly"}
 
 
 def test_profile_install_gives_an_ipython_session_with_table_progress_bar_and_magics(tmp_path, sim_ioc):

@@ -14,6 +14,8 @@ import typing
 from bluesky_queueserver import parameter_annotation_decorator
 
 from ..plans import raster
+from ..plans.assembly_series import LATTICES, MAX_FRAMES, SAMPLES
+from ..plans.assembly_series import assembly_series as _assembly_series
 from ..plans.flow_series import DEFAULT_TEMPERATURE_BAND_C, DEFAULT_TEMPERATURE_RESUME_S, MIN_FLUSH_VOLUMES
 from ..plans.flow_series import flow_series as _flow_series
 
@@ -23,6 +25,8 @@ STAGES = ["stage"]
 """Names of the sample stages a queued plan may use."""
 REACTORS = ["reactor"]
 """Names of the flow reactors a queued plan may use."""
+CELLS = ["assembly"]
+"""Names of the self-assembly cells a queued plan may use."""
 
 
 @parameter_annotation_decorator({
@@ -131,7 +135,63 @@ def flow_series(
     ))
 
 
-QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster, "flow_series": flow_series}
+@parameter_annotation_decorator({
+    "description": "Self-assembly series: a fresh sample, baseline SAXS frames, then flocculant added over "
+                   "addition_time_s while frames are taken every interval_s; stored in Tiled with the 2D "
+                   "detector geometry.",
+    "parameters": {
+        "cell": {"description": "self-assembly cell with flocculant pump and 2D SAXS camera",
+                 "annotation": "Cells", "devices": {"Cells": CELLS}},
+        "sample": {"description": f"sample: {', '.join(SAMPLES)}", "annotation": "Samples",
+                   "enums": {"Samples": list(SAMPLES)}},
+        "lattice": {"description": f"supercrystal lattice of the colloid: {', '.join(LATTICES)}",
+                    "annotation": "Lattices", "enums": {"Lattices": list(LATTICES)}},
+        "flocculant_mm": {"description": "flocculant concentration after the addition, mM (below the stock)",
+                          "min": 0.001, "max": 10000.0},
+        "addition_time_s": {"description": "duration of the addition, s (sets the pump rate)",
+                            "min": 0.001, "max": 86400.0},
+        "n_frames": {"description": "frames from the start of the addition on", "min": 1, "max": MAX_FRAMES},
+        "interval_s": {"description": "time between two frames, s (at least the exposure)",
+                       "min": 0.001, "max": 86400.0},
+        "exposure_s": {"description": "exposure per frame, s", "min": 0.001, "max": 3600.0},
+        "baseline_frames": {"description": "frames before the addition", "min": 0, "max": MAX_FRAMES},
+        "ring_q_nm": {"description": "superlattice ring for the symmetry analysis, nm⁻¹ (default: found)",
+                      "min": 0.001, "max": 100.0},
+        "description": {"description": "free text for the metadata"},
+        "md": {"description": "extra start-document metadata"},
+    },
+})
+def assembly_series(
+    cell,
+    *,
+    sample: str = "colloid",
+    lattice: str = "fcc",
+    flocculant_mm: float = 50.0,
+    addition_time_s: float = 60.0,
+    n_frames: int = 30,
+    interval_s: float = 10.0,
+    exposure_s: float = 1.0,
+    baseline_frames: int = 1,
+    ring_q_nm: typing.Optional[float] = None,
+    description: str = "",
+    md: typing.Optional[dict] = None,
+):
+    """Time-resolved SAXS of self-assembly after a flocculant addition.
+
+    See :func:`mc_beamline.plans.assembly_series.assembly_series`; a dose the pump cannot
+    deliver, or overlapping frames, is refused with a
+    :class:`~mc_beamline.plans.PlanArgumentError` before anything moves.
+    """
+    return (yield from _assembly_series(
+        cell, sample=sample, lattice=lattice, flocculant_mm=flocculant_mm, addition_time_s=addition_time_s,
+        n_frames=n_frames, interval_s=interval_s, exposure_s=exposure_s, baseline_frames=baseline_frames,
+        ring_q_nm=ring_q_nm, description=description, md=md,
+    ))
+
+
+QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster, "flow_series": flow_series,
+               "assembly_series": assembly_series}
 """Every plan the startup offers, by name (the permissions allow exactly these)."""
 
-__all__ = ["nanodiffraction_raster", "flow_series", "QUEUE_PLANS", "DETECTORS", "STAGES", "REACTORS"]
+__all__ = ["nanodiffraction_raster", "flow_series", "assembly_series", "QUEUE_PLANS", "DETECTORS", "STAGES",
+           "REACTORS", "CELLS"]
