@@ -3,7 +3,8 @@
 Against the real simulated cell (100x faster than real time) and the real Tiled server:
 
 * gentle and rapid flocculant additions give the one-step and the two-step pathway, the
-  fcc lattice constant within 1 % and phase fractions within 0.05 of the simulator's truth;
+  lattice (fcc, hcp) and its constant within 1 % and phase fractions within 0.05 of the
+  simulator's truth;
 * the hexagonal → square attachment of a PbSe monolayer is found within one frame of the
   truth, the binary quasicrystal is reported 12-fold;
 * the live result, the stored result and a replay from Tiled are equal, and the
@@ -34,6 +35,8 @@ FRAME_WALL_S = 0.25
 SERIES = {
     "one-step": dict(sample="colloid", flocculant_mm=50.0, addition_time_s=60.0, n_frames=15, interval_s=30.0),
     "two-step": dict(sample="colloid", flocculant_mm=110.0, addition_time_s=5.0, n_frames=15, interval_s=30.0),
+    "hcp": dict(sample="colloid", lattice="hcp", flocculant_mm=110.0, addition_time_s=5.0, n_frames=10,
+                interval_s=40.0),
     "monolayer": dict(sample="monolayer", flocculant_mm=20.0, addition_time_s=2.0, n_frames=25, interval_s=2.0),
     "binary": dict(sample="binary", flocculant_mm=20.0, addition_time_s=2.0, n_frames=6, interval_s=8.0),
 }
@@ -66,18 +69,19 @@ def series(cell, tiled):
         md = tiled[uid].metadata["start"]["mc_beamline"]
         times = np.asarray(tiled[uid]["primary"][md["keys"]["elapsed"]].read(), dtype=float)
         out[name] = (uid, live, assembly_truth(kwargs["sample"], kwargs, times, md["colloid_volume_ul"],
-                                               md["stock_mm"]), times)
+                                               md["stock_mm"], kwargs.get("lattice", "fcc")), times)
     return out
 
 
-@pytest.mark.parametrize("pathway", ["one-step", "two-step"])
-def test_colloid_series_follow_the_truth(series, pathway):
-    uid, live, truth, times = series[pathway]
+@pytest.mark.parametrize("name, pathway, lattice", [("one-step", "one-step", "fcc"), ("two-step", "two-step", "fcc"),
+                                                    ("hcp", "two-step", "hcp")])
+def test_colloid_series_follow_the_truth(series, name, pathway, lattice):
+    uid, live, truth, times = series[name]
     assert live.errors == []
     result = live.result
-    assert times[0] < 0 and len(times) == 1 + SERIES[pathway]["n_frames"]
+    assert times[0] < 0 and len(times) == 1 + SERIES[name]["n_frames"]
     assert result["series"]["pathway"] == pathway == truth["pathway"]
-    assert result["crystal"]["lattice"] == "fcc"
+    assert result["crystal"]["lattice"] == lattice == truth["lattice"]
     assert result["crystal"]["a_nm"] == pytest.approx(truth["a_nm"], rel=0.01)
     fitted = np.array([result["series"][k] for k in ("dilute", "dense", "crystal")]).T
     expected = np.array([[f[k] for k in ("dilute", "dense", "crystal")] for f in truth["fractions"]])
