@@ -9,8 +9,9 @@ curve I(q) ± σ (cm⁻¹ on a fixed q axis in nm⁻¹) and optionally the 2D de
   :class:`~mc_beamline.analysis.polar.RingPolarOperator` built once for the series;
 * over the series, from the curves (3D samples): the number fractions of NCs in the dilute
   fluid, dense fluid and supercrystal (one joint fit,
-  :func:`~mc_beamline.analysis.saxs_phases.fit_phase_series`), refitted every
-  ``refit_every`` frames while the series runs and once over all frames at the end, and the
+  :func:`~mc_beamline.analysis.saxs_phases.fit_phase_series`), refitted while the series
+  runs (after ``refit_every`` frames, then whenever the series has grown by half, so a long
+  series costs a bounded multiple of one fit) and once over all frames at the end, and the
   nucleation pathway (:func:`~mc_beamline.analysis.saxs_phases.classify_pathway`);
 * the last frame: everything ``mc-beamline saxs`` reports
   (:func:`~mc_beamline.analysis.saxs_curve.analyse_curve`);
@@ -69,7 +70,8 @@ class AssemblySeriesAnalysis:
     mask : bad pixels of the 2D detector, ``True`` = bad (optional).
     ring_q_nm : the superlattice ring, nm⁻¹ (None: found in the first image with an ordered ring).
     phases : fit phase fractions (a 3D sample; a monolayer on a membrane has none).
-    refit_every : refit the phase fractions over all frames every this many frames.
+    refit_every : first live fit of the phase fractions after this many frames; then
+        after ``max(refit_every, n / 2)`` more.
     """
 
     def __init__(self, q_nm: np.ndarray, geometry: DetectorGeometry | None = None, *,
@@ -80,6 +82,7 @@ class AssemblySeriesAnalysis:
         self.mask = mask
         self.phases = phases
         self.refit_every = max(1, int(refit_every))
+        self._next_fit = self.refit_every
         self.t_s: list[float] = []
         self.curves: list[np.ndarray] = []
         self.sigmas: list[np.ndarray] = []
@@ -111,8 +114,9 @@ class AssemblySeriesAnalysis:
         self.curves.append(i)
         self.sigmas.append(s if s is not None else np.full_like(i, np.nan))
         self.symmetry.append(sym)
-        if self.phases and self.n_frames % self.refit_every == 0:
+        if self.phases and self.n_frames >= self._next_fit:
             self.fit = self._fit_phases()
+            self._next_fit = self.n_frames + max(self.refit_every, self.n_frames // 2)
         return sym
 
     def _set_ring(self, q_nm: float) -> None:
