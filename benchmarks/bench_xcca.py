@@ -1,6 +1,6 @@
 """Per-frame cost of the XCCA engine against what a user would otherwise write.
 
-Run: ``python benchmarks/bench_xcca.py [--frames 24] [--rounds 7] [--sizes 1M,4M]``
+Run: ``python benchmarks/bench_xcca.py [--frames 24] [--rounds 7] [--sizes 1M,4M] [--breakdown]``
 
 For each detector size the same simulated mesocrystal frames (uint32, Eiger gap value in
 the gaps) go through
@@ -15,7 +15,10 @@ the gaps) go through
               bins, a q range covering both rings in bins of ~0.03 nm⁻¹) on the same mask,
               ring profiles averaged from the q bins of each ring, then the same
               mask-corrected CCF with numpy FFTs (no peak finding: that favours pyFAI);
-* sum      -- ``frame.sum()``, one plain pass over the frame.
+* sum      -- ``frame.sum()``, one plain pass over the frame;
+* gather   -- with ``--breakdown``: the engine's ring pixel gather alone
+              (``operator.segment_sums``); the rest of the engine's time is everything after
+              it (profiles, FFTs, CCF, smoothing, peaks, result objects).
 
 Two ways of feeding frames: "stream" cycles through distinct frames (more than the CPU
 caches hold, as a long scan brings them), "cached" repeats one frame (as right after a
@@ -100,7 +103,7 @@ def time_per_frame(fn, frames) -> float:
     return (time.perf_counter() - t0) / len(frames)
 
 
-def run(size: str, n_frames: int, rounds: int, mode: str) -> dict:
+def run(size: str, n_frames: int, rounds: int, mode: str, breakdown: bool = False) -> dict:
     geometry = geometry_for(size)
     sim = MesocrystalSimulator(geometry=geometry)
     mask = gap_mask(geometry.shape) | beamstop_mask(geometry)
@@ -124,6 +127,8 @@ def run(size: str, n_frames: int, rounds: int, mode: str) -> dict:
         "pyFAI": (baseline, frames),
         "sum": (lambda f: f.sum(), frames),
     }
+    if breakdown:
+        methods["gather"] = (lambda f: engine.operator.segment_sums(f.reshape(1, -1)), frames)
     samples: dict[str, list[float]] = {k: [] for k in methods}
     for _ in range(rounds):
         for name, (fn, items) in methods.items():
@@ -149,6 +154,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (default 7)")
     parser.add_argument("--sizes", default="1M,4M", help="comma-separated: 1M, 4M")
     parser.add_argument("--modes", default="stream,cached", help="comma-separated: stream, cached")
+    parser.add_argument("--breakdown", action="store_true", help="also time the engine's ring gather alone")
     parser.add_argument(
         "--pyfai-threads", type=int, default=None, help="OpenMP threads for pyFAI (default: OpenMP's default)"
     )
@@ -163,7 +169,7 @@ def main() -> None:
         f"pyFAI {pyFAI.version} with {threads} OpenMP threads; times: minimum over {args.rounds} rounds"
     )
     rows = [
-        run(s.strip(), args.frames, args.rounds, m.strip())
+        run(s.strip(), args.frames, args.rounds, m.strip(), args.breakdown)
         for s in args.sizes.split(",")
         if s.strip()
         for m in args.modes.split(",")
@@ -182,6 +188,13 @@ def main() -> None:
             f"{r['pyFAI_ms']:>9.2f} {r['sum_ms']:>7.3f} {r['speedup_vs_pyfai']:>12.1f}x {r['engine_over_sum']:>10.2f}x "
             f"{r['batch_over_sum']:>9.2f}x"
         )
+    if args.breakdown:
+        print(f"\n{'size':>4} {'frames':>7} {'engine ms':>10} {'gather ms':>10} {'after gather ms':>16}")
+        for r in rows:
+            print(
+                f"{r['size']:>4} {r['mode']:>7} {r['engine_ms']:>10.3f} {r['gather_ms']:>10.3f} "
+                f"{r['engine_ms'] - r['gather_ms']:>16.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -16,23 +16,23 @@ is valid where g ∗ W reaches ``min_coverage`` of its typical value.
 A peak is a local maximum of S whose windowed prominence, S minus the higher of the
 minima of S within ``window_deg`` on either side, reaches ``min_snr`` · σ_S, and whose
 two neighbouring bins are valid (a maximum on the edge of a masked region or of a partial
-arc is no peak). Its azimuth is refined to a fraction of a bin by a weighted least-squares
-Gaussian (log-parabola) through the smoothed bins around the maximum. All of this is
-vectorised over profiles (rings, frames).
+arc is no peak). Its azimuth is refined to a fraction of a bin by a Gaussian
+(log-parabola) through three smoothed bins around the maximum. Smoothing is vectorised
+over profiles (rings, frames); the search is compiled
+(:mod:`~mc_beamline.analysis.peak_kernels`) and runs over all profiles in one call.
 
 Angles in degrees, azimuths in (-180, 180].
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+from .peak_kernels import BACKGROUND_QUANTILE, PEAK_FIELDS, find_peaks
 
 
 class RingPeak(NamedTuple):
@@ -91,7 +91,7 @@ def _kernels(n: int, smooth_bins, lead_shape: tuple[int, ...]) -> tuple[np.ndarr
     return np.stack([a for a, _ in spectra]), np.stack([b for _, b in spectra])
 
 
-def background_level(smoothed: np.ndarray, valid: np.ndarray, quantile: float = 0.2) -> np.ndarray:
+def background_level(smoothed: np.ndarray, valid: np.ndarray, quantile: float = BACKGROUND_QUANTILE) -> np.ndarray:
     """Background level L of smoothed profiles (..., N): a low quantile of the valid bins.
 
     The ``quantile`` (default 20 %) of the valid smoothed values, clipped at 0, shape
@@ -170,7 +170,8 @@ class PeakSearch:
     """Peak search over smoothed profiles of a fixed layout (..., N), parameters per profile.
 
     Built once for a layout (``lead_shape`` = the profiles' leading shape, e.g. (rings,)
-    or (frames, rings)); :meth:`find` then costs a few dozen small array operations. The
+    or (frames, rings)); :meth:`find` then runs the compiled search of
+    :mod:`~mc_beamline.analysis.peak_kernels` over all profiles in one call. The
     parameters are scalars or one value per profile along the last leading axis.
 
     Parameters
@@ -180,6 +181,12 @@ class PeakSearch:
     min_snr : minimum windowed prominence in units of the noise σ_S at the maximum.
     window_deg : half width of the windows left and right of a maximum for its prominence.
     min_prominence : absolute minimum prominence (profile units).
+
+    Attributes
+    ----------
+    smooth_bins, min_snr, min_prominence : float64 (n_rows,), one per profile row
+        (``min_prominence`` is -inf throughout when no positive value was given).
+    half : int64 (n_rows,), the window half widths in bins, 1 … ``h_max`` ≤ N - 1.
     """
 
     def __init__(
@@ -201,76 +208,47 @@ class PeakSearch:
         def per_row(value) -> np.ndarray:
             a = np.asarray(value, dtype=np.float64).reshape(-1)
             if a.size == 1:
-                return np.full((n_rows, 1), float(a[0]))
+                return np.full(n_rows, float(a[0]))
             if a.size != n_per:
                 raise ValueError("Per-profile parameters need one value per profile along the last leading axis.")
-            return np.tile(a, n_rows // n_per)[:, None]
+            return np.tile(a, n_rows // n_per)
 
         self.smooth_bins = per_row(smooth_bins)
         self.min_snr = per_row(min_snr)
         prom = per_row(min_prominence)
-        self.min_prominence = prom if np.any(prom > 0) else None
-        self.half = np.maximum(1, np.round(per_row(window_deg) / self.width).astype(np.intp))
-        self.h_max = int(min(self.half.max(), n - 1))
-        self.half = np.minimum(self.half, self.h_max)
-        self.uniform_half = bool(np.all(self.half == self.half[0, 0]))
-        self._k = np.arange(-self.h_max, self.h_max + 1)
+        self.min_prominence = prom if np.any(prom > 0) else np.full(n_rows, -np.inf)
+        half = np.maximum(1, np.round(per_row(window_deg) / self.width).astype(np.int64))
+        self.h_max = int(min(half.max(), n - 1))
+        self.half = np.minimum(half, self.h_max)
 
     def find(self, azimuth_deg: np.ndarray, smoothed: SmoothedProfiles) -> list:
         """Nested lists (``lead_shape``) of :class:`RingPeak`, each list sorted by azimuth."""
-        n, h = self.n_bins, self.h_max
-        s2 = smoothed.value.reshape(-1, n)
+        n = self.n_bins
+        value = smoothed.value
+        if not np.all(smoothed.valid):  # invalid bins are NaN: no comparison with them holds
+            value = np.where(smoothed.valid, value, np.nan)
+        s2 = np.ascontiguousarray(value, dtype=np.float64).reshape(-1, n)
         if s2.shape[0] != self.n_rows:
             raise ValueError("Profiles do not have the layout this peak search was built for.")
-        sig2 = smoothed.sigma.reshape(-1, n)
-        if not smoothed.valid.all():  # invalid bins are NaN: no comparison with them holds
-            s2 = np.where(smoothed.valid, smoothed.value, np.nan).reshape(-1, n)
-        fp = np.concatenate([s2[:, n - h :], s2, s2[:, :h]], axis=1)
-        centre = fp[:, h : h + n]
-        threshold = self.min_snr * sig2  # NaN where invalid
-        if self.min_prominence is not None:
-            threshold = np.maximum(threshold, self.min_prominence)
-        # cheap pre-selection: local maxima that rise enough above the profile's minimum
-        floor = np.fmin.reduce(s2, axis=1, keepdims=True)
-        is_max = (centre > fp[:, h - 1 : h - 1 + n]) & (centre >= fp[:, h + 1 : h + 1 + n])
-        cand = is_max & (centre - floor >= threshold)
-        rows_i, cols = np.nonzero(cand)
-        out: list[list[RingPeak]] = [[] for _ in range(self.n_rows)]
-        if rows_i.size:
-            # windowed prominence: the top minus the higher of the minima over [i-h, i] and [i, i+h]
-            win = fp[rows_i[:, None], (cols + h)[:, None] + self._k[None, :]]
-            if not self.uniform_half:
-                win = np.where(np.abs(self._k)[None, :] > self.half[rows_i], np.nan, win)
-            prom = win[:, h] - np.maximum(np.fmin.reduce(win[:, : h + 1], axis=1), np.fmin.reduce(win[:, h:], axis=1))
-            keep = prom >= threshold[rows_i, cols]
-            if not keep.all():
-                rows_i, cols, prom, win = rows_i[keep], cols[keep], prom[keep], win[keep]
-        if rows_i.size:
-            # the few peaks left are refined in plain Python (cheaper than many tiny arrays)
-            phi0 = float(azimuth_deg[0])
-            width = self.width
-            sb = self.smooth_bins[rows_i, 0].tolist()
-            sig = sig2[rows_i, cols].tolist()
-            for r, c, pr, w, smooth, sg in zip(rows_i.tolist(), cols.tolist(), prom.tolist(), win.tolist(), sb, sig):
-                top = w[h]
-                curv = w[h - 1] - 2.0 * top + w[h + 1]
-                sigma_tot2 = pr / -curv if curv < 0 else math.inf  # Gaussian: S'' = -A/σ² at the top
-                offset = _refine_gaussian(w, h, top - pr, pr, sigma_tot2)
-                phi = phi0 + (c + offset) * width
-                if phi > 180.0:
-                    phi -= 360.0
-                elif phi <= -180.0:
-                    phi += 360.0
-                fwhm = FWHM_PER_SIGMA * math.sqrt(max(sigma_tot2 - smooth * smooth, 0.0)) * width
-                out[r].append(RingPeak(phi, top, pr, fwhm, pr / sg))
-            for lst in out:
-                if len(lst) > 1:
-                    lst.sort(key=lambda pk: pk.azimuth_deg)
+        sig2 = np.ascontiguousarray(smoothed.sigma, dtype=np.float64).reshape(-1, n)
+        table = np.empty((self.n_rows, n // 2 + 1, PEAK_FIELDS))
+        counts = np.empty(self.n_rows, dtype=np.int64)
+        find_peaks(
+            s2, sig2, self.min_snr, self.min_prominence, self.half, self.h_max, self.smooth_bins,
+            float(azimuth_deg[0]), self.width, table, counts,
+        )
+        out = peak_lists(table, counts)
         if not self.lead_shape:
             return out[0]
         for size in reversed(self.lead_shape[1:]):
             out = [out[i : i + size] for i in range(0, len(out), size)]
         return out
+
+
+def peak_lists(table: np.ndarray, counts: np.ndarray) -> list[list[RingPeak]]:
+    """Lists of :class:`RingPeak` from a peak table (rows, ≥ max count, 5) and counts (rows,)."""
+    table = table.reshape(-1, table.shape[-2], table.shape[-1])
+    return [[RingPeak(*p) for p in table[r, :c].tolist()] if c else [] for r, c in enumerate(counts.ravel().tolist())]
 
 
 def detect_peaks(
@@ -290,30 +268,7 @@ def detect_peaks(
     """
     value = smoothed.value
     search = PeakSearch(value.shape[:-1], value.shape[-1], smooth_bins, min_snr, window_deg, min_prominence)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return search.find(azimuth_deg, smoothed)
-
-
-def _refine_gaussian(window: list, h: int, base: float, prom: float, sigma2_bins: float) -> float:
-    """Sub-bin offset (bins) of a peak from a Gaussian through three points k bins apart.
-
-    ``window`` holds the smoothed profile at offsets -h…h around the maximum (index h);
-    k ≈ the peak's σ from the curvature at the top (at least 1, at most h): a Gaussian's
-    slope is steepest there, so the log-parabola through S(-k), S(0), S(+k) above the
-    local ``base`` is the least noise-sensitive three-point estimate. 0 where a point is not
-    above the base or the fit is not a maximum within ±k.
-    """
-    k = int(min(max(round(math.sqrt(sigma2_bins)), 1), h)) if math.isfinite(sigma2_bins) else 1
-    ym = window[h - k] - base
-    yp = window[h + k] - base
-    if not (0 < ym < math.inf and 0 < yp < math.inf and prom > 0):
-        return 0.0
-    lm, lp = math.log(ym), math.log(yp)
-    curv = lm - 2.0 * math.log(prom) + lp
-    if curv >= 0:
-        return 0.0
-    vertex = k * 0.5 * (lm - lp) / curv
-    return vertex if abs(vertex) <= k else 0.0
+    return search.find(azimuth_deg, smoothed)
 
 
 def find_ring_peaks(

@@ -4,7 +4,8 @@
 gathers only the pixels of the rings (:class:`~mc_beamline.analysis.polar.RingPolarOperator`),
 then does one forward FFT of the weighted profiles and one inverse FFT that yields both the
 CCF numerators and the smoothed profiles with their noise. When a frame has no bad pixel
-of its own, all mask-dependent denominators are the precomputed static ones. The numbers
+of its own, all mask-dependent denominators are the precomputed static ones. The steps
+between the FFTs are compiled (:mod:`~mc_beamline.analysis.xcca_kernels`). The numbers
 equal those of :func:`~mc_beamline.analysis.xcca.masked_ccf` and
 :func:`~mc_beamline.analysis.peaks.smooth_profiles` / :func:`~mc_beamline.analysis.peaks.detect_peaks`
 (the tests check this); this module only fuses them for speed.
@@ -21,9 +22,11 @@ from typing import Sequence
 import numpy as np
 
 from .geometry import DetectorGeometry
-from .peaks import PeakSearch, RingPeak, SmoothedProfiles, background_level, kernel_spectra
+from .peak_kernels import PEAK_FIELDS
+from .peaks import PeakSearch, RingPeak, SmoothedProfiles, kernel_spectra, peak_lists
 from .polar import Ring, RingPolarOperator, RingProfiles
 from .xcca import delta_grid_deg, lag_order
+from .xcca_kernels import finish_frames, spectrum_products, static_profiles
 
 
 @dataclass(frozen=True)
@@ -103,24 +106,19 @@ class XccaFrameEngine:
         )
         self.azimuth_deg = self.operator.azimuth_deg
         self.delta_deg = delta_grid_deg(self.n_bins)
-        self._order = lag_order(self.n_bins)
+        self._order = np.ascontiguousarray(lag_order(self.n_bins), dtype=np.int64)
         width = 360.0 / self.n_bins
         self.smooth_bins = np.array([r.smooth_deg / width for r in self.rings])
         self.min_snr = np.array([r.min_snr for r in self.rings])
         self.window_deg = np.array([r.window_deg for r in self.rings])
         self.min_coverage = float(min_coverage)
+        self._search = PeakSearch((len(self.rings),), self.n_bins, self.smooth_bins, self.min_snr, self.window_deg)
         spectra = [kernel_spectra(self.n_bins, float(b)) for b in self.smooth_bins]
         self._g_hat = np.stack([a for a, _ in spectra])
         self._g2_hat = np.stack([b for _, b in spectra])
-        self._pair_i = np.array([i for i, _ in self.pairs], dtype=int)
-        self._pair_j = np.array([j for _, j in self.pairs], dtype=int)
-        if len(self.pairs) == 1:  # views instead of fancy indexing for the usual single pair
-            i, j = self.pairs[0]
-            self._pair_slices = (slice(i, i + 1), slice(j, j + 1))
-        else:
-            self._pair_slices = (self._pair_i, self._pair_j)
+        self._pair_i = np.array([i for i, _ in self.pairs], dtype=np.int64)
+        self._pair_j = np.array([j for _, j in self.pairs], dtype=np.int64)
         self._precompute_static()
-        self._searches: dict[int, PeakSearch] = {}
 
     # ------------------------------------------------------------------ helpers
     def _mask_terms(self, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,6 +128,16 @@ class XccaFrameEngine:
         den = np.fft.irfft(np.conj(w_hat[:, self._pair_i]) * w_hat[:, self._pair_j], n=n, axis=-1) / n
         cov = np.fft.irfft(w_hat * self._g_hat, n=n, axis=-1)
         return den, cov, weight.sum(axis=-1)
+
+    def _inverses(self, den: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """1/(N·den) in Δ order (NaN where the rings overlap by less than half a bin),
+        validity of the smoothed bins and 1/(g∗W) (NaN where invalid)."""
+        n = self.n_bins
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv_den = np.where(den >= 0.5 / n, 1.0 / (n * den), np.nan)[..., self._order]
+            valid = (cov >= self.min_coverage * self._typical_cov) & (cov > 1e-12)
+            inv_cov = np.where(valid, 1.0 / cov, np.nan)
+        return inv_den, valid, inv_cov
 
     def _variance_terms(self, weight: np.ndarray, n_good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """g² ∗ (w²/n) and g² ∗ (w²/n²): the noise of S at level L is sqrt(L·a + b) / (g ∗ w)."""
@@ -142,42 +150,34 @@ class XccaFrameEngine:
         return conv[0], conv[1]
 
     def _precompute_static(self) -> None:
+        """Everything that depends only on the static mask (leading frame axis of length 1)."""
         op = self.operator
-        n = self.n_bins
         weight = op.weight_static[None]
         den, cov, w_sum = self._mask_terms(weight)
         self._typical_cov = np.percentile(cov[0], 90, axis=-1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # 1/denominator in Δ order, NaN where the rings overlap by less than half a bin
-            self._inv_den = np.where(den >= 0.5 / n, 1.0 / (n * den), np.nan)[..., self._order]
-            valid = (cov >= self.min_coverage * self._typical_cov) & (cov > 1e-12)
-            self._inv_cov = np.where(valid, 1.0 / cov, np.nan)
-        self._valid_static = valid
-        # background level = 20th percentile of the valid smoothed bins (see peaks.background_level)
-        n_valid = valid[0].sum(axis=-1)
-        self._level_k = np.floor(0.2 * np.maximum(n_valid - 1, 0)).astype(np.intp)
-        self._level_kth = sorted(set(self._level_k.tolist()))
-        self._ring_index = np.arange(len(self.rings))
-        self._w_sum = w_sum
-        n_good = op.n_static[None].astype(np.float64)
-        self._empty = op.n_static[None] == 0
-        self._var_conv_a, self._var_conv_b = self._variance_terms(weight, n_good)
-        self._n_sub_f = op.n_static_sub[None].astype(np.float64)
-        slice_n = op.n_static_sub.sum(axis=2)[None].astype(np.float64)
+        inv_den, valid, inv_cov = self._inverses(den, cov)
+        self._valid_static = valid[0]
+        self._valid_static.setflags(write=False)
+        var_a, var_b = self._variance_terms(weight, op.n_static[None])
+        self._static_terms = tuple(np.ascontiguousarray(a) for a in (inv_den, inv_cov, var_a, var_b))
+        self._w_sum = w_sum[0]
+        self._n_sub_f = op.n_static_sub.astype(np.float64)
+        slice_n = self._n_sub_f.sum(axis=2)
         self._inv_slice_n = np.where(slice_n > 0, 1.0 / np.maximum(slice_n, 1.0), 0.0)
-        self._inv_ring_n = 1.0 / np.maximum(op.n_static.sum(axis=-1)[None, :, None], 1)
-        self._nan_empty = np.where(self._empty, np.nan, 0.0)
+        self._inv_ring_n = 1.0 / np.maximum(op.n_static.sum(axis=-1), 1)
+        self._empty = op.n_static == 0
 
-    def _peak_search(self, n_frames: int) -> PeakSearch:
-        search = self._searches.get(n_frames)
-        if search is None:
-            search = PeakSearch(
-                (n_frames, len(self.rings)), self.n_bins, self.smooth_bins, self.min_snr, self.window_deg
-            )
-            if len(self._searches) > 8:
-                self._searches.clear()
-            self._searches[n_frames] = search
-        return search
+    def _dynamic_profiles(self, sums: np.ndarray, n_sub: np.ndarray):
+        """Profiles and mask terms of frames with bad pixels of their own (NumPy, rare path)."""
+        mean, weight, n_good = self.operator.profiles_from_sums(sums, n_sub)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.where(weight > 0, mean, 0.0) * weight
+            var_a, var_b = self._variance_terms(weight, n_good)
+            den, cov, w_sum = self._mask_terms(weight)
+            inv_den, valid, inv_cov = self._inverses(den, cov)
+            ring_mean = x.sum(axis=-1) / w_sum
+        terms = tuple(np.ascontiguousarray(a) for a in (inv_den, inv_cov, var_a, var_b))
+        return mean, weight, n_good, x, ring_mean, valid, terms
 
     # ------------------------------------------------------------------- public
     def process(self, frame: np.ndarray) -> FrameXcca:
@@ -196,61 +196,47 @@ class XccaFrameEngine:
 
     def _process_flat(self, flat: np.ndarray) -> list[FrameXcca]:
         op = self.operator
-        n = self.n_bins
-        n_p = len(self.pairs)
+        n, n_rings, n_pairs = self.n_bins, len(self.rings), len(self.pairs)
+        n_frames = flat.shape[0]
         sums, n_sub = op.segment_sums(flat)
-        static = n_sub is None
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if static:
-                # fast path: every mask-dependent quantity is precomputed
-                bin_sum = sums.sum(axis=2)
-                slice_sum = sums.sum(axis=3)
-                expected = np.matmul((slice_sum * self._inv_slice_n)[..., None, :], self._n_sub_f)[..., 0, :]
-                ring_mean_px = slice_sum.sum(axis=-1, keepdims=True) * self._inv_ring_n
-                mean0 = bin_sum * (ring_mean_px / np.maximum(expected, 1e-300))
-                mean = mean0 + self._nan_empty
-                weight, n_good = op.weight_static[None], op.n_static[None]
-                x = mean0 * weight
-                var_a, var_b = self._var_conv_a, self._var_conv_b
-                den_inv, cov_inv, w_sum, valid = self._inv_den, self._inv_cov, self._w_sum, self._valid_static
-            else:
-                mean, weight, n_good = op.profiles_from_sums(sums, n_sub)
-                good = weight > 0
-                x = np.where(good, mean, 0.0) * weight
-                var_a, var_b = self._variance_terms(weight, n_good)
-                den, cov, w_sum = self._mask_terms(np.ascontiguousarray(np.broadcast_to(weight, mean.shape)))
-                den_inv = np.where(den >= 0.5 / n, 1.0 / (n * den), np.nan)[..., self._order]
-                valid = (cov >= self.min_coverage * self._typical_cov) & (cov > 1e-12)
-                cov_inv = np.where(valid, 1.0 / cov, np.nan)
-            x_hat = np.fft.rfft(x, axis=-1)
-            pi, pj = self._pair_slices
-            cross = np.conj(x_hat[:, pi]) * x_hat[:, pj]
-            prod = np.concatenate([cross, x_hat * self._g_hat], axis=1)
-            back = np.fft.irfft(prod, n=n, axis=-1)
-            ring_mean = x.sum(axis=-1) / w_sum
-            norm = ring_mean[:, pi] * ring_mean[:, pj]
-            ccf = np.take(back[:, :n_p], self._order, axis=-1) * (den_inv / norm[..., None]) - 1.0
-            s_val = back[:, n_p:] * cov_inv  # NaN where invalid
-            if static:  # NaN sort last, so the k-th smallest is among the valid bins
-                part = np.partition(s_val, self._level_kth, axis=-1)
-                level = np.maximum(part[:, self._ring_index, self._level_k], 0.0)[..., None]
-            else:
-                level = background_level(s_val, valid)
-            s_sig = np.sqrt(level * var_a + var_b) * cov_inv
-            if valid.shape != s_val.shape:
-                valid = np.broadcast_to(valid, s_val.shape)
-            smoothed = SmoothedProfiles(s_val, s_sig, valid)
-            peaks = self._peak_search(flat.shape[0]).find(self.azimuth_deg, smoothed)
-        if weight.shape != mean.shape:
-            weight = np.broadcast_to(weight, mean.shape)
-            n_good = np.broadcast_to(n_good, mean.shape)
+        if n_sub is None:  # fast path: every mask-dependent quantity is precomputed
+            mean = np.empty((n_frames, n_rings, n))
+            x = np.empty((n_frames, n_rings, n))
+            ring_mean = np.empty((n_frames, n_rings))
+            static_profiles(
+                sums, self._inv_slice_n, self._n_sub_f, self._inv_ring_n, op.weight_static, self._empty,
+                self._w_sum, mean, x, ring_mean,
+            )
+            # every frame shares the read-only static arrays
+            weight, n_good = [op.weight_static] * n_frames, [op.n_static] * n_frames
+            valid = [self._valid_static] * n_frames
+            inv_den, inv_cov, var_a, var_b = self._static_terms
+        else:
+            mean, weight, n_good, x, ring_mean, valid, (inv_den, inv_cov, var_a, var_b) = self._dynamic_profiles(
+                sums, n_sub
+            )
+        x_hat = np.fft.rfft(x, axis=-1)
+        prod = np.empty((n_frames, n_pairs + n_rings, x_hat.shape[-1]), dtype=np.complex128)
+        spectrum_products(x_hat, self._g_hat, self._pair_i, self._pair_j, prod)
+        back = np.fft.irfft(prod, n=n, axis=-1)
+        out = np.empty((n_frames, n_pairs + 2 * n_rings, n))
+        table = np.empty((n_frames, n_rings, n // 2 + 1, PEAK_FIELDS))
+        counts = np.empty((n_frames, n_rings), dtype=np.int64)
+        search = self._search
+        finish_frames(
+            back, self._order, inv_den, self._pair_i, self._pair_j, ring_mean, inv_cov, var_a, var_b,
+            search.min_snr, search.half, search.h_max, search.smooth_bins, float(self.azimuth_deg[0]), search.width,
+            out, table, counts,
+        )
+        peaks = peak_lists(table, counts)
+        ccf, s_val, s_sig = out[:, :n_pairs], out[:, n_pairs : n_pairs + n_rings], out[:, n_pairs + n_rings :]
         return [
             FrameXcca(
                 profiles=RingProfiles(mean[f], weight[f], n_good[f], self.azimuth_deg),
                 smoothed=SmoothedProfiles(s_val[f], s_sig[f], valid[f]),
                 ring_mean=ring_mean[f],
                 ccf=ccf[f],
-                peaks=peaks[f],
+                peaks=peaks[f * n_rings : (f + 1) * n_rings],
             )
-            for f in range(flat.shape[0])
+            for f in range(n_frames)
         ]

@@ -31,7 +31,9 @@ def layout():
     return n_pixels, pixels, segments, 257
 
 
-@pytest.mark.parametrize("dtype", [np.uint32, np.uint16, np.int32, np.int64, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.uint32, np.uint16, np.uint64, np.int16, np.int32, np.int64, np.float32, np.float64]
+)
 def test_sums_and_bad_counts_equal_the_reference(layout, dtype):
     n_pixels, pixels, segments, n_seg = layout
     rng = np.random.default_rng(1)
