@@ -1,7 +1,7 @@
 """Live lag and throughput of the live XCCA callback (:class:`LiveXcca`) on synthetic runs.
 
 Run: ``python benchmarks/bench_live_xcca.py [--frames 300] [--seconds 10] [--rates 50,100,500]
-[--max-events 1785] [--figure] [--cache DIR]``
+[--max-events 1785] [--prefetch N] [--figure] [--cache DIR]``
 
 A pre-generated detector file holds ``--frames`` simulator frames (seed-000 sample, 1 Mpx
 uint32, Eiger gap value in the gaps, Bitshuffle/LZ4, one frame per chunk, written as the
@@ -22,11 +22,17 @@ Reported per rate:
   offered rate;
 * result s: from the later of (stop document handed over, last frame analysed) until the
   result is ready (the cross-frame analysis at the stop document, ``LiveXcca.wait``);
-* selected: frames selected by the analysis (a check that the frames carry the structure).
+* selected: frames selected by the analysis (a check that the frames carry the structure);
+* CPU ms/frame: CPU time of the whole process (all threads) from the first event handed
+  over to the last frame analysed, per frame -- on a shared machine the number that other
+  processes disturb least (the wall-clock rates need free cores).
 
 Baseline, same run, same frames: the bare loop ``XccaAnalysis.add_frame(i, ds[i])`` over
 the HDF5 file (read + decompress + per-frame XCCA, no documents, no queue, no thread);
 ``ratio`` = sustained frames/s of the callback as fast as possible / baseline frames/s.
+A second bare loop reads the frames with the callback's reader
+(:class:`~mc_beamline.callbacks.frames.Hdf5FrameReader`: raw chunk + Bitshuffle/LZ4
+decompression, no thread) instead of h5py's ``ds[i]``.
 Without ``--figure`` the callback draws no live figure (set it to include the redraws of
 the live figure every 5 s in the worker, as the demo does).
 """
@@ -134,30 +140,49 @@ def compose_documents(sim, path: Path, n_file: int, n_events: int):
 
 
 # ------------------------------------------------------------------ measurement
-def baseline_fps(sim, path: Path, n: int) -> float:
-    """Frames/s of the bare loop: read a frame from the HDF5 file, ``XccaAnalysis.add_frame``."""
+def baseline_fps(sim, path: Path, n: int, reader: bool = False) -> float:
+    """Frames/s of the bare loop: read a frame from the HDF5 file, ``XccaAnalysis.add_frame``.
+
+    ``reader``: read with the callback's :class:`Hdf5FrameReader` instead of h5py's ``ds[i]``.
+    """
     from mc_beamline.callbacks.live_xcca import analysis_for_start
 
     start, *_ = compose_documents(sim, path, n, 0)
     ana = analysis_for_start(start)
     with h5py.File(path, "r") as f:
         ds = f[DATASET]
-        ana.add_frame(0, ds[0])  # warm-up (first-call allocations)
+        n_file = ds.shape[0]
+        if reader:
+            from mc_beamline.callbacks.frames import Hdf5FrameReader
+
+            frames = Hdf5FrameReader()
+            read = lambda i: frames.read(str(path), DATASET, i)  # noqa: E731
+        else:
+            read = ds.__getitem__
+        ana.add_frame(0, read(0))  # warm-up (first-call allocations)
         t0 = time.perf_counter()
         for i in range(1, n):
-            ana.add_frame(i, ds[i % ds.shape[0]])
-        return (n - 1) / (time.perf_counter() - t0)
+            ana.add_frame(i, read(i % n_file))
+        fps = (n - 1) / (time.perf_counter() - t0)
+        if reader:
+            frames.close()
+        return fps
 
 
-def drive(sim, path: Path, n_file: int, n_events: int, rate: float | None, figure_dir: Path | None) -> dict:
+def drive(sim, path: Path, n_file: int, n_events: int, rate: float | None, figure_dir: Path | None,
+          prefetch: int | None = None) -> dict:
     """Feed one synthetic run to a fresh LiveXcca at ``rate`` frames/s (None: as fast as possible)."""
     from mc_beamline.callbacks.live_xcca import LiveXcca
 
     start, head, points, stop = compose_documents(sim, path, n_file, n_events)
-    live = LiveXcca(start, publish=None, figure_dir=figure_dir)
+    options = {} if prefetch is None else {"prefetch": prefetch}
+    live = LiveXcca(start, publish=None, figure_dir=figure_dir, **options)
+    cpu = []
+    live.frame_latency_s = _CpuAtLastFrame(cpu)
     for name, doc in head:
         live(name, doc)
     handed = np.empty(n_events)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for i, (datum, event) in enumerate(points):
         if rate is not None:
@@ -191,7 +216,20 @@ def drive(sim, path: Path, n_file: int, n_events: int, rate: float | None, figur
         "median": float(np.median(lag)), "p95": float(np.percentile(lag, 95)), "max": float(lag.max()),
         "first": float(first), "last": float(last), "keeps_up": keeps_up and rate is not None,
         "result_s": result_s, "n_selected": live.result["n_selected"],
+        "cpu_ms": (cpu[0] - cpu0) / n_events * 1e3,
     }
+
+
+class _CpuAtLastFrame(list):
+    """``LiveXcca.frame_latency_s`` that also keeps the process CPU time when the last frame was added."""
+
+    def __init__(self, cpu: list):
+        super().__init__()
+        self._cpu = cpu
+
+    def append(self, value) -> None:
+        super().append(value)
+        self._cpu[:] = [time.process_time()]
 
 
 def main() -> None:
@@ -201,19 +239,23 @@ def main() -> None:
     parser.add_argument("--rates", default="50,100,500", help="paced rates in frames/s (default 50,100,500)")
     parser.add_argument("--max-events", type=int, default=SEED_SHAPE[0] * SEED_SHAPE[1],
                         help="most events per run, and the events of the as-fast-as-possible run (default 1785)")
+    parser.add_argument("--prefetch", type=int, default=None,
+                        help="frames the callback reads ahead (LiveXcca's prefetch; default: its default)")
     parser.add_argument("--figure", action="store_true", help="let the callback redraw its live figure (every 5 s)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mc-bench-live-xcca",
                         help="directory of the generated detector file (reused when present)")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
 
     sim, path = detector_file(args.cache / f"frames_{args.frames}.h5", args.frames)
     max_events = min(args.max_events, SEED_SHAPE[0] * SEED_SHAPE[1])
     base = baseline_fps(sim, path, min(args.frames, 200))
+    base_reader = baseline_fps(sim, path, min(args.frames, 200), reader=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mc-bench-fig-") as figdir:
         for rate in [float(r) for r in args.rates.split(",") if r] + [None]:
             n = max_events if rate is None else min(max_events, max(50, int(rate * args.seconds)))
-            row = drive(sim, path, args.frames, n, rate, Path(figdir) if args.figure else None)
+            row = drive(sim, path, args.frames, n, rate, Path(figdir) if args.figure else None, args.prefetch)
             rows.append(row)
             print(f"  {'afap' if rate is None else f'{rate:g}/s'}: {n} frames, sustained {row['sustained']:.1f}/s, "
                   f"lag median {row['median'] * 1e3:.0f} ms, max {row['max'] * 1e3:.0f} ms", flush=True)
@@ -221,9 +263,13 @@ def main() -> None:
     print()
     print(f"LiveXcca lag and throughput: {platform.node()}, {os.cpu_count()} CPUs, {args.frames} distinct frames "
           f"(1065 x 1030 uint32, Bitshuffle/LZ4), live figure {'on' if args.figure else 'off'}")
-    print(f"baseline (bare loop: HDF5 read + XccaAnalysis.add_frame): {base:.1f} frames/s")
+    print(f"baseline (bare loop: HDF5 read + XccaAnalysis.add_frame): {base:.1f} frames/s; "
+          f"with the callback's frame reader instead of h5py: {base_reader:.1f} frames/s")
+    print(f"prefetch: {'default' if args.prefetch is None else args.prefetch}; load average at start: "
+          f"{', '.join(f'{x:.2f}' for x in load_at_start)}, at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     head = (f"{'offered':>9} {'frames':>6} {'handed/s':>9} {'analysed/s':>10} {'lag med':>8} {'p95':>8} "
-            f"{'max':>8} {'1st 10%':>8} {'last 10%':>8} {'keeps up':>8} {'result s':>8} {'selected':>8}")
+            f"{'max':>8} {'1st 10%':>8} {'last 10%':>8} {'keeps up':>8} {'result s':>8} {'selected':>8} "
+            f"{'CPU ms/fr':>9}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -231,7 +277,7 @@ def main() -> None:
         keeps = "-" if r["rate"] is None else ("yes" if r["keeps_up"] else "NO")
         print(f"{label:>9} {r['n']:>6} {r['offered']:>9.0f} {r['sustained']:>10.1f} {r['median'] * 1e3:>6.0f}ms "
               f"{r['p95'] * 1e3:>6.0f}ms {r['max'] * 1e3:>6.0f}ms {r['first'] * 1e3:>6.0f}ms {r['last'] * 1e3:>6.0f}ms "
-              f"{keeps:>8} {r['result_s']:>8.2f} {r['n_selected']:>8}")
+              f"{keeps:>8} {r['result_s']:>8.2f} {r['n_selected']:>8} {r['cpu_ms']:>9.2f}")
     afap = rows[-1]
     print(f"ratio, callback as fast as possible / baseline: {afap['sustained'] / base:.2f}")
     print("lag = event handed to the callback -> frame in the analysis; analysed/s = frames / "

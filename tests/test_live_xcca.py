@@ -310,6 +310,74 @@ def test_analysis_that_cannot_be_built_is_recorded_in_tiled(unbuildable_raster, 
         stored_results(tiled, uid)
 
 
+# ------------------------------------------- 3b. frames read ahead (no IOC, no Tiled)
+def test_frames_read_ahead_give_exactly_the_frame_by_frame_and_offline_result(tmp_path):
+    """LiveXcca decompresses the next frames in threads while it analyses one (``prefetch``);
+    the result equals, exactly, the one of reading each frame when it is analysed and the
+    offline analysis of the file through h5py; frames whose chunk does not decode are
+    recorded per frame, as an h5py read error is, and the others go on."""
+    import h5py
+    import hdf5plugin
+    from event_model import compose_run
+
+    from mc_beamline.analysis.masks import encode_mask
+    from mc_beamline.devices.detector import DATASET, RESOURCE_SPEC
+    from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
+
+    sim = MesocrystalSimulator()
+    ys, xs = seed_raster_positions()
+    ny, nx = 6, 8
+    rows = np.linspace(0, len(ys) - 1, ny).astype(int)
+    cols = np.linspace(0, len(xs) - 1, nx).astype(int)
+    path = tmp_path / "frames.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        ds = f.create_dataset(DATASET, shape=(ny * nx, *sim.geometry.shape), chunks=(1, *sim.geometry.shape),
+                              dtype="<u4", **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+        for k in range(ny * nx):
+            row, col = divmod(k, nx)
+            ds[k] = sim.frame(xs[cols[col]], ys[rows[row]], 0.01, noise_key=k)
+    md = {"mc_beamline": {"experiment": "raster", "scan_shape": [ny, nx], "step_um": 1.6, "snake": False,
+                          "image_key": "det_image", "detector_poni": sim.geometry.to_poni_text(),
+                          "detector_mask": encode_mask(sim.mask)}}
+    run = compose_run(metadata=md)
+    resource = run.compose_resource(spec=RESOURCE_SPEC, root=str(tmp_path), resource_path=path.name,
+                                    resource_kwargs={"dataset": DATASET})
+    descriptor = run.compose_descriptor(name="primary", data_keys={
+        "det_image": {"source": "SIM", "dtype": "array", "shape": list(sim.geometry.shape), "external": "FILESTORE:"}})
+    docs = [("descriptor", descriptor.descriptor_doc), ("resource", resource.resource_doc)]
+    for k in range(ny * nx):
+        datum = resource.compose_datum(datum_kwargs={"point_number": k})
+        docs += [("datum", datum), ("event", descriptor.compose_event(data={"det_image": datum["datum_id"]},
+                                                                       timestamps={"det_image": 0.0}))]
+    docs.append(("stop", run.compose_stop()))
+
+    def live_result(prefetch: int | None) -> LiveXcca:
+        live = LiveXcca(run.start_doc, **({} if prefetch is None else {"prefetch": prefetch}))
+        for name, doc in docs:
+            live(name, doc)
+        assert live.wait(ANALYSIS_WAIT_S)
+        return live
+
+    ahead, further, one_by_one = live_result(None), live_result(5), live_result(0)
+    assert ahead.errors == [] and further.errors == [] and one_by_one.errors == []
+    assert ahead.result["n_selected"] > 0
+    assert ahead.result == one_by_one.result == further.result
+    offline = analysis_for_start(run.start_doc)
+    with h5py.File(path, "r") as f:
+        for k in range(ny * nx):
+            offline.add_frame(k, f[DATASET][k])
+    from mc_beamline.jsonio import json_ready
+
+    assert ahead.result == json_ready(offline.result())
+
+    with h5py.File(path, "r+") as f:  # frame 5 no longer decodes
+        _, raw = f[DATASET].id.read_direct_chunk((5, 0, 0))
+        f[DATASET].id.write_direct_chunk((5, 0, 0), raw[:12] + bytes([0xFF] * (len(raw) - 12)), 0)
+    broken = live_result(None)
+    assert [(e["where"], e["seq_num"]) for e in broken.errors] == [("frame", 6)]
+    assert broken.result["n_frames"] == ny * nx - 1
+
+
 # ------------------------------------------------------- 4. the full seed raster vs truth
 FULL_DEMO = textwrap.dedent(
     """

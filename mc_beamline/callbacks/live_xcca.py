@@ -5,16 +5,21 @@
 queues documents; a worker thread locates each frame (HDF5 file, or Tiled in a remote
 replay), feeds :class:`~mc_beamline.analysis.xcca_pipeline.XccaAnalysis`, redraws the live
 figure now and then, and at the stop document computes the result and publishes it as a
-derived run. Any exception in the analysis is logged and recorded next to the results;
-it never reaches the RunEngine, so the scan goes on.
+derived run. While it analyses a frame, a few threads decompress the next ones (at most
+``prefetch`` frames ahead, in a few reused arrays, so memory stays bounded); frames are
+analysed in event order. Any exception in the analysis is logged and recorded next to the
+results; it never reaches the RunEngine, so the scan goes on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +29,7 @@ from event_model import RunRouter
 from ..analysis.geometry import DetectorGeometry
 from ..analysis.masks import decode_mask, load_mask
 from ..analysis.xcca_pipeline import XccaAnalysis
-from .frames import FrameLocator
+from .frames import FrameLocator, PendingFrame
 from ..jsonio import json_ready
 from .analysis_errors import record_error
 from .xcca_results import xcca_result_documents
@@ -66,11 +71,13 @@ class LiveXcca:
     redraw_s : least time between two redraws of the live figure, seconds.
     analysis_factory : builds the analysis from the start document (tests inject faults here).
     frame_fallback : ``fallback(seq_num) -> frame`` when a detector file is not readable here.
+    prefetch : most frames read ahead of the one being analysed (their decompression runs
+        in ``min(prefetch, CPUs, 4)`` threads); 0: read each frame when it is analysed.
     """
 
     def __init__(self, start_doc: dict, *, publish: Publisher | None = None, figure_dir: Path | None = None,
                  redraw_s: float = 10.0, analysis_factory: Callable[[dict], XccaAnalysis] = analysis_for_start,
-                 frame_fallback: Callable[[int], np.ndarray] | None = None):
+                 frame_fallback: Callable[[int], np.ndarray] | None = None, prefetch: int = 2):
         self.start_doc = start_doc
         self.publish = publish
         self.figure_dir = Path(figure_dir) if figure_dir else None
@@ -80,8 +87,13 @@ class LiveXcca:
         self.figure_path: Path | None = None
         self.frame_latency_s: list[float] = []
         self.analysis: XccaAnalysis | None = None
+        self._prefetch = max(0, int(prefetch))
+        workers = min(self._prefetch, os.cpu_count() or 1, 4)
+        self._pool = (ThreadPoolExecutor(workers, thread_name_prefix=f"xcca-read-{start_doc['uid'][:8]}")
+                      if workers else None)
         self._locator = FrameLocator(start_doc["mc_beamline"].get("image_key", "det_image"), fallback=frame_fallback,
-                                     on_error=lambda seq_num, exc: self._record("frame", exc, seq_num))
+                                     on_error=lambda seq_num, exc: self._record("frame", exc, seq_num),
+                                     executor=self._pool, buffers=self._prefetch + 2)
         self._queue: queue.Queue = queue.Queue()
         self._done = threading.Event()
         self._last_draw = time.monotonic()
@@ -106,30 +118,65 @@ class LiveXcca:
         record_error(self.errors, logger, f"XCCA of run {self.start_doc['uid'][:8]}", where, exc, seq_num)
 
     def _work(self) -> None:
-        while True:
-            name, doc, queued = self._queue.get()
-            try:
-                if name == "stop":
-                    self._finish(doc)
-                    return
-                self._handle(name, doc, queued)
-            except Exception as exc:  # noqa: BLE001
-                self._record(name, exc, doc.get("seq_num") if isinstance(doc.get("seq_num"), int) else None)
+        """Take documents in order; keep up to ``prefetch`` located frames pending; analyse the oldest.
 
-    def _handle(self, name: str, doc: dict, queued: float) -> None:
-        if self.analysis is None:
-            return  # set-up failed (recorded); reading frames would be wasted work
-        for seq_num, frame in self._locator(name, doc):
+        A frame is analysed when the look-ahead is full, when no document is waiting (so a
+        frame never waits for the next event), and before the stop document.
+        """
+        pending: deque[tuple[PendingFrame, float]] = deque()
+        source = None  # (name, doc, iterator of the frames it makes available, queued)
+        while True:
+            if pending and (len(pending) > self._prefetch or (source is None and self._queue.empty())):
+                self._analyse(*pending.popleft())
+                continue
+            if source is not None:
+                name, doc, frames, queued = source
+                try:
+                    pending.append((next(frames), queued))
+                except StopIteration:
+                    source = None
+                    self._maybe_draw()
+                except Exception as exc:  # noqa: BLE001
+                    source = None
+                    self._record(name, exc, doc.get("seq_num") if isinstance(doc.get("seq_num"), int) else None)
+                continue
+            name, doc, queued = self._queue.get()
+            if name == "stop":
+                while pending:
+                    self._analyse(*pending.popleft())
+                self._finish(doc)
+                return
+            if self.analysis is not None:  # else set-up failed (recorded); reading frames would be wasted work
+                source = (name, doc, self._locator.locate(name, doc), queued)
+
+    def _analyse(self, pending: PendingFrame, queued: float) -> None:
+        try:
+            frame = pending.result()  # None: not readable, recorded by the locator
+        except Exception as exc:  # noqa: BLE001
+            self._record("frame", exc, pending.seq_num)
+            frame = None
+        if frame is not None:
             try:
-                self.analysis.add_frame(seq_num - 1, frame)
+                self.analysis.add_frame(pending.seq_num - 1, frame)
             except Exception as exc:  # noqa: BLE001
-                self._record("frame", exc, seq_num)
+                self._record("frame", exc, pending.seq_num)
             self.frame_latency_s.append(time.perf_counter() - queued)
+        del frame
+        pending.release()  # its array is reused for a later frame unless something still refers to it
+        self._maybe_draw()
+
+    def _maybe_draw(self) -> None:
         if self.figure_dir is not None and time.monotonic() - self._last_draw > self.redraw_s:
             self._draw()
 
     def _finish(self, stop_doc: dict) -> None:
         maps = None
+        try:  # no more frames: the reader's threads, files and frame arrays go before the result is computed
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            self._locator.close()
+        except Exception as exc:  # noqa: BLE001
+            self._record("close", exc)
         try:
             if self.analysis is not None:
                 details = self.analysis.details()
@@ -146,7 +193,6 @@ class LiveXcca:
         except Exception as exc:  # noqa: BLE001
             self._record("publish", exc)
         finally:
-            self._locator.close()
             self._done.set()
 
     def _draw(self, details: dict | None = None) -> None:
