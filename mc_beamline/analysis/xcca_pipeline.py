@@ -29,6 +29,7 @@ Across frames (:meth:`XccaAnalysis.result`):
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -57,15 +58,50 @@ class FrameRecord:
     index : frame index in the scan (row-major raster order unless ``snake``).
     sl_peaks, al_peaks : arrays (n, 2) of (azimuth in degrees, prominence) per ring.
     ccf : normalised CCF (N,) when the frame has peaks on both rings, else None.
-    cut_sum, cut_count : the (q, Δφ) cut around its strongest AL peak, or None.
+    cut : the (q, Δφ) cut around its strongest AL peak (:meth:`pack_cut`), or None; read it
+        as :attr:`cut_sum` (float32) and :attr:`cut_count` (uint16), both (n_q, n_φ).
+
+    The cut is the largest thing kept per frame (~14 KB); it is stored zlib-compressed
+    (lossless, ~3.5x smaller), so that a stream of 10^5 frames stays well inside 1 GiB.
     """
 
     index: int
     sl_peaks: np.ndarray
     al_peaks: np.ndarray
     ccf: np.ndarray | None = None
-    cut_sum: np.ndarray | None = None
-    cut_count: np.ndarray | None = None
+    cut: tuple[bytes, tuple[int, int]] | None = None
+
+    @staticmethod
+    def pack_cut(cut_sum: np.ndarray, cut_count: np.ndarray) -> tuple[bytes, tuple[int, int]]:
+        """The compressed form of a cut: sums as float32, pixel counts as uint16."""
+        sums = np.ascontiguousarray(cut_sum, dtype=np.float32)
+        counts = np.ascontiguousarray(cut_count, dtype=np.uint16)
+        if sums.shape != counts.shape or sums.ndim != 2:
+            raise ValueError("A cut's sums and counts must be 2D arrays of one shape.")
+        return zlib.compress(sums.tobytes() + counts.tobytes(), 1), sums.shape
+
+    def unpack_cut(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(sums float32, counts uint16) of the cut, read-only, or None."""
+        if self.cut is None:
+            return None
+        blob, shape = self.cut
+        raw = zlib.decompress(blob)
+        n = shape[0] * shape[1]
+        sums = np.frombuffer(raw, dtype=np.float32, count=n).reshape(shape)
+        counts = np.frombuffer(raw, dtype=np.uint16, count=n, offset=4 * n).reshape(shape)
+        return sums, counts
+
+    @property
+    def cut_sum(self) -> np.ndarray | None:
+        """Summed intensity of the cut, float32 (read-only), or None."""
+        cut = self.unpack_cut()
+        return None if cut is None else cut[0]
+
+    @property
+    def cut_count(self) -> np.ndarray | None:
+        """Good pixels per cell of the cut, uint16 (read-only), or None."""
+        cut = self.unpack_cut()
+        return None if cut is None else cut[1]
 
     @property
     def candidate(self) -> bool:
@@ -217,9 +253,7 @@ class XccaAnalysis:
             self.running_ccf.add(rec.ccf)
             top = float(al[np.argmax(al[:, 1]), 0])
             if self._window_covered(res, top):
-                sums, counts = self._cut.frame_cut(frame, top)
-                rec.cut_sum = sums.astype(np.float32)
-                rec.cut_count = counts.astype(np.uint16)
+                rec.cut = FrameRecord.pack_cut(*self._cut.frame_cut(frame, top))
         self.records[index] = rec
         return rec
 
@@ -276,8 +310,7 @@ class XccaAnalysis:
                 sl_peaks=np.asarray(f["sl_peaks"], dtype=np.float64).reshape(-1, 2),
                 al_peaks=np.asarray(f["al_peaks"], dtype=np.float64).reshape(-1, 2),
                 ccf=None if f["ccf"] is None else np.asarray(f["ccf"], dtype=np.float64),
-                cut_sum=None if f["cut_sum"] is None else np.asarray(f["cut_sum"], dtype=np.float32),
-                cut_count=None if f["cut_count"] is None else np.asarray(f["cut_count"], dtype=np.uint16),
+                cut=None if f["cut_sum"] is None else FrameRecord.pack_cut(f["cut_sum"], f["cut_count"]),
             )
         ana.running_ccf = CcfAccumulator.from_state(state["running_ccf"])
         return ana
@@ -364,9 +397,10 @@ class XccaAnalysis:
         cut_count = np.zeros_like(self._cut.count)
         n_cut = 0
         for r in selected:
-            if r.cut_sum is not None:
-                cut_sum += r.cut_sum
-                cut_count += r.cut_count
+            cut = r.unpack_cut()
+            if cut is not None:
+                cut_sum += cut[0]
+                cut_count += cut[1]
                 n_cut += 1
         widths = None
         cut_mean = None
