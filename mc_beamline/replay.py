@@ -70,11 +70,12 @@ def _plain(value):
     return value
 
 
-def replay_live(client: Any, uid: str, publish=None, timeout_s: float = 600.0):
+def replay_live(client: Any, uid: str, publish=None, timeout_s: float = 600.0, **live_options):
     """Run stored run ``uid``'s documents through its live callback (XCCA, flow or assembly); return it.
 
     ``publish`` receives the derived run's documents (None: they are dropped). Frames and
-    arrays the documents do not carry are read from Tiled. Raises :class:`RunNotFoundError`
+    arrays the documents do not carry are read from Tiled. ``live_options`` go to the
+    callback (e.g. ``prefetch=0`` for the XCCA callback: no read-ahead threads). Raises :class:`RunNotFoundError`
     for a run without a live analysis and :class:`TimeoutError` after ``timeout_s`` seconds.
     """
     raw = _raw_run(client, uid)
@@ -85,11 +86,12 @@ def replay_live(client: Any, uid: str, publish=None, timeout_s: float = 600.0):
         def from_tiled(seq_num: int) -> np.ndarray:
             return np.asarray(raw["primary"][image_key][seq_num - 1])
 
-        live = LiveXcca(start, publish=publish, frame_fallback=from_tiled)
+        live = LiveXcca(start, publish=publish, frame_fallback=from_tiled, **live_options)
     elif is_flow_run(start) or is_assembly_run(start):
         live_class = LiveFlow if is_flow_run(start) else LiveAssembly
         live = live_class(start, publish=publish,
-                          array_fallback=lambda key, seq_num: np.asarray(raw["primary"][key][seq_num - 1]))
+                          array_fallback=lambda key, seq_num: np.asarray(raw["primary"][key][seq_num - 1]),
+                          **live_options)
     else:
         raise RunNotFoundError(
             f"Run {uid} is not a raster, flow or assembly run; there is no live analysis to replay.")

@@ -27,11 +27,13 @@ from mc_beamline.reprocess import (
     RunQuery,
     dask_client,
     find_runs,
+    forget_worker_client,
     reprocess_many,
     reprocess_run,
     reprocessed_result,
     reprocessed_uid,
     server_address,
+    worker_client,
 )
 from mc_beamline.replay import RunNotFoundError, replay
 from mc_beamline.storage import DataDir, TiledService, read_stream_array, tiled_writer
@@ -139,6 +141,91 @@ def test_reprocessed_run_is_stored_like_the_live_one_and_marked(reprocessed, cli
     assert dict(stop["num_events"]) == dict(live_run.metadata["stop"]["num_events"])
     assert sorted(run) == sorted(live_run) == ["ccf", "frames", "maps"]
     assert (run["maps"]["domain"].read() == live_run["maps"]["domain"].read()).all()
+
+
+def test_workers_run_single_threaded_numerics(reprocessed, service):
+    """The LocalCluster's workers: one BLAS/OpenMP/numba thread, glibc's adaptive malloc (no Dask trim override)."""
+
+    def env() -> dict:
+        return {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                               "NUMBA_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")}
+
+    with dask_client(n_workers=1) as dask:
+        (seen,) = dask.run(env).values()
+    assert seen == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                    "NUMBA_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": None}
+
+
+def test_timings_and_what_the_write_lock_covers(reprocessed, client, monkeypatch):
+    """The lock is held to delete the old derived run and to write the stop document, nothing else."""
+
+    class RecordingLock:
+        def __init__(self) -> None:
+            self.held = False
+            self.entered = 0
+
+        def __enter__(self):
+            self.held = True
+            self.entered += 1
+
+        def __exit__(self, *exc_info):
+            self.held = False
+
+    lock = RecordingLock()
+    seen: list[tuple[str, bool]] = []
+    import mc_beamline.reprocess as module
+
+    original = module.tiled_writer
+
+    def recording_writer(*args, **kwargs):
+        writer = original(*args, **kwargs)
+
+        def write(name, doc):
+            seen.append((name, lock.held))
+            writer(name, doc)
+
+        return write
+
+    requests: list[tuple[str, str, bool]] = []
+
+    def record_request(request) -> None:
+        requests.append((request.method, request.url.path, lock.held))
+
+    monkeypatch.setattr(module, "tiled_writer", recording_writer)
+    hooks = client.context.http_client.event_hooks
+    monkeypatch.setitem(hooks, "request", [*hooks["request"], record_request])
+    outcome = reprocess_run(client, reprocessed[0].raw_uid, force=True, write_lock=lock)
+    assert outcome.status == "reprocessed" and outcome.result == reprocessed[0].result
+    assert lock.entered == 2  # the deletion of the earlier result, then the stop document
+    assert seen[-1] == ("stop", True) and not any(held for _, held in seen[:-1])
+    # what changes the server's SQLite table storage happens under the lock: deletions, table appends
+    table_writes = [(m, path, held) for m, path, held in requests
+                    if "/table/" in path or (m == "DELETE" and "/metadata/" in path)]
+    assert table_writes and all(held for *_, held in table_writes), requests
+    assert sum(m == "PATCH" and "/table/partition/" in path for m, path, _ in requests) == 3  # one append per stream
+    assert [name for name, _ in seen[:-1]] == ["start", "descriptor", "event", "descriptor", "event_page",
+                                               "descriptor", "event"]
+    assert {"lookup", "delete", "replay", "lock_wait", "write"} <= set(outcome.timings)
+    assert sum(outcome.timings.values()) <= outcome.seconds + 1e-6
+    assert len(read_stream_array(client, outcome.derived_uid, "index", stream="frames")) == 24
+
+
+def test_worker_client_is_kept_per_process(client):
+    uri, api_key = server_address(client)
+    first = worker_client(uri, api_key)
+    try:
+        assert worker_client(uri, api_key) is first
+        forget_worker_client(uri, api_key)
+        second = worker_client(uri, api_key)
+        assert second is not first and sorted(second) == sorted(client)
+    finally:
+        forget_worker_client(uri, api_key)
+
+
+def test_each_dask_task_reports_where_its_time_went(reprocessed):
+    for outcome in reprocessed:
+        assert {"connect", "lookup", "replay", "lock_wait", "write"} <= set(outcome.timings)
+        assert outcome.timings["replay"] > 0 and outcome.timings["write"] > 0
 
 
 # ------------------------------------------------------------------ idempotence
