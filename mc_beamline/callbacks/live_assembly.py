@@ -11,9 +11,6 @@ are recorded next to the results and never reach the RunEngine.
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -23,13 +20,9 @@ from event_model import RunRouter
 from ..analysis.assembly_series import AssemblySeriesAnalysis
 from ..analysis.geometry import DetectorGeometry
 from ..jsonio import json_ready
-from .analysis_errors import record_error
 from .assembly_results import assembly_result_documents
+from .queued_analysis import ArrayFallback, Publisher, QueuedRunAnalysis, analysis_router
 
-logger = logging.getLogger(__name__)
-
-Publisher = Callable[[str, dict], None]
-ArrayFallback = Callable[[str, int], np.ndarray]
 SAMPLES_WITH_PHASES = ("colloid",)
 """Samples whose curves are fitted with the dilute/dense/crystal phase model (3D assemblies)."""
 
@@ -38,7 +31,7 @@ def is_assembly_run(start_doc: dict) -> bool:
     return start_doc.get("mc_beamline", {}).get("experiment") == "assembly"
 
 
-class LiveAssembly:
+class LiveAssembly(QueuedRunAnalysis):
     """Analysis of one assembly run, computed while its documents arrive.
 
     Parameters
@@ -52,22 +45,14 @@ class LiveAssembly:
     array_fallback : ``fallback(key, seq_num) -> array`` for array data an event does not carry.
     """
 
+    WHAT = "Assembly analysis"
+
     def __init__(self, start_doc: dict, *, publish: Publisher | None = None, figure_dir: Path | None = None,
                  array_fallback: ArrayFallback | None = None):
-        self.start_doc = start_doc
-        self.publish = publish
-        self.figure_dir = Path(figure_dir) if figure_dir else None
-        self.array_fallback = array_fallback
-        self.errors: list[dict] = []
-        self.result: dict | None = None
-        self.figure_path: Path | None = None
+        super().__init__(start_doc, publish=publish, figure_dir=figure_dir, array_fallback=array_fallback)
         md = start_doc.get("mc_beamline", {})
-        self.keys = dict(md.get("keys", {}))
         self.image_shape = tuple(md.get("image_shape") or ())
         self.analysis: AssemblySeriesAnalysis | None = None
-        self._primary: set[str] = set()
-        self._queue: queue.Queue = queue.Queue()
-        self._done = threading.Event()
         try:
             geometry = DetectorGeometry.from_poni_text(md["poni"]) if md.get("poni") else None
             self.analysis = AssemblySeriesAnalysis(
@@ -75,52 +60,11 @@ class LiveAssembly:
                 phases=md.get("sample") in SAMPLES_WITH_PHASES)
         except Exception as exc:  # noqa: BLE001 - recorded; the run goes on, the result says why
             self._record("start", exc)
-        self._worker = threading.Thread(target=self._work, name=f"assembly-{start_doc['uid'][:8]}", daemon=True)
-        self._worker.start()
-
-    # ------------------------------------------------------------- callback side
-    def __call__(self, name: str, doc: dict) -> None:
-        """Queue a document; returns at once."""
-        self._queue.put((name, doc))
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the stop document has been processed; True if it has."""
-        return self._done.wait(timeout)
-
-    # --------------------------------------------------------------- worker side
-    def _record(self, where: str, exc: BaseException, seq_num: int | None = None) -> None:
-        record_error(self.errors, logger, f"Assembly analysis of run {self.start_doc['uid'][:8]}", where, exc,
-                     seq_num)
-
-    def _work(self) -> None:
-        while True:
-            name, doc = self._queue.get()
-            try:
-                if name == "stop":
-                    self._finish()
-                    return
-                if self.analysis is None:
-                    continue
-                if name == "descriptor" and doc.get("name") == "primary":
-                    self._primary.add(doc["uid"])
-                elif name == "event" and doc["descriptor"] in self._primary:
-                    self._event(doc)
-                elif name == "event_page" and doc["descriptor"] in self._primary:
-                    for i, seq_num in enumerate(doc["seq_num"]):
-                        self._event({"seq_num": seq_num, "data": {k: v[i] for k, v in doc["data"].items()}})
-            except Exception as exc:  # noqa: BLE001
-                self._record(name, exc, doc.get("seq_num") if isinstance(doc.get("seq_num"), int) else None)
-
-    def _array(self, data: dict, role: str, seq_num: int) -> np.ndarray | None:
-        key = self.keys.get(role)
-        if key is None:
-            return None
-        value = data.get(key)
-        if value is None and self.array_fallback is not None:
-            value = self.array_fallback(key, seq_num)
-        return None if value is None else np.asarray(value)
+        self._start_worker()
 
     def _event(self, doc: dict) -> None:
+        if self.analysis is None:
+            return
         data, seq_num = doc["data"], doc["seq_num"]
         try:
             t = float(data[self.keys["elapsed"]])
@@ -135,23 +79,18 @@ class LiveAssembly:
             return
         self._draw()
 
-    def _finish(self) -> None:
-        try:
-            if self.analysis is not None and self.analysis.n_frames:
-                self.result = json_ready(self.analysis.result())
-            elif not self.errors:
-                raise ValueError("The run holds no frames to analyse.")
-        except Exception as exc:  # noqa: BLE001
-            self._record("result", exc)
+    def _compute_result(self) -> dict | None:
+        if self.analysis is not None and self.analysis.n_frames:
+            return json_ready(self.analysis.result())
+        if not self.errors:
+            raise ValueError("The run holds no frames to analyse.")
+        return None
+
+    def _after_result(self) -> None:
         self._draw()
-        try:
-            if self.publish is not None:
-                for name, doc in assembly_result_documents(self.start_doc, self.result, self.errors):
-                    self.publish(name, doc)
-        except Exception as exc:  # noqa: BLE001
-            self._record("publish", exc)
-        finally:
-            self._done.set()
+
+    def _result_documents(self):
+        return assembly_result_documents(self.start_doc, self.result, self.errors)
 
     def _draw(self) -> None:
         if self.figure_dir is None or self.analysis is None or not self.analysis.n_frames:
@@ -181,16 +120,8 @@ class LiveAssembly:
 def assembly_router(publish: Publisher | None = None, figure_dir: Path | None = None,
                     on_run: Callable[[LiveAssembly], None] | None = None) -> RunRouter:
     """A RunRouter that runs :class:`LiveAssembly` on every assembly run (subscribe it to the RunEngine)."""
-
-    def factory(name: str, start_doc: dict):
-        if not is_assembly_run(start_doc):
-            return [], []
-        live = LiveAssembly(start_doc, publish=publish, figure_dir=figure_dir)
-        if on_run is not None:
-            on_run(live)
-        return [live], []
-
-    return RunRouter([factory])
+    return analysis_router(is_assembly_run,
+                           lambda start: LiveAssembly(start, publish=publish, figure_dir=figure_dir), on_run)
 
 
 __all__ = ["LiveAssembly", "assembly_router", "is_assembly_run"]
