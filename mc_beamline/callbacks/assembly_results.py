@@ -14,10 +14,9 @@ The derived run names its raw run in ``start["mc_beamline"]["raw_uid"]`` (``anal
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
-from event_model import DocumentNames, compose_run, schema_validators
+from .derived_runs import derived_run_documents
 
 ANALYSIS_NAME = "assembly"
 RESULT_KEY = "assembly_result"
@@ -49,31 +48,9 @@ def frame_rows(result: dict) -> list[dict[str, float]]:
 def assembly_result_documents(raw_start: dict, result: dict | None, errors: list[dict]
                               ) -> Iterator[tuple[str, dict]]:
     """Documents of the derived run holding ``result`` of raw run ``raw_start`` (None: errors only)."""
-    bundle = compose_run(metadata={
-        "plan_name": "assembly_analysis",
-        "mc_beamline": {"analysis": ANALYSIS_NAME, "raw_uid": raw_start["uid"],
-                        "experiment": raw_start.get("mc_beamline", {}).get("experiment")},
-    })
-    yield "start", bundle.start_doc
-    rows = frame_rows(result) if result is not None else []
-    if rows:
-        desc = bundle.compose_descriptor(
-            name="frames",
-            data_keys={k: {"source": "analysis", "dtype": "number", "shape": [], "dtype_numpy": "<f8",
-                           **({"units": unit} if unit else {})} for k, unit in _KEYS.items()},
-        )
-        yield "descriptor", desc.descriptor_doc
-        for row in rows:
-            now = time.time()
-            yield "event", desc.compose_event(data=row, timestamps={k: now for k in row})
-    stop = bundle.compose_stop(
-        exit_status="success" if not errors else "fail",
-        reason="" if not errors else f"{len(errors)} analysis error(s); first: {errors[0]['message']}",
-    )
-    stop[RESULT_KEY] = result
-    stop["analysis_errors"] = errors
-    schema_validators[DocumentNames.stop].validate(stop)
-    yield "stop", stop
+    return derived_run_documents(raw_start, plan_name="assembly_analysis", analysis=ANALYSIS_NAME,
+                                 result_key=RESULT_KEY, stream="frames", units=_KEYS,
+                                 rows=frame_rows(result) if result is not None else [], result=result, errors=errors)
 
 
 __all__ = ["ANALYSIS_NAME", "RESULT_KEY", "assembly_result_documents", "frame_rows"]

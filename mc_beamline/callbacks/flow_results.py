@@ -13,12 +13,10 @@ The derived run names its raw run in ``start["mc_beamline"]["raw_uid"]`` (``anal
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
-from event_model import DocumentNames, compose_run, schema_validators
-
 from ..analysis.spectra import MSC_FAMILY_NM
+from .derived_runs import derived_run_documents
 
 ANALYSIS_NAME = "msc"
 RESULT_KEY = "msc_result"
@@ -54,32 +52,10 @@ _UNITS = {"nucleation_temperature_c": "degC", "growth_temperature_c": "degC", "r
 
 def flow_result_documents(raw_start: dict, result: dict | None, errors: list[dict]) -> Iterator[tuple[str, dict]]:
     """Documents of the derived run holding ``result`` of raw run ``raw_start`` (None: errors only)."""
-    bundle = compose_run(metadata={
-        "plan_name": "msc_analysis",
-        "mc_beamline": {"analysis": ANALYSIS_NAME, "raw_uid": raw_start["uid"],
-                        "experiment": raw_start.get("mc_beamline", {}).get("experiment")},
-    })
-    yield "start", bundle.start_doc
-    if result is not None and result["spectra"]:
-        keys = list(_UNITS) + [_family_key(f) for f in MSC_FAMILY_NM]
-        desc = bundle.compose_descriptor(
-            name="conditions",
-            data_keys={k: {"source": "analysis", "dtype": "number", "shape": [], "dtype_numpy": "<f8",
-                           **({"units": _UNITS[k]} if k in _UNITS else {})} for k in keys},
-        )
-        yield "descriptor", desc.descriptor_doc
-        for entry in result["spectra"]:
-            now = time.time()
-            row = condition_row(entry)
-            yield "event", desc.compose_event(data=row, timestamps={k: now for k in row})
-    stop = bundle.compose_stop(
-        exit_status="success" if not errors else "fail",
-        reason="" if not errors else f"{len(errors)} analysis error(s); first: {errors[0]['message']}",
-    )
-    stop[RESULT_KEY] = result
-    stop["analysis_errors"] = errors
-    schema_validators[DocumentNames.stop].validate(stop)
-    yield "stop", stop
+    units = {**_UNITS, **{_family_key(f): None for f in MSC_FAMILY_NM}}
+    rows = [condition_row(entry) for entry in result["spectra"]] if result is not None else []
+    return derived_run_documents(raw_start, plan_name="msc_analysis", analysis=ANALYSIS_NAME, result_key=RESULT_KEY,
+                                 stream="conditions", units=units, rows=rows, result=result, errors=errors)
 
 
 __all__ = ["ANALYSIS_NAME", "RESULT_KEY", "condition_row", "flow_result_documents"]
