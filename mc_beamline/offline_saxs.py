@@ -12,27 +12,8 @@ with a non-finite value are dropped; a σ column with a zero, negative or non-fi
 is not used (σ is then estimated from the scatter of the curve). q is in nm⁻¹ unless
 ``--q-unit A^-1`` (Å⁻¹, converted ×10).
 
-Output (RESULT.json, written atomically; see :mod:`mc_beamline.analysis.saxs_curve`)::
-
-    {"crystal": {"lattice", "a_nm", "peaks_q_nm", "fraction", "c_over_a", "rms_rel_error",
-                 "n_peaks_indexed"} | null,
-     "fluid": {"dense_fraction", "dilute_fraction"},
-     "size_distribution": {"radius_nm", "volume_fraction", "mean_radius_nm"} | null,
-     "mesophase": {"d_nm", "peaks_q_nm"} | null}
-
-* crystal: Bragg peaks indexed by :mod:`mc_beamline.analysis.saxs_indexing` (null: no
-  lattice explains the peaks, or there are none); ``fraction`` is the number fraction of
-  NCs in the supercrystal from the component fit of :mod:`mc_beamline.analysis.saxs_phases`.
-* fluid: the number fractions of NCs in the dense and the dilute fluid of the same fit
-  (crystal + dense + dilute = 1).
-* size_distribution: volume-weighted sphere radii from
-  :func:`mc_beamline.analysis.saxs_sizes.size_distribution` (fitted above q = 0.5 nm⁻¹
-  where the curve has at least 40 points there, else over the whole curve; radii from
-  2/q_max to π/q_min); null only if that fit finds no sphere scattering.
-* mesophase: a lamellar mesophase from
-  :func:`mc_beamline.analysis.saxs_sizes.find_lamellar_mesophase` (null if none). A
-  lamellar "crystal" with the same period is reported here only; "orders" that are all
-  indexed reflections of a 3D supercrystal are not a mesophase.
+Output: RESULT.json, written atomically, is :func:`mc_beamline.analysis.saxs_curve.analyse_curve`
+of the curve (crystal, fluid, size_distribution, mesophase; described there).
 
 Bad input raises :class:`SaxsCommandError` (a :class:`ValueError`) with one sentence.
 """
