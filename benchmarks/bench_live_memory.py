@@ -55,7 +55,7 @@ def stream(sim, path: Path, n_distinct: int, n_frames: int, every: int, backlog:
     """Feed one run of ``n_frames`` points to a fresh LiveXcca; return RSS samples and timings."""
     from event_model import compose_run
 
-    from mc_beamline.analysis.masks import encode_mask
+    from mc_beamline.analysis.detector.masks import encode_mask
     from mc_beamline.callbacks.live_xcca import LiveXcca
     from mc_beamline.devices.detector import RESOURCE_SPEC
 

@@ -31,7 +31,7 @@ Baseline, same run, same frames: the bare loop ``XccaAnalysis.add_frame(i, ds[i]
 the HDF5 file (read + decompress + per-frame XCCA, no documents, no queue, no thread);
 ``ratio`` = sustained frames/s of the callback as fast as possible / baseline frames/s.
 A second bare loop reads the frames with the callback's reader
-(:class:`~mc_beamline.callbacks.frames.Hdf5FrameReader`: raw chunk + Bitshuffle/LZ4
+(:class:`~mc_beamline.io.frames.Hdf5FrameReader`: raw chunk + Bitshuffle/LZ4
 decompression, no thread) instead of h5py's ``ds[i]``.
 Without ``--figure`` the callback draws no live figure (set it to include the redraws of
 the live figure every 5 s in the worker, as the demo does).
@@ -99,7 +99,7 @@ def compose_documents(sim, path: Path, n_file: int, n_events: int):
     Returns (start document, [(datum, event), ...], stop document); the Resource is the
     first datum's companion (emitted before the first datum).
     """
-    from mc_beamline.analysis.masks import encode_mask
+    from mc_beamline.analysis.detector.masks import encode_mask
     from mc_beamline.devices.detector import RESOURCE_SPEC
 
     ny, nx = SEED_SHAPE
@@ -153,7 +153,7 @@ def baseline_fps(sim, path: Path, n: int, reader: bool = False) -> float:
         ds = f[DATASET]
         n_file = ds.shape[0]
         if reader:
-            from mc_beamline.callbacks.frames import Hdf5FrameReader
+            from mc_beamline.io.frames import Hdf5FrameReader
 
             frames = Hdf5FrameReader()
             read = lambda i: frames.read(str(path), DATASET, i)  # noqa: E731

@@ -123,7 +123,7 @@ def _with_new_uids(docs):
 
 
 def run(full: bool, data_dir: Path) -> None:
-    from mc_beamline.demo import simulated_beamline
+    from mc_beamline.commands.demo import simulated_beamline
     from mc_beamline.plans import nanodiffraction_raster
 
     frame_s = time_frames()

@@ -10,16 +10,16 @@ with the TiledWriter, as a scan stores them, in a Tiled server: embedded in this
 process (``mc-beamline serve``, as at a facility). Then, each time rewriting every result
 (``force``):
 
-* sequential: `mc_beamline.reprocess.reprocess_sequential` in this process, no Dask (the
+* sequential: `mc_beamline.commands.reprocess.reprocess_sequential` in this process, no Dask (the
   reference; the same replay as ``mc-beamline replay``, plus storing the derived run);
 * Dask with 1 and with 2 worker processes (a ``LocalCluster``, started and warmed up before
   the clock starts; the start-up is reported apart).
 
 Reported: wall seconds, runs/s, ratio to the 1-worker time, whether every result equals
 the sequential one (exactly), the CPU time of the Tiled server's process per run, and the
-mean seconds per run of each phase (`mc_beamline.reprocess.Reprocessed.timings`: connect,
+mean seconds per run of each phase (`mc_beamline.commands.reprocess.Reprocessed.timings`: connect,
 lookup, delete of the earlier result, replay, waiting for the write lock, write). Replay
-alone: `mc_beamline.replay.replay` of one stored run (documents from Tiled, frames from the
+alone: `mc_beamline.callbacks.replay.replay` of one stored run (documents from Tiled, frames from the
 detector file), frames/s; and frames read through Tiled's HTTP array API one by one (the
 path of a replay where the files are not readable), frames/s. numpy runs single-threaded
 throughout (as in Dask workers). The machine's load average is printed: the server and the
@@ -73,7 +73,7 @@ def store_runs(client, data_dir, sim, frames: np.ndarray, n_runs: int, ny: int, 
     """Store ``n_runs`` raster runs whose events point at one detector file; return their uids."""
     from event_model import compose_run
 
-    from mc_beamline.analysis.masks import encode_mask
+    from mc_beamline.analysis.detector.masks import encode_mask
     from mc_beamline.devices.detector import RESOURCE_SPEC
     from mc_beamline.storage import tiled_writer
 
@@ -175,8 +175,8 @@ def mean_timings(outcomes) -> dict[str, float]:
 
 
 def run(args, data_dir) -> None:
-    from mc_beamline.replay import replay
-    from mc_beamline.reprocess import (dask_client, reprocess_many, reprocess_sequential, reprocessed_result,
+    from mc_beamline.callbacks.replay import replay
+    from mc_beamline.commands.reprocess import (dask_client, reprocess_many, reprocess_sequential, reprocessed_result,
                                        reprocessed_uid, server_address, warm_up, warm_worker)
     from mc_beamline.storage import DataDir, read_stream_array
 

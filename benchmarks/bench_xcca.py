@@ -5,7 +5,7 @@ Run: ``python benchmarks/bench_xcca.py [--frames 24] [--rounds 7] [--sizes 1M,4M
 For each detector size the same simulated mesocrystal frames (uint32, Eiger gap value in
 the gaps) go through
 
-* engine   -- :class:`mc_beamline.analysis.xcca_frame.XccaFrameEngine`: regroup the SL
+* engine   -- :class:`mc_beamline.analysis.xcca.frame.XccaFrameEngine`: regroup the SL
               (1.72 ± 0.06 nm⁻¹) and AL (18.3 ± 0.55 nm⁻¹) rings into 360 azimuthal bins
               (8 radial slices each), mask-corrected CCF, smoothing and peaks on both
               rings; one frame per call, as a live callback runs it;
@@ -39,9 +39,9 @@ import warnings
 
 import numpy as np
 
-from mc_beamline.analysis.geometry import DetectorGeometry
-from mc_beamline.analysis.xcca import masked_ccf
-from mc_beamline.analysis.xcca_frame import RingSettings, XccaFrameEngine
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.analysis.xcca.ccf import masked_ccf
+from mc_beamline.analysis.xcca.frame import RingSettings, XccaFrameEngine
 from mc_beamline.physics.detector_model import DEFAULT_ENERGY_KEV, beamstop_mask, gap_mask, offaxis_geometry
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
 

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args) -> int:
-    from .demo import assembly_demo, flow_demo, raster_demo
+    from mc_beamline.commands.demo import assembly_demo, flow_demo, raster_demo
 
     run = {"raster": raster_demo, "flow": flow_demo, "assembly": assembly_demo}[args.experiment]
     run(args.data_dir.resolve(), quick=args.quick)
@@ -164,15 +164,15 @@ def _demo(args) -> int:
 
 
 def _xcca(args) -> int:
-    from .offline_xcca import run_xcca
+    from mc_beamline.commands.xcca import run_xcca
 
     run_xcca(args)
     return 0
 
 
 def _stored(args, compute) -> int:
-    from .jsonio import write_json
-    from .storage import DataDir, connect
+    from mc_beamline.io.result_json import write_json
+    from mc_beamline.storage import DataDir, connect
 
     if args.tiled is None:
         data_dir = (args.data_dir or DEFAULT_DATA_DIR).resolve()
@@ -191,26 +191,26 @@ def _stored(args, compute) -> int:
 
 
 def _results(args) -> int:
-    from .replay import stored_results
+    from mc_beamline.callbacks.replay import stored_results
 
     return _stored(args, stored_results)
 
 
 def _replay(args) -> int:
-    from .replay import replay
+    from mc_beamline.callbacks.replay import replay
 
     return _stored(args, replay)
 
 
 def _msc(args) -> int:
-    from .offline_msc import run_msc
+    from mc_beamline.commands.msc import run_msc
 
     run_msc(args)
     return 0
 
 
 def _saxs(args) -> int:
-    from .offline_saxs import run_saxs
+    from mc_beamline.commands.saxs import run_saxs
 
     run_saxs(args)
     return 0
@@ -221,8 +221,8 @@ def _reprocess(args) -> int:
 
     import httpx
 
-    from .reprocess import RunQuery, dask_client, find_runs, reprocess_many, server_address
-    from .storage import DataDir, connect
+    from mc_beamline.commands.reprocess import RunQuery, dask_client, find_runs, reprocess_many, server_address
+    from mc_beamline.storage import DataDir, connect
 
     query = RunQuery.parse(args.query, args.since, args.until) if (args.query or args.since or args.until) else None
     if args.workers < 1:
@@ -275,7 +275,7 @@ def _reprocess(args) -> int:
 
 
 def _iocs(args) -> int:
-    from .sim_iocs.server import run_iocs
+    from mc_beamline.sim_iocs.server import run_iocs
 
     print(f"Simulated beamline IOC, prefix {args.prefix}, detector files in {args.data_dir.resolve() / 'detector'} "
           "(Ctrl-C stops it).", flush=True)
@@ -284,7 +284,7 @@ def _iocs(args) -> int:
 
 
 def _serve(args) -> int:
-    from .storage import DataDir, TiledService
+    from mc_beamline.storage import DataDir, TiledService
 
     if args.catalog is not None:
         data_dir = DataDir(args.data_dir)
@@ -300,7 +300,7 @@ def _serve(args) -> int:
 
 
 def _queue(args) -> int:
-    from .queue_server import manager
+    from mc_beamline.queue_server import manager
 
     data_dir = args.data_dir.resolve()
     try:
@@ -335,7 +335,7 @@ def _queue(args) -> int:
 
 
 def _profile(args) -> int:
-    from .queue_server.ipython_profile import install_profile
+    from mc_beamline.queue_server.ipython_profile import install_profile
 
     try:
         path = install_profile(args.name, data_dir=args.data_dir, prefix=args.prefix, tiled_uri=args.tiled,

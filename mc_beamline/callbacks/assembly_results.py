@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .derived_runs import derived_run_documents
+from mc_beamline.callbacks.derived_runs import derived_run_documents
 
 ANALYSIS_NAME = "assembly"
 RESULT_KEY = "assembly_result"

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..analysis.spectra import MSC_FAMILY_NM
-from .derived_runs import derived_run_documents
+from mc_beamline.analysis.uvvis.spectrum import MSC_FAMILY_NM
+from mc_beamline.callbacks.derived_runs import derived_run_documents
 
 ANALYSIS_NAME = "msc"
 RESULT_KEY = "msc_result"

@@ -3,7 +3,7 @@
 :func:`assembly_router` returns a RunRouter that gives every assembly run (start metadata
 ``mc_beamline.experiment == "assembly"``) its own :class:`LiveAssembly`. The callback only
 queues documents; a worker thread analyses each frame as it arrives
-(:class:`~mc_beamline.analysis.assembly_series.AssemblySeriesAnalysis`: the superlattice
+(:class:`~mc_beamline.analysis.series.assembly_series.AssemblySeriesAnalysis`: the superlattice
 ring's symmetry per frame, the phase fractions refitted every few frames), redraws the live
 figure, and at the stop document publishes the whole result as a derived run. Exceptions
 are recorded next to the results and never reach the RunEngine.
@@ -17,11 +17,11 @@ from typing import Callable
 import numpy as np
 from event_model import RunRouter
 
-from ..analysis.assembly_series import AssemblySeriesAnalysis
-from ..analysis.geometry import DetectorGeometry
-from ..jsonio import json_ready
-from .assembly_results import assembly_result_documents
-from .queued_analysis import ArrayFallback, Publisher, QueuedRunAnalysis, analysis_router
+from mc_beamline.analysis.series.assembly_series import AssemblySeriesAnalysis
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.io.result_json import json_ready
+from mc_beamline.callbacks.assembly_results import assembly_result_documents
+from mc_beamline.callbacks.queued_analysis import ArrayFallback, Publisher, QueuedRunAnalysis, analysis_router
 
 SAMPLES_WITH_PHASES = ("colloid",)
 """Samples whose curves are fitted with the dilute/dense/crystal phase model (3D assemblies)."""
@@ -95,7 +95,7 @@ class LiveAssembly(QueuedRunAnalysis):
     def _draw(self) -> None:
         if self.figure_dir is None or self.analysis is None or not self.analysis.n_frames:
             return
-        from ..figures import assembly_figure
+        from mc_beamline.io.figures import assembly_figure
 
         analysis = self.analysis
         try:

@@ -3,7 +3,7 @@
 :func:`flow_router` returns a RunRouter that gives every flow run (start metadata
 ``mc_beamline.experiment == "flow"``) its own :class:`LiveFlow`. The callback only queues
 documents; a worker thread analyses each condition's spectrum and SAXS curve
-(:class:`~mc_beamline.analysis.flow_conditions.FlowSeriesAnalysis`), redraws the live
+(:class:`~mc_beamline.analysis.series.flow_conditions.FlowSeriesAnalysis`), redraws the live
 "MSC map" (temperature x reaction time), and at the stop document publishes the result as a
 derived run. Exceptions are recorded next to the results and never reach the RunEngine.
 """
@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 from event_model import RunRouter
 
-from ..analysis.flow_conditions import FlowCondition, FlowSeriesAnalysis
-from ..jsonio import json_ready
-from .flow_results import flow_result_documents
-from .queued_analysis import ArrayFallback, Publisher, QueuedRunAnalysis, analysis_router
+from mc_beamline.analysis.series.flow_conditions import FlowCondition, FlowSeriesAnalysis
+from mc_beamline.io.result_json import json_ready
+from mc_beamline.callbacks.flow_results import flow_result_documents
+from mc_beamline.callbacks.queued_analysis import ArrayFallback, Publisher, QueuedRunAnalysis, analysis_router
 
 
 def is_flow_run(start_doc: dict) -> bool:
@@ -74,7 +74,7 @@ class LiveFlow(QueuedRunAnalysis):
     def _draw(self) -> None:
         if self.figure_dir is None:
             return
-        from ..figures import msc_map_figure
+        from mc_beamline.io.figures import msc_map_figure
 
         try:
             path = self.figure_dir / f"{self.start_doc['uid'][:8]}_msc_map.png"

@@ -3,7 +3,7 @@
 :func:`xcca_router` returns a RunRouter that gives every raster run (start metadata
 ``mc_beamline.experiment == "raster"``) its own :class:`LiveXcca`. The callback only
 queues documents; a worker thread locates each frame (HDF5 file, or Tiled in a remote
-replay), feeds :class:`~mc_beamline.analysis.xcca_pipeline.XccaAnalysis`, redraws the live
+replay), feeds :class:`~mc_beamline.analysis.xcca.pipeline.XccaAnalysis`, redraws the live
 figure now and then, and at the stop document computes the result and publishes it as a
 derived run. While it analyses a frame, a few threads decompress the next ones (at most
 ``prefetch`` frames ahead, in a few reused arrays, so memory stays bounded); frames are
@@ -26,13 +26,13 @@ from typing import Callable
 import numpy as np
 from event_model import RunRouter
 
-from ..analysis.geometry import DetectorGeometry
-from ..analysis.masks import decode_mask, load_mask
-from ..analysis.xcca_pipeline import XccaAnalysis
-from .frames import FrameLocator, PendingFrame
-from ..jsonio import json_ready
-from .analysis_errors import record_error
-from .xcca_results import xcca_result_documents
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.analysis.detector.masks import decode_mask, load_mask
+from mc_beamline.analysis.xcca.pipeline import XccaAnalysis
+from mc_beamline.callbacks.frame_locator import FrameLocator, PendingFrame
+from mc_beamline.io.result_json import json_ready
+from mc_beamline.callbacks.analysis_errors import record_error
+from mc_beamline.callbacks.xcca_results import xcca_result_documents
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class LiveXcca:
 
     def _draw(self, details: dict | None = None) -> None:
         """Redraw the figure: the cheap running view during the scan, the full one with ``details``."""
-        from ..figures import xcca_figure, xcca_running_figure
+        from mc_beamline.io.figures import xcca_figure, xcca_running_figure
 
         path = self.figure_dir / f"{self.start_doc['uid'][:8]}_xcca.png"
         try:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 from event_model import RunRouter
 
-from .analysis_errors import record_error
+from mc_beamline.callbacks.analysis_errors import record_error
 
 logger = logging.getLogger(__name__)
 

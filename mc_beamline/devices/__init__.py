@@ -13,14 +13,14 @@ import os
 
 os.environ.setdefault("OPHYD_CONTROL_LAYER", "caproto")
 
-from .assembly_cell import AssemblyCell  # noqa: E402
-from .beam import BeamMonitor  # noqa: E402
-from .beamline import Beamline, BeamlineConnectionError, connect_all, make_devices  # noqa: E402
-from .detector import DATASET, RESOURCE_SPEC, PixelDetector, read_frame  # noqa: E402
-from .flow_reactor import FlowReactor  # noqa: E402
-from .stage import NanofocusStage  # noqa: E402
+from mc_beamline.devices.assembly_cell import AssemblyCell  # noqa: E402
+from mc_beamline.devices.beam import BeamMonitor  # noqa: E402
+from mc_beamline.devices.beamline import Beamline, BeamlineConnectionError, connect_all, make_devices  # noqa: E402
+from mc_beamline.devices.detector import DATASET, RESOURCE_SPEC, PixelDetector  # noqa: E402
+from mc_beamline.devices.flow_reactor import FlowReactor  # noqa: E402
+from mc_beamline.devices.stage import NanofocusStage  # noqa: E402
 
 __all__ = [
     "AssemblyCell", "BeamMonitor", "Beamline", "BeamlineConnectionError", "FlowReactor", "NanofocusStage",
-    "PixelDetector", "connect_all", "make_devices", "read_frame", "DATASET", "RESOURCE_SPEC",
+    "PixelDetector", "connect_all", "make_devices", "DATASET", "RESOURCE_SPEC",
 ]

@@ -41,7 +41,7 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 
-from .flow_reactor import _FlowCellInstrument
+from mc_beamline.devices.flow_reactor import _FlowCellInstrument
 
 SAXS_FIELDS = ("intensity", "sigma", "q", "image", "elapsed", "acquire_count")
 """Reading fields of :class:`AssemblySaxs`; the data key is ``f"{cell name}_saxs_{field}"``."""
@@ -152,8 +152,8 @@ class AssemblySaxs(_FlowCellInstrument):
         return float(self.acquire_time.get())
 
     def geometry(self):
-        """The camera's :class:`~mc_beamline.analysis.geometry.DetectorGeometry` (from the PONI)."""
-        from ..analysis.geometry import DetectorGeometry
+        """The camera's :class:`~mc_beamline.instrument.geometry.DetectorGeometry` (from the PONI)."""
+        from mc_beamline.instrument.geometry import DetectorGeometry
 
         return DetectorGeometry.from_poni_text(self.poni_text.get())
 

@@ -6,11 +6,11 @@ import os
 import time
 from dataclasses import dataclass
 
-from .assembly_cell import AssemblyCell
-from .beam import BeamMonitor
-from .detector import PixelDetector
-from .flow_reactor import FlowReactor
-from .stage import NanofocusStage
+from mc_beamline.devices.assembly_cell import AssemblyCell
+from mc_beamline.devices.beam import BeamMonitor
+from mc_beamline.devices.detector import PixelDetector
+from mc_beamline.devices.flow_reactor import FlowReactor
+from mc_beamline.devices.stage import NanofocusStage
 
 
 class BeamlineConnectionError(ConnectionError):

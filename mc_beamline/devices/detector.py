@@ -36,8 +36,6 @@ import uuid
 from collections import OrderedDict, deque
 from pathlib import PurePosixPath
 
-import h5py
-import hdf5plugin  # noqa: F401  (registers the Bitshuffle/LZ4 filter for readers)
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
@@ -49,14 +47,6 @@ RESOURCE_SPEC = "AD_HDF5_SWMR"
 
 def _uid() -> str:
     return str(uuid.uuid4())
-
-
-def read_frame(path: str, index: int, dataset: str = DATASET) -> np.ndarray:
-    """Frame ``index`` of a capture file, also while the IOC is still writing it (SWMR read)."""
-    with h5py.File(path, "r", swmr=True, libver="latest") as f:
-        ds = f[dataset]
-        ds.refresh()
-        return ds[index]
 
 
 class PixelDetector(Device):
@@ -258,4 +248,4 @@ class PixelDetector(Device):
         yield from items
 
 
-__all__ = ["PixelDetector", "read_frame", "DATASET", "RESOURCE_SPEC"]
+__all__ = ["PixelDetector", "DATASET", "RESOURCE_SPEC"]

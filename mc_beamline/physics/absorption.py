@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..analysis.spectra import yu_extinction_coefficient
-from .cdse import HC_EV_NM, MSC_FAMILIES, CdSePopulation, cdse_units, yu_wavelength_nm
+from mc_beamline.analysis.uvvis.spectrum import yu_extinction_coefficient
+from mc_beamline.physics.cdse import HC_EV_NM, MSC_FAMILIES, CdSePopulation, cdse_units, yu_wavelength_nm
 
 BULK_GAP_EV = 1.74
 """Band gap of bulk CdSe at room temperature, eV."""

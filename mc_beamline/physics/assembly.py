@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .saxs_models import SaxsCurve, measure as _measure
+from mc_beamline.physics.saxs_models import SaxsCurve, measure as _measure
 
 LATTICES = ("fcc", "bcc", "hcp", "sc", "bct", "hex")
 """Supercrystal lattices the simulator knows."""

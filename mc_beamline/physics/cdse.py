@@ -2,7 +2,7 @@
 
 Sizes of magic-size clusters (MSCs) and nanocrystals (NCs), their number of CdSe units,
 and the inverse of the Yu et al. sizing curve (Chem. Mater. 2003, 15, 2854), whose forward
-form D(λ) lives with the analysis in :mod:`mc_beamline.analysis.spectra`.
+form D(λ) lives with the analysis in :mod:`mc_beamline.analysis.uvvis.spectrum`.
 
 Seed 002 (Palencia et al., Nanoscale 2020, 12, 22928), Fig. 4 table: absorption maximum
 → diameter from the Yu curve d_Abs → CdSe units N from d_Abs for a sphere:
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.spectra import HC_EV_NM, MSC_FAMILY_NM, yu_diameter_nm
+from mc_beamline.analysis.uvvis.spectrum import HC_EV_NM, MSC_FAMILY_NM, yu_diameter_nm
 
 CDSE_UNITS_PER_NM3 = 18.3
 """CdSe formula units per nm³ of NC volume, as implied by the seed-002 aggregation numbers."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.geometry import DetectorGeometry
+from mc_beamline.instrument.geometry import DetectorGeometry
 
 EIGER_1M_SHAPE = (1065, 1030)
 """Rows, columns of an Eiger 1M: two 514 x 1030 modules with a 37-row gap."""

@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .assembly import AssemblyModel
+from mc_beamline.physics.assembly import AssemblyModel
 
 DEFAULT_COLLOID_VOLUME_UL = 500.0
 """Volume of the NC colloid in the cell before the addition, µL."""

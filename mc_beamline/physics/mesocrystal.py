@@ -27,10 +27,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 
-from ..analysis.geometry import DetectorGeometry
-from .counting import FixedMeanPoissonSampler
-from .detector_model import GAP_VALUE, beamstop_mask, gap_mask, offaxis_geometry
-from .lattices import BctSuperlattice, RockSaltLattice
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.physics.counting import FixedMeanPoissonSampler
+from mc_beamline.physics.detector_model import GAP_VALUE, beamstop_mask, gap_mask, offaxis_geometry
+from mc_beamline.physics.lattices import BctSuperlattice, RockSaltLattice
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
 

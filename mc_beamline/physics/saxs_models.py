@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cdse import MSC_FAMILIES, CdSePopulation
-from .flow_reactor import ReactorState
+from mc_beamline.physics.cdse import MSC_FAMILIES, CdSePopulation
+from mc_beamline.physics.flow_reactor import ReactorState
 
 AVOGADRO = 6.02214076e23
 DELTA_RHO_CM2 = 3.45e11

@@ -1,8 +1,8 @@
 """Bluesky plans of the beamline."""
 
-from .assembly_series import assembly_series
-from .flow_series import FlowSeriesSpec, flow_series
-from .raster import RasterSpec, nanodiffraction_raster
-from .validation import PlanArgumentError
+from mc_beamline.plans.assembly_series import assembly_series
+from mc_beamline.plans.flow_series import FlowSeriesSpec, flow_series
+from mc_beamline.plans.raster import RasterSpec, nanodiffraction_raster
+from mc_beamline.plans.validation import PlanArgumentError
 
 __all__ = ["FlowSeriesSpec", "assembly_series", "RasterSpec", "flow_series", "nanodiffraction_raster", "PlanArgumentError"]

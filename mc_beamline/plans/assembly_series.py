@@ -21,9 +21,9 @@ import time
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 
-from ..physics.flocculation import volume_for
-from .readiness import wait_for_devices
-from .validation import PlanArgumentError, require_count, require_positive
+from mc_beamline.physics.flocculation import volume_for
+from mc_beamline.plans.readiness import wait_for_devices
+from mc_beamline.plans.validation import PlanArgumentError, require_count, require_positive
 
 SAMPLES = ("colloid", "monolayer", "binary")
 """Samples of the assembly cell: a 3D colloid (Au NCs), a PbSe monolayer (hex → square), a binary NC mixture."""

@@ -23,8 +23,8 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.suspenders import SuspendWhenOutsideBand
 
-from .readiness import wait_for_devices
-from .validation import PlanArgumentError, require_finite
+from mc_beamline.plans.readiness import wait_for_devices
+from mc_beamline.plans.validation import PlanArgumentError, require_finite
 
 TEMPERATURE_RANGE_C = (20.0, 400.0)
 """Temperatures the plan accepts for both heaters, °C."""

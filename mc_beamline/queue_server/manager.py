@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import PROFILE_COLLECTION, STARTUP_MODULE
-from .redis import parse_address, ping, start_redis
+from mc_beamline.queue_server import PROFILE_COLLECTION, STARTUP_MODULE
+from mc_beamline.queue_server.redis import parse_address, ping, start_redis
 
 DEFAULT_ZMQ_CONTROL_ADDR = "tcp://127.0.0.1:60615"
 DEFAULT_ZMQ_INFO_ADDR = "tcp://127.0.0.1:60625"
@@ -245,7 +245,7 @@ def start_queue(settings: QueueSettings) -> dict:
 
     Raises :class:`QueueError` (everything started so far is stopped again).
     """
-    from ..storage import DataDir
+    from mc_beamline.storage import DataDir
 
     data_dir = DataDir(settings.data_dir).create()
     qdir = queue_dir(data_dir.root)

@@ -13,11 +13,11 @@ import typing
 
 from bluesky_queueserver import parameter_annotation_decorator
 
-from ..plans import raster
-from ..plans.assembly_series import LATTICES, MAX_FRAMES, SAMPLES
-from ..plans.assembly_series import assembly_series as _assembly_series
-from ..plans.flow_series import DEFAULT_TEMPERATURE_BAND_C, DEFAULT_TEMPERATURE_RESUME_S, MIN_FLUSH_VOLUMES
-from ..plans.flow_series import flow_series as _flow_series
+from mc_beamline.plans import raster
+from mc_beamline.plans.assembly_series import LATTICES, MAX_FRAMES, SAMPLES
+from mc_beamline.plans.assembly_series import assembly_series as _assembly_series
+from mc_beamline.plans.flow_series import DEFAULT_TEMPERATURE_BAND_C, DEFAULT_TEMPERATURE_RESUME_S, MIN_FLUSH_VOLUMES
+from mc_beamline.plans.flow_series import flow_series as _flow_series
 
 DETECTORS = ["det"]
 """Names of the detectors a queued plan may use (names in the startup namespace)."""

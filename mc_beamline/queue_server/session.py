@@ -227,7 +227,7 @@ def tiled_api_key(config: StartupConfig) -> str:
     """The API key for the session's Tiled server; refuses to go on without one."""
     if config.tiled_api_key:
         return config.tiled_api_key
-    from ..storage import DataDir
+    from mc_beamline.storage import DataDir
 
     key_file = DataDir(config.data_dir).api_key_file
     if key_file.is_file():
@@ -252,7 +252,7 @@ def start_session(config: StartupConfig, *, ipython: bool = False) -> Session:
     """
     from bluesky import RunEngine
 
-    from ..devices import make_devices
+    from mc_beamline.devices import make_devices
 
     beamline = make_devices(config.prefix)
     # Labels for bluesky's magics (%ct, %wa).
@@ -285,7 +285,7 @@ def start_session(config: StartupConfig, *, ipython: bool = False) -> Session:
 
 
 def _connect_storage(session: Session) -> None:
-    from ..storage import BackedUpTiledWriter, TiledService
+    from mc_beamline.storage import BackedUpTiledWriter, TiledService
 
     config = session.config
     uri, key = config.tiled_uri, config.tiled_api_key

@@ -2,7 +2,7 @@
 
 import sys
 
-from .server import main
+from mc_beamline.sim_iocs.server import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -48,7 +48,7 @@ exposure began: the frame shows the sample before the addition), ``Q_RBV`` (600 
 0.2–6 nm⁻¹), ``Intensity_RBV`` and ``Sigma_RBV`` (cm⁻¹), ``Image_RBV`` (the frame, int32
 counts, rows x cols flattened in C order), ``ArraySizeX_RBV`` (columns), ``ArraySizeY_RBV``
 (rows), ``PoniText_RBV`` (pyFAI PONI of the camera: :meth:`DetectorGeometry.from_poni_text
-<mc_beamline.analysis.geometry.DetectorGeometry.from_poni_text>` gives the q and φ maps the
+<mc_beamline.instrument.geometry.DetectorGeometry.from_poni_text>` gives the q and φ maps the
 simulation used) and ``Status_RBV``.
 
 Samples
@@ -99,14 +99,14 @@ import numpy as np
 from caproto import AlarmSeverity, AlarmStatus, SkipWrite
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from ..analysis.geometry import DetectorGeometry
-from ..physics import saxs_models
-from ..physics.assembly import AssemblyModel, default_q_nm
-from ..physics.flocculation import (
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.physics import saxs_models
+from mc_beamline.physics.assembly import AssemblyModel, default_q_nm
+from mc_beamline.physics.flocculation import (
     DEFAULT_COLLOID_VOLUME_UL, DEFAULT_STOCK_MM, Flocculation, assembly_model, concentration_mm,
 )
-from ..physics.superlattice_patterns import HexToSquareTransition, SpotPattern, dodecagonal_spots
-from .reactor import MIN_TIME_SCALE, TICK_S, LimitedSetpoint, _enum, _FlowCellInstrument, _text, _waveform
+from mc_beamline.physics.superlattice_patterns import HexToSquareTransition, SpotPattern, dodecagonal_spots
+from mc_beamline.sim_iocs.reactor import MIN_TIME_SCALE, TICK_S, LimitedSetpoint, _enum, _FlowCellInstrument, _text, _waveform
 
 SAMPLES = ("colloid", "monolayer", "binary")
 """Samples the cell can hold."""

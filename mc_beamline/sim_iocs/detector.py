@@ -66,8 +66,8 @@ from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 from caproto import SkipWrite
 
-from ..physics.detector_model import GAP_VALUE
-from ..physics.mesocrystal import MesocrystalSimulator
+from mc_beamline.physics.detector_model import GAP_VALUE
+from mc_beamline.physics.mesocrystal import MesocrystalSimulator
 
 DATASET = "/entry/data/data"
 ATTRS_GROUP = "/entry/instrument/NDAttributes"

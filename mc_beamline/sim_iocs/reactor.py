@@ -82,8 +82,8 @@ import numpy as np
 from caproto import AlarmSeverity, AlarmStatus, ChannelType, SkipWrite
 from caproto.server import PVGroup, PvpropertyDouble, SubGroup, pvproperty
 
-from ..physics import absorption, saxs_models
-from ..physics.flow_reactor import DEFAULT_REACTOR, FlowReactor, ReactorConditions, ReactorState, simulate
+from mc_beamline.physics import absorption, saxs_models
+from mc_beamline.physics.flow_reactor import DEFAULT_REACTOR, FlowReactor, ReactorConditions, ReactorState, simulate
 
 TICK_S = 0.05
 """Wall-clock period of the reactor simulation and its readback updates, s."""

@@ -30,14 +30,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..analysis.geometry import HC_KEV_NM
-from ..physics.detector_model import centered_geometry, offaxis_geometry
-from ..physics.mesocrystal import MesocrystalParams, MesocrystalSimulator
-from .assembly import AssemblyCellIOC
-from .beam import BeamIOC
-from .detector import PixelDetectorIOC
-from .reactor import FlowReactorIOC
-from .stage import NanofocusStageIOC
+from mc_beamline.instrument.geometry import HC_KEV_NM
+from mc_beamline.physics.detector_model import centered_geometry, offaxis_geometry
+from mc_beamline.physics.mesocrystal import MesocrystalParams, MesocrystalSimulator
+from mc_beamline.sim_iocs.assembly import AssemblyCellIOC
+from mc_beamline.sim_iocs.beam import BeamIOC
+from mc_beamline.sim_iocs.detector import PixelDetectorIOC
+from mc_beamline.sim_iocs.reactor import FlowReactorIOC
+from mc_beamline.sim_iocs.stage import NanofocusStageIOC
 
 DEFAULT_PREFIX = "MC:"
 DEFAULT_DATA_DIR = "mc-data"

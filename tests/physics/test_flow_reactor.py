@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from mc_beamline.analysis.saxs_sizes import find_lamellar_mesophase, size_distribution
-from mc_beamline.analysis.spectra import yu_diameter_nm
+from mc_beamline.analysis.saxs.sizes import find_lamellar_mesophase, size_distribution
+from mc_beamline.analysis.uvvis.spectrum import yu_diameter_nm
 from mc_beamline.physics.absorption import (
     absorbance,
     msc_peak_absorbance,

@@ -1,0 +1,163 @@
+"""A data directory: where a beamline session stores everything, and its keys.
+
+::
+
+    <root>/tiled/catalog.db      SQLite catalog (metadata, run structure, data-source records)
+    <root>/tiled/catalog_uri     optional: URI of a PostgreSQL catalog used instead (mode 0600)
+    <root>/tiled/tables.sqlite   SQLite tabular storage (event tables written by TiledWriter)
+    <root>/tiled/data/           Tiled writable file storage (zarr arrays written by TiledWriter)
+    <root>/tiled/api_key         the server's single-user API key (mode 0600, reused on restart)
+    <root>/detector/             detector HDF5 files; readable storage, so Tiled serves them
+
+The catalog is the data directory's SQLite file unless the data directory names another
+catalog database (`DataDir.set_catalog_uri`, e.g. ``postgresql://user:pass@host:5432/db``
+for a beamline where many processes read and write at once): then every server started for
+that data directory uses that database. Event tables stay in the data directory's SQLite
+tabular storage and arrays in its file storage with either catalog.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")
+"""Database schemes a catalog URI may use (an optional ``+driver`` suffix is allowed)."""
+
+
+def catalog_dialect(uri: str) -> str:
+    """``"sqlite"`` or ``"postgresql"`` for a catalog URI; ValueError for anything else.
+
+    ``postgresql://``, ``postgres://`` and ``postgresql+asyncpg://`` are all PostgreSQL (the
+    server adds the asyncpg driver when none is given).
+    """
+    scheme = str(uri).split("://", 1)[0].split("+", 1)[0].lower() if "://" in str(uri) else ""
+    if scheme not in CATALOG_SCHEMES:
+        raise ValueError(f"Catalog URI {redact_uri(str(uri))} is neither sqlite:/// nor postgresql://.")
+    return "postgresql" if scheme.startswith("postgres") else "sqlite"
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (for messages and logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URI>"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Layout of a data directory (all paths absolute).
+
+    Parameters
+    ----------
+    root
+        Top directory; relative paths are resolved against the working directory and
+        symbolic links are resolved, so paths stored in the catalog are canonical.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    @property
+    def tiled(self) -> Path:
+        """Directory of the Tiled server's own files."""
+        return self.root / "tiled"
+
+    @property
+    def catalog(self) -> Path:
+        """SQLite catalog database file."""
+        return self.tiled / "catalog.db"
+
+    @property
+    def tables(self) -> Path:
+        """SQLite tabular storage file (event tables)."""
+        return self.tiled / "tables.sqlite"
+
+    @property
+    def data(self) -> Path:
+        """Tiled writable file storage (arrays written through Tiled)."""
+        return self.tiled / "data"
+
+    @property
+    def detector(self) -> Path:
+        """Where detectors write their HDF5 files; served by Tiled as readable storage."""
+        return self.root / "detector"
+
+    @property
+    def api_key_file(self) -> Path:
+        """File holding the server's API key."""
+        return self.tiled / "api_key"
+
+    @property
+    def sqlite_catalog_uri(self) -> str:
+        """URI of the data directory's own SQLite catalog file."""
+        return f"sqlite:///{self.catalog}"
+
+    @property
+    def catalog_uri_file(self) -> Path:
+        """File naming another catalog database (see `set_catalog_uri`); absent: SQLite."""
+        return self.tiled / "catalog_uri"
+
+    @property
+    def catalog_uri(self) -> str:
+        """Catalog URI of this data directory: the one set by `set_catalog_uri`, else its SQLite file."""
+        path = self.catalog_uri_file
+        if path.is_file():
+            uri = path.read_text().strip()
+            if uri:
+                return uri
+        return self.sqlite_catalog_uri
+
+    def set_catalog_uri(self, uri: str | None) -> DataDir:
+        """Make ``uri`` (e.g. ``postgresql://user:pass@host:5432/db``) this data directory's catalog.
+
+        The URI is kept in ``tiled/catalog_uri`` (mode 0600: it may hold a password); None or
+        the SQLite URI of the data directory goes back to the SQLite catalog. The database
+        itself must exist; the server initialises Tiled's tables in it on first use.
+        Returns self.
+        """
+        path = self.catalog_uri_file
+        if uri is None or uri == self.sqlite_catalog_uri:
+            path.unlink(missing_ok=True)
+            return self
+        catalog_dialect(uri)
+        self.tiled.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(uri.strip() + "\n")
+        os.replace(tmp, path)
+        return self
+
+    def has_catalog(self) -> bool:
+        """Whether this data directory has a catalog (its SQLite file, or a catalog URI set)."""
+        return self.catalog_uri != self.sqlite_catalog_uri or (
+            self.catalog.is_file() and self.catalog.stat().st_size > 0
+        )
+
+    def create(self) -> DataDir:
+        """Create the directories if missing; return self."""
+        for directory in (self.data, self.detector):
+            directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def api_key(self) -> str:
+        """Return the API key, generating it (hex, 256 bit, file mode 0600) on first use."""
+        path = self.api_key_file
+        if not path.exists():
+            self.tiled.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip()
