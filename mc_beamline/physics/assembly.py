@@ -57,7 +57,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mc_beamline.physics.saxs_models import SaxsCurve, measure as _measure
+from mc_beamline.physics.saxs_models import SaxsCurve
+from mc_beamline.physics.saxs_models import measure as _measure
 
 LATTICES = ("fcc", "bcc", "hcp", "sc", "bct", "hex")
 """Supercrystal lattices the simulator knows."""

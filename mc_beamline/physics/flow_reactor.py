@@ -66,7 +66,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from mc_beamline.physics.cdse import MSC_BY_NAME, MSC_FAMILIES, CdSePopulation, cdse_units
+from mc_beamline.physics.cdse import (
+    MSC_BY_NAME,
+    MSC_FAMILIES,
+    CdSePopulation,
+    cdse_units,
+)
 
 R_KJ = 8.314462618e-3
 """Gas constant, kJ/(mol K)."""

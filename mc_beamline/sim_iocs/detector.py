@@ -61,13 +61,12 @@ from typing import Callable
 import h5py
 import hdf5plugin
 import numpy as np
-
-from caproto import ChannelType
+from caproto import ChannelType, SkipWrite
 from caproto.server import PVGroup, pvproperty
-from caproto import SkipWrite
 
 from mc_beamline.physics.detector_model import GAP_VALUE
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator
+from mc_beamline.sim_iocs.pv_helpers import text_pv
 
 DATASET = "/entry/data/data"
 ATTRS_GROUP = "/entry/instrument/NDAttributes"
@@ -77,14 +76,8 @@ DETECTOR_STATES = (
 )
 PONI_NAME = "geometry.poni"
 MASK_NAME = "mask.npy"
-
-
-def _text(name: str, value: str = "", *, max_length: int = 1024, read_only: bool = False, doc: str = ""):
-    """A long-string PV (char waveform), as areaDetector uses for paths."""
-    return pvproperty(
-        name=name, value=value, dtype=ChannelType.CHAR, max_length=max_length,
-        read_only=read_only, doc=doc,
-    )
+PATH_LENGTH = 1024
+"""Longest file path or directory name a PV holds, bytes."""
 
 
 def _clean(text) -> str:
@@ -206,9 +199,10 @@ class PixelDetectorIOC(PVGroup):
     array_counter_rbv = pvproperty(name="ArrayCounter_RBV", value=0, read_only=True)
     detector_state = pvproperty(name="DetectorState_RBV", value="Initializing", dtype=ChannelType.ENUM,
                                 enum_strings=DETECTOR_STATES, read_only=True)
-    status_message = _text("StatusMessage_RBV", "", max_length=512, read_only=True)
-    file_path = _text("FilePath", "", doc="Directory of capture files, relative to DataDir_RBV")
-    file_name = _text("FileName", "frames", max_length=256, doc="Base name of capture files")
+    status_message = text_pv("StatusMessage_RBV", "", max_length=512)
+    file_path = text_pv("FilePath", "", max_length=PATH_LENGTH, read_only=False,
+                        doc="Directory of capture files, relative to DataDir_RBV")
+    file_name = text_pv("FileName", "frames", read_only=False, doc="Base name of capture files")
     file_number = pvproperty(name="FileNumber", value=0, doc="Number of the next capture file")
     file_path_exists = pvproperty(name="FilePathExists_RBV", value=1, read_only=True)
     capture = pvproperty(name="Capture", value="Done", dtype=ChannelType.ENUM, enum_strings=("Done", "Capture"),
@@ -216,11 +210,11 @@ class PixelDetectorIOC(PVGroup):
     capture_rbv = pvproperty(name="Capture_RBV", value="Done", dtype=ChannelType.ENUM,
                              enum_strings=("Done", "Capture"), read_only=True)
     num_captured = pvproperty(name="NumCaptured_RBV", value=0, read_only=True)
-    full_file_name = _text("FullFileName_RBV", "", read_only=True)
-    data_dir = _text("DataDir_RBV", "", read_only=True)
-    poni_file = _text("PoniFile_RBV", "", read_only=True)
-    mask_file = _text("MaskFile_RBV", "", read_only=True)
-    poni_text = _text("PoniText_RBV", "", max_length=8192, read_only=True)
+    full_file_name = text_pv("FullFileName_RBV", "", max_length=PATH_LENGTH)
+    data_dir = text_pv("DataDir_RBV", "", max_length=PATH_LENGTH)
+    poni_file = text_pv("PoniFile_RBV", "", max_length=PATH_LENGTH)
+    mask_file = text_pv("MaskFile_RBV", "", max_length=PATH_LENGTH)
+    poni_text = text_pv("PoniText_RBV", "", max_length=8192)
     array_size_x = pvproperty(name="ArraySizeX_RBV", value=0, read_only=True)
     array_size_y = pvproperty(name="ArraySizeY_RBV", value=0, read_only=True)
     sim_seed = pvproperty(name="SimSeed_RBV", value=0, read_only=True)

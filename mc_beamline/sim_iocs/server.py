@@ -51,13 +51,21 @@ class BeamlineIOC:
     """The simulated beamline: its PV groups and the sample model behind the detector."""
 
     prefix: str
+    """PV prefix of every group, e.g. ``MC:``."""
     stage: NanofocusStageIOC
+    """The nanofocus stage's motor records."""
     detector: PixelDetectorIOC
+    """The pixel detector and its HDF5 file plugin."""
     beam: BeamIOC
+    """Ring current and shutter."""
     simulator: MesocrystalSimulator
+    """The mesocrystal sample whose frames the detector records."""
     data_dir: Path
+    """Data directory; detector files go to its ``detector/`` folder."""
     reactor: FlowReactorIOC | None = None
+    """The simulated flow reactor, if served."""
     assembly: AssemblyCellIOC | None = None
+    """The simulated self-assembly cell, if served."""
 
     @property
     def pvdb(self) -> dict:

@@ -8,9 +8,10 @@ TDIR, ...). Positions are in µm, velocities in µm/s, times in s.
 Motion model
 ------------
 * A put to VAL inside the soft limits [LLM, HLM] starts a trapezoidal move at VELO
-  (acceleration time ACCL); RBV/DRBV/RRBV are published every 10 ms while moving (and
-  exactly once at the end), then the axis settles for DLY seconds before DMOV returns
-  to 1. The put-completion of VAL arrives when DMOV goes to 1.
+  (acceleration time ACCL; :mod:`mc_beamline.physics.motion`); RBV/DRBV/RRBV are
+  published every 10 ms while moving (and exactly once at the end), then the axis
+  settles for DLY seconds before DMOV returns to 1. The put-completion of VAL arrives
+  when DMOV goes to 1.
 * DMOV always pulses 1 → 0 → 1 for an accepted put, even for a zero-length move, as a
   real motor record does (ophyd's ``EpicsMotor`` waits for that transition).
 * A VAL outside [LLM, HLM] (or not finite) is refused: LVIO = 1, VAL keeps its old
@@ -32,9 +33,10 @@ from __future__ import annotations
 import asyncio
 import math
 
-from caproto import AlarmSeverity, AlarmStatus
+from caproto import AlarmSeverity, AlarmStatus, SkipWrite
 from caproto.server import PVGroup, PvpropertyDouble, SubGroup, pvproperty
-from caproto import SkipWrite
+
+from mc_beamline.physics.motion import move_duration, move_progress
 
 TICK_S = 0.01
 """Readback update period while moving (100 Hz)."""
@@ -68,40 +70,24 @@ class MotorValueData(PvpropertyDouble):
         return value
 
 
-def _move_duration(distance: float, velocity: float, accel_time: float) -> float:
-    """Time (s) of a trapezoidal (or triangular) move of ``distance`` at ``velocity``."""
-    if distance <= 0:
-        return 0.0
-    if accel_time <= 0:
-        return distance / velocity
-    accel = velocity / accel_time
-    ramp = velocity * accel_time  # distance covered by acceleration + deceleration
-    if distance >= ramp:
-        return distance / velocity + accel_time
-    return 2.0 * math.sqrt(distance / accel)
+async def _put_non_negative(fields, instance, value):
+    """Field putter of a time (ACCL, DLY): at least 0; a value that is not finite is refused."""
+    return max(float(value), 0.0) if math.isfinite(value) else instance.value
 
 
-def _move_progress(t: float, distance: float, velocity: float, accel_time: float) -> float:
-    """Distance travelled after ``t`` seconds along the profile of :func:`_move_duration`."""
-    total = _move_duration(distance, velocity, accel_time)
-    if t >= total:
-        return distance
-    if accel_time <= 0:
-        return velocity * t
-    accel = velocity / accel_time
-    ramp = velocity * accel_time
-    if distance >= ramp:
-        if t < accel_time:
-            return 0.5 * accel * t * t
-        if t < total - accel_time:
-            return 0.5 * ramp + velocity * (t - accel_time)
-        rem = total - t
-        return distance - 0.5 * accel * rem * rem
-    half = total / 2.0
-    if t < half:
-        return 0.5 * accel * t * t
-    rem = total - t
-    return distance - 0.5 * accel * rem * rem
+async def _put_dial_limit(fields, instance, value):
+    """Field putter of DHLM / DLLM: store the dial limit, publish the user limits."""
+    await instance.write(float(value), verify_value=False)
+    await fields.parent.group._publish_limits()
+    return SkipWrite
+
+
+async def _put_home(fields, instance, value):
+    """Field putter of HOMF / HOMR: start a home search."""
+    if value:
+        await instance.write(1, verify_value=False)
+        await fields.parent.group._home()
+    return SkipWrite
 
 
 class SimMotorRecord(PVGroup):
@@ -298,7 +284,7 @@ class SimMotorRecord(PVGroup):
             direction = 1.0 if target >= start else -1.0
             velocity = max(float(f.velocity.value), 1e-6)
             accel_time = max(float(f.seconds_to_velocity.value), 0.0)
-            total = _move_duration(distance, velocity, accel_time)
+            total = move_duration(distance, velocity, accel_time)
             if distance > 0:
                 positive = direction * self._sign > 0
                 await self._set(f.direction_of_travel, 1 if positive else 0)
@@ -318,7 +304,7 @@ class SimMotorRecord(PVGroup):
                     pass
                 elapsed = loop.time() - t0
                 if interrupted or elapsed < total:
-                    self._dial = start + direction * _move_progress(elapsed, distance, velocity, accel_time)
+                    self._dial = start + direction * move_progress(elapsed, distance, velocity, accel_time)
                     await self._publish_readback()
                 if interrupted:
                     break
@@ -412,24 +398,41 @@ class SimMotorRecord(PVGroup):
         return SkipWrite
 
     # --------------------------------------------------------------- field putters
+    def _request_stop(self) -> None:
+        """Halt the axis where it is (STOP, or SPMG = Stop / Pause)."""
+        self._stop_requested = True
+        self._dial_target = self._dial
+        if self.moving:
+            self._wake.set()
+
+    async def _set_user_limit(self, value: float, high: bool) -> None:
+        """HLM (``high``) or LLM put: set the dial limit it maps to (DIR decides which)."""
+        f = self.fields
+        dial = self.dial_from_user(float(value))
+        target = f.dial_high_limit if (self._sign > 0) == high else f.dial_low_limit
+        await target.write(dial, verify_value=False)
+        await self._publish_limits()
+
+    async def _user_coordinates_changed(self) -> None:
+        """OFF or DIR changed: VAL, the limits and the readbacks follow in user coordinates."""
+        await self.motor.write(self.user_from_dial(self._dial_target), verify_value=False)
+        await self._publish_limits()
+        await self._publish_readback()
+
+    async def _tweak(self, sign: float) -> None:
+        """TWF (``sign`` +1) or TWR (−1): move by TWV from VAL."""
+        await self.move_user(self.motor, self.motor.value + sign * abs(self.fields.tweak_step_size.value))
+
     @motor.fields.stop.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
         if value:
-            self._stop_requested = True
-            self._dial_target = self._dial
-            if self.moving:
-                self._wake.set()
+            fields.parent.group._request_stop()
         return 0
 
     @motor.fields.stop_pause_move_go.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
         if value in ("Stop", 0, "Pause", 1):
-            self._stop_requested = True
-            self._dial_target = self._dial
-            if self.moving:
-                self._wake.set()
+            fields.parent.group._request_stop()
         return value
 
     @motor.fields.velocity.putter
@@ -440,62 +443,32 @@ class SimMotorRecord(PVGroup):
             return fields.velocity.value
         return min(max(float(value), vmin), vmax)
 
-    @motor.fields.seconds_to_velocity.putter
-    async def motor(fields, instance, value):
-        return max(float(value), 0.0) if math.isfinite(value) else fields.seconds_to_velocity.value
-
-    @motor.fields.readback_settle_time.putter
-    async def motor(fields, instance, value):
-        return max(float(value), 0.0) if math.isfinite(value) else fields.readback_settle_time.value
+    motor.fields.seconds_to_velocity.putter(_put_non_negative)
+    motor.fields.readback_settle_time.putter(_put_non_negative)
 
     @motor.fields.user_high_limit.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
-        dial = self.dial_from_user(float(value))
-        target = fields.dial_high_limit if self._sign > 0 else fields.dial_low_limit
-        await target.write(dial, verify_value=False)
-        await self._publish_limits()
+        await fields.parent.group._set_user_limit(value, high=True)
         return SkipWrite
 
     @motor.fields.user_low_limit.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
-        dial = self.dial_from_user(float(value))
-        target = fields.dial_low_limit if self._sign > 0 else fields.dial_high_limit
-        await target.write(dial, verify_value=False)
-        await self._publish_limits()
+        await fields.parent.group._set_user_limit(value, high=False)
         return SkipWrite
 
-    @motor.fields.dial_high_limit.putter
-    async def motor(fields, instance, value):
-        self = fields.parent.group
-        await instance.write(float(value), verify_value=False)
-        await self._publish_limits()
-        return SkipWrite
-
-    @motor.fields.dial_low_limit.putter
-    async def motor(fields, instance, value):
-        self = fields.parent.group
-        await instance.write(float(value), verify_value=False)
-        await self._publish_limits()
-        return SkipWrite
+    motor.fields.dial_high_limit.putter(_put_dial_limit)
+    motor.fields.dial_low_limit.putter(_put_dial_limit)
 
     @motor.fields.user_offset.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
         await instance.write(float(value), verify_value=False)
-        await self.motor.write(self.user_from_dial(self._dial_target), verify_value=False)
-        await self._publish_limits()
-        await self._publish_readback()
+        await fields.parent.group._user_coordinates_changed()
         return SkipWrite
 
     @motor.fields.user_direction.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
         await instance.write(value, verify_value=False)
-        await self.motor.write(self.user_from_dial(self._dial_target), verify_value=False)
-        await self._publish_limits()
-        await self._publish_readback()
+        await fields.parent.group._user_coordinates_changed()
         return SkipWrite
 
     @motor.fields.dial_desired_value.putter
@@ -513,33 +486,18 @@ class SimMotorRecord(PVGroup):
 
     @motor.fields.tweak_motor_forward.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
         if value:
-            await self.move_user(self.motor, self.motor.value + abs(fields.tweak_step_size.value))
+            await fields.parent.group._tweak(1.0)
         return 0
 
     @motor.fields.tweak_motor_reverse.putter
     async def motor(fields, instance, value):
-        self = fields.parent.group
         if value:
-            await self.move_user(self.motor, self.motor.value - abs(fields.tweak_step_size.value))
+            await fields.parent.group._tweak(-1.0)
         return 0
 
-    @motor.fields.home_forward.putter
-    async def motor(fields, instance, value):
-        self = fields.parent.group
-        if value:
-            await instance.write(1, verify_value=False)
-            await self._home()
-        return SkipWrite
-
-    @motor.fields.home_reverse.putter
-    async def motor(fields, instance, value):
-        self = fields.parent.group
-        if value:
-            await instance.write(1, verify_value=False)
-            await self._home()
-        return SkipWrite
+    motor.fields.home_forward.putter(_put_home)
+    motor.fields.home_reverse.putter(_put_home)
 
     async def _home(self) -> None:
         """Home search: move to the home switch at dial 0 and mark the axis homed."""

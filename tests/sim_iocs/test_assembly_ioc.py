@@ -8,15 +8,24 @@ import time
 import numpy as np
 import pytest
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.polar import RingPolarOperator
 from mc_beamline.analysis.saxs.symmetry import ring_symmetry
+from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.physics.assembly import default_q_nm
-from mc_beamline.physics.flocculation import Flocculation, assembly_model, concentration_mm, volume_for
-from mc_beamline.physics.superlattice_patterns import HexToSquareTransition
-from mc_beamline.sim_iocs.assembly import (
-    BINARY_Q0_NM, MONOLAYER_TRANSITION_S, CellSimulator, CellState, camera_geometry,
+from mc_beamline.physics.assembly_cell import (
+    BINARY_Q0_NM,
+    MONOLAYER_TRANSITION_S,
+    CellSimulator,
+    CellState,
+    camera_geometry,
 )
+from mc_beamline.physics.flocculation import (
+    Flocculation,
+    assembly_model,
+    concentration_mm,
+    volume_for,
+)
+from mc_beamline.physics.superlattice_patterns import HexToSquareTransition
 
 P = "MC:ASSEMBLY:"
 FAST = 0.01

@@ -13,11 +13,8 @@ import pytest
 
 from mc_beamline.physics import absorption, saxs_models
 from mc_beamline.physics.flow_reactor import ReactorConditions, simulate
-from mc_beamline.sim_iocs.reactor import (
-    FlowHistory, Label, first_order_step, fraction_older,
-)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -60,32 +57,6 @@ def measure(reactor):
     return (uv["reactor_uvvis_wavelength"]["value"], uv["reactor_uvvis_absorbance"]["value"],
             sx["reactor_saxs_q"]["value"], sx["reactor_saxs_intensity"]["value"],
             sx["reactor_saxs_sigma"]["value"])
-
-
-# ----------------------------------------------------------------------- pure model parts
-def test_first_order_step_is_rate_limited_then_exponential():
-    # 100 °C below the set point at 1 °C/s with tau = 10 s: linear for 90 s, then e-folding
-    assert first_order_step(20.0, 120.0, 45.0, 10.0, 1.0) == pytest.approx(65.0)
-    assert first_order_step(20.0, 120.0, 90.0, 10.0, 1.0) == pytest.approx(110.0)
-    assert first_order_step(20.0, 120.0, 100.0, 10.0, 1.0) == pytest.approx(120.0 - 10.0 / math.e)
-    # exact composition: two half steps equal one step
-    half = first_order_step(first_order_step(300.0, 200.0, 50.0, 10.0, 1.0), 200.0, 50.0, 10.0, 1.0)
-    assert half == pytest.approx(first_order_step(300.0, 200.0, 100.0, 10.0, 1.0))
-
-
-def test_residence_time_distribution_leaves_under_a_thousandth_after_three_volumes():
-    assert fraction_older(0.0) == 1.0
-    assert fraction_older(1.0) == pytest.approx(0.4405, abs=1e-4)
-    assert fraction_older(3.0) < 1e-3
-    history = FlowHistory(0.25, Label(25.0, 25.0, 0.5, 0.5))
-    history.advance(1.0, Label(25.0, 25.0, 0.5, 0.5))
-    history.advance(0.25, Label(280.0, 270.0, 1.0, 1.0))  # one reactor volume of new fluid
-    weights = {label.nucleation_c: w for label, w in history.mixture()}
-    assert sum(weights.values()) == pytest.approx(1.0)
-    assert weights[25.0] == pytest.approx(0.4405, abs=1e-3)
-    history.advance(0.5, Label(280.0, 270.0, 1.0, 1.0))
-    assert history.volume_since_change_ml == pytest.approx(0.75)
-    assert dict((lb.nucleation_c, w) for lb, w in history.mixture()).get(25.0, 0.0) < 1e-3
 
 
 # --------------------------------------------------------------------------------- IOC

@@ -16,7 +16,7 @@ from caproto import AlarmSeverity
 from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.physics.detector_model import detector_mask, offaxis_geometry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- helpers
