@@ -27,11 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mc_beamline.analysis.uvvis.spectrum import yu_extinction_coefficient
-from mc_beamline.physics.cdse import HC_EV_NM, MSC_FAMILIES, CdSePopulation, cdse_units, yu_wavelength_nm
+from mc_beamline.materials.cdse import (
+    BULK_GAP_EV,
+    HC_EV_NM,
+    yu_extinction_coefficient,
+    yu_wavelength_nm,
+)
+from mc_beamline.physics.cdse import MSC_FAMILIES, CdSePopulation, cdse_units
 
-BULK_GAP_EV = 1.74
-"""Band gap of bulk CdSe at room temperature, eV."""
 NC_BAND1_SIGMA_EV = 0.04
 NC_BAND1_GAIN = 1.3
 """Peak of one NC's first-exciton band relative to ε_Yu(D): the ensemble of a typical
@@ -165,7 +168,6 @@ def noisy_absorbance(clean: np.ndarray, rng: np.random.Generator | int | None,
 
 
 __all__ = [
-    "BULK_GAP_EV",
     "CellBaseline",
     "absorbance",
     "msc_peak_absorbance",

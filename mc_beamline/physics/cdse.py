@@ -1,8 +1,8 @@
 """CdSe material data for the flow-reactor simulation (seed 002).
 
-Sizes of magic-size clusters (MSCs) and nanocrystals (NCs), their number of CdSe units,
-and the inverse of the Yu et al. sizing curve (Chem. Mater. 2003, 15, 2854), whose forward
-form D(λ) lives with the analysis in :mod:`mc_beamline.analysis.uvvis.spectrum`.
+Sizes of magic-size clusters (MSCs) and nanocrystals (NCs) and their number of CdSe units.
+The literature data shared with the analysis (family positions, the Yu et al. sizing curve
+and its inverse, h·c) are in :mod:`mc_beamline.materials.cdse`.
 
 Seed 002 (Palencia et al., Nanoscale 2020, 12, 22928), Fig. 4 table: absorption maximum
 → diameter from the Yu curve d_Abs → CdSe units N from d_Abs for a sphere:
@@ -13,9 +13,10 @@ Seed 002 (Palencia et al., Nanoscale 2020, 12, 22928), Fig. 4 table: absorption 
 The paper's N follow N = ρ·(π/6)·d³ with ρ ≈ 18.3 CdSe units per nm³, the density used
 here. (SCIENCE.md lists 13, 19, 33, 66, 84: those are the cluster formulas (CdSe)13, 19,
 33, 66 of the species column, not the paper's N_CdSe; the paper wins.) The simulated MSC
-absorption maxima are the family positions of :data:`MSC_FAMILY_NM` (350, 380, 403, 437,
-465 nm: the paper writes 380/382 and 465/467 nm for the same families; Yu gives 2.06 nm at
-465 nm and 2.075 nm at 467 nm).
+absorption maxima are the family positions of
+:data:`~mc_beamline.materials.cdse.MSC_FAMILY_NM` (350, 380, 403, 437, 465 nm: the paper
+writes 380/382 and 465/467 nm for the same families; Yu gives 2.06 nm at 465 nm and
+2.075 nm at 467 nm).
 
 SAXS radii of the three largest MSCs are the paper's SAXS values (diameters 1.74, 1.88,
 2.04 nm for CdSe-403, -437, -465; radii 0.87, 0.94, 1.02 nm); the two smallest families,
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mc_beamline.analysis.uvvis.spectrum import HC_EV_NM, MSC_FAMILY_NM, yu_diameter_nm
+from mc_beamline.materials.cdse import MSC_FAMILY_NM
 
 CDSE_UNITS_PER_NM3 = 18.3
 """CdSe formula units per nm³ of NC volume, as implied by the seed-002 aggregation numbers."""
@@ -73,21 +74,6 @@ MSC_FAMILIES: tuple[MscFamily, ...] = (
 """The five families of seed 002, smallest first."""
 
 MSC_BY_NAME = {f.name: f for f in MSC_FAMILIES}
-
-_YU_GRID_NM = np.linspace(320.0, 720.0, 8001)
-_YU_GRID_D = yu_diameter_nm(_YU_GRID_NM)
-
-
-def yu_wavelength_nm(diameter_nm: float | np.ndarray) -> float | np.ndarray:
-    """First-exciton wavelength (nm) of a CdSe NC of ``diameter_nm`` (nm): the Yu curve inverted.
-
-    Valid for 1.2–14 nm (320–720 nm), where the curve is monotonic; outside it the
-    wavelength is clipped to that range.
-    """
-    d = np.asarray(diameter_nm, dtype=float)
-    out = np.interp(d, _YU_GRID_D, _YU_GRID_NM)
-    return float(out) if out.ndim == 0 else out
-
 
 @dataclass(frozen=True)
 class CdSePopulation:
@@ -136,10 +122,8 @@ class CdSePopulation:
 __all__ = [
     "CDSE_UNITS_PER_NM3",
     "CdSePopulation",
-    "HC_EV_NM",
     "MSC_BY_NAME",
     "MSC_FAMILIES",
     "MscFamily",
     "cdse_units",
-    "yu_wavelength_nm",
 ]

@@ -14,11 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-PBS_A_NM = 0.5936
-"""Rock-salt lattice constant of PbS in nm."""
-
-THETA_111_DEG = math.degrees(math.atan(1 / math.sqrt(2)))
-"""Angle between [1-10] and <111> in the [110] zone of a cubic lattice, 35.26°."""
+from mc_beamline.materials.lattice_angles import THETA_111_DEG, bct_beta_deg
+from mc_beamline.materials.pbs import PBS_A_NM
 
 
 @dataclass(frozen=True)
@@ -35,16 +32,6 @@ class Reflection:
     hkl: tuple[int, int, int]
     q_nm: float
     angle_deg: float
-
-
-def bct_beta_deg(c_over_a: float) -> float:
-    """Angle β between [001]_SL and the (1-12) reflection of a bct lattice: atan(c/(a√2)), degrees."""
-    return math.degrees(math.atan(c_over_a / math.sqrt(2)))
-
-
-def c_over_a_from_beta(beta_deg: float) -> float:
-    """Inverse of :func:`bct_beta_deg`: c/a = √2 · tan β."""
-    return math.sqrt(2) * math.tan(math.radians(beta_deg))
 
 
 def ccf_peak_positions_deg(c_over_a: float) -> list[float]:

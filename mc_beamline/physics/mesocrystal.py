@@ -27,9 +27,15 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 
-from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.instrument.geometry import DetectorGeometry, azimuth_ranges_deg
+from mc_beamline.materials.pbs import PBS_A_NM
 from mc_beamline.physics.counting import FixedMeanPoissonSampler
-from mc_beamline.physics.detector_model import GAP_VALUE, beamstop_mask, gap_mask, offaxis_geometry
+from mc_beamline.physics.detector_model import (
+    GAP_VALUE,
+    beamstop_mask,
+    gap_mask,
+    offaxis_geometry,
+)
 from mc_beamline.physics.lattices import BctSuperlattice, RockSaltLattice
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
@@ -59,27 +65,49 @@ class MesocrystalParams:
     """
 
     seed: int = 2019
-    sample_size_um: tuple[float, float] = (24.0, 32.0)  # (y, x) extent, centred on 0
+    """Seed of the random grains, orientations and counts."""
+    sample_size_um: tuple[float, float] = (24.0, 32.0)
+    """(y, x) extent of the sample, µm, centred on the stage origin."""
     mean_grain_area_um2: float = 7.0
+    """Mean area of a grain, µm²."""
     boundary_width_um: float = 0.5
+    """Width of the grain boundaries, µm; a boundary contributes no Bragg scattering."""
     beam_fwhm_um: float = 0.4
+    """Focal spot size (FWHM), µm."""
     c_over_a: float = 1.22
+    """Axial ratio of the bct superlattice."""
     q112_nm: float = 1.72
-    al_a_nm: float = 0.5936
+    """q of the superlattice (1-12) reflection, nm⁻¹."""
+    al_a_nm: float = PBS_A_NM
+    """Cubic lattice constant of the atomic lattice, nm."""
     psi_mean_deg: float = 0.1
+    """Mean misorientation ψ = φ(SL) − φ(AL) of the grains, degrees."""
     psi_std_deg: float = 2.5
+    """Standard deviation of ψ over the grains, degrees."""
     disorder_fwhm_deg: float = 10.0
+    """Orientational disorder of the nanocrystals in a grain (azimuthal FWHM of the AL peaks), degrees."""
     al_radial_sigma_nm: float = 0.30
+    """Radial width (σ) of the atomic peaks, nm⁻¹."""
     sl_radial_sigma_nm: float = 0.025
+    """Radial width (σ) of the superlattice peaks, nm⁻¹."""
     sl_azimuthal_sigma_deg: float = 1.5
+    """Azimuthal width (σ) of the superlattice peaks, degrees."""
     frames_with_111: int = SEED_FRAMES_WITH_111
+    """Raster points of the seed raster that see an atomic {111} peak (grains in the [110] zone)."""
     sl_peak_counts: float = 6000.0
+    """Superlattice peak maximum, photons per pixel and second."""
     al111_peak_counts: float = 1200.0
+    """Atomic {111} peak maximum, photons per pixel and second."""
     al200_peak_counts: float = 600.0
+    """Atomic {200} peak maximum, photons per pixel and second."""
     thickness_variation: float = 0.15
+    """Relative spread of the grains' thickness (uniform, ±), which scales their Bragg intensity."""
     background_counts: float = 5.0
+    """Flat background, photons per pixel and second."""
     saxs_background_counts: float = 400.0
+    """Small-angle scattering of the nanocrystals at the beam stop's edge, photons per pixel and second."""
     powder_ring_counts: float = 30.0
+    """Isotropic powder rings of misoriented material, photons per pixel and second."""
 
 
 @dataclass(frozen=True)
@@ -394,13 +422,7 @@ class MesocrystalSimulator:
         band = self._bands[peak.band]
         center = (peak.phi_deg + 180.0) % 360.0 - 180.0
         half = 4.0 * peak.sigma_phi_deg
-        lo, hi = center - half, center + half
-        parts = [(lo, hi)]
-        if lo < -180.0:
-            parts = [(lo + 360.0, 180.0), (-180.0, hi)]
-        elif hi > 180.0:
-            parts = [(lo, 180.0), (-180.0, hi - 360.0)]
-        sel = [slice(*np.searchsorted(band.phi, (a, b))) for a, b in parts]
+        sel = [slice(*np.searchsorted(band.phi, part)) for part in azimuth_ranges_deg(center - half, center + half)]
         index = np.concatenate([band.index[s] for s in sel])
         phi = np.concatenate([band.phi[s] for s in sel])
         radial = np.concatenate([band.radial[s] for s in sel])

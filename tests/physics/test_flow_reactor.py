@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mc_beamline.analysis.saxs.sizes import find_lamellar_mesophase, size_distribution
-from mc_beamline.analysis.uvvis.spectrum import yu_diameter_nm
+from mc_beamline.materials.cdse import yu_diameter_nm
 from mc_beamline.physics.absorption import (
     absorbance,
     msc_peak_absorbance,

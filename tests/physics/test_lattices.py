@@ -2,12 +2,14 @@
 
 import pytest
 
-from mc_beamline.physics.lattices import (
+from mc_beamline.materials.lattice_angles import (
     THETA_111_DEG,
-    BctSuperlattice,
-    RockSaltLattice,
     bct_beta_deg,
     c_over_a_from_beta,
+)
+from mc_beamline.physics.lattices import (
+    BctSuperlattice,
+    RockSaltLattice,
     ccf_peak_positions_deg,
 )
 

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from mc_beamline.materials.lattice_angles import THETA_111_DEG
 from mc_beamline.physics.detector_model import GAP_VALUE, centered_geometry
-from mc_beamline.physics.lattices import THETA_111_DEG
 from mc_beamline.physics.mesocrystal import (
     FWHM_PER_SIGMA,
     MesocrystalParams,

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.polar import RingPolarOperator
+from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.physics.superlattice_patterns import (
     HexToSquareTransition,
     dodecagonal_spots,

@@ -27,7 +27,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from mc_beamline.analysis.xcca.structure import THETA_111_DEG, al_111_angles_deg, sl_112_angles_deg, wrap90
+from mc_beamline.analysis.xcca.structure import (
+    al_111_angles_deg,
+    sl_112_angles_deg,
+    wrap90,
+)
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,6 @@ def sl_pair_angle(
 
 
 __all__ = [
-    "THETA_111_DEG",
     "OrientationCandidate",
     "orientation_candidates",
     "sl_orientation_candidates",

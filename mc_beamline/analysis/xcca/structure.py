@@ -29,8 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
-THETA_111_DEG = math.degrees(math.atan(1.0 / math.sqrt(2.0)))
-"""Angle between [1-10] and {111} in the [110] zone of a cubic lattice, 35.26°."""
+from mc_beamline.materials.lattice_angles import (
+    THETA_111_DEG,
+    bct_beta_deg,
+    c_over_a_from_beta,
+)
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -47,16 +50,6 @@ def wrap90(angle_deg):
     a = np.mod(np.asarray(angle_deg, dtype=np.float64) + 90.0, 180.0) - 90.0
     a = np.where(a <= -90.0, a + 180.0, a)
     return a if a.ndim else float(a)
-
-
-def bct_beta_deg(c_over_a: float) -> float:
-    """β = atan(c / (a√2)) in degrees, the angle between [001]_SL and (1-12)_SL."""
-    return math.degrees(math.atan(c_over_a / math.sqrt(2.0)))
-
-
-def c_over_a_from_beta(beta_deg: float) -> float:
-    """c/a = √2 · tan β."""
-    return math.sqrt(2.0) * math.tan(math.radians(beta_deg))
 
 
 def sl_112_angles_deg(beta_deg: float) -> np.ndarray:

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from mc_beamline.analysis.uvvis.spectrum import (
+from mc_beamline.analysis.uvvis.spectrum import SpectrumError, analyse_spectrum
+from mc_beamline.materials.cdse import (
     MSC_FAMILY_NM,
-    SpectrumError,
-    analyse_spectrum,
     yu_diameter_nm,
     yu_extinction_coefficient,
 )

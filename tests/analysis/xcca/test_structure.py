@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from mc_beamline.analysis.xcca.ccf import delta_grid_deg
 from mc_beamline.analysis.xcca.disorder import PeakCutAccumulator, fit_peak_widths
 from mc_beamline.analysis.xcca.domains import segment_domains
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.xcca.orientation import (
     al_orientation_candidates,
     misorientation,
@@ -15,10 +15,7 @@ from mc_beamline.analysis.xcca.orientation import (
     sl_pair_angle,
 )
 from mc_beamline.analysis.xcca.structure import (
-    THETA_111_DEG,
     al_111_angles_deg,
-    bct_beta_deg,
-    c_over_a_from_beta,
     expected_ccf_peaks_deg,
     fit_superlattice,
     model_ccf,
@@ -26,7 +23,12 @@ from mc_beamline.analysis.xcca.structure import (
     sl_112_angles_deg,
     wrap90,
 )
-from mc_beamline.analysis.xcca.ccf import delta_grid_deg
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.materials.lattice_angles import (
+    THETA_111_DEG,
+    bct_beta_deg,
+    c_over_a_from_beta,
+)
 
 DELTA = delta_grid_deg(360)
 
