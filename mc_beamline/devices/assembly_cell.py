@@ -2,10 +2,10 @@
 
 ``AssemblyCell("MC:ASSEMBLY:", name="assembly")`` groups
 
-* the sample: ``sample`` (``"colloid"``, ``"monolayer"`` or ``"binary"``), ``lattice``
-  (``"fcc"``, ``"bcc"``, ``"hcp"``), ``colloid_volume`` (µL), ``reset`` (put 1 with
-  put-completion: a fresh sample), ``concentration`` (flocculant in the cell, mM),
-  ``elapsed`` (simulated s since the addition started, −1 before);
+* the sample: ``sample`` (``"colloid"``, ``"monolayer"`` or ``"binary"``), ``colloid_volume``
+  (µL), ``reset`` (put 1 with put-completion: a fresh sample), ``concentration``
+  (flocculant in the cell, mM), ``elapsed`` (simulated s since the addition started, −1
+  before);
 * ``floc``: :class:`FlocculantPump`; ``rate`` (µL/s) and ``volume`` (µL) are set points with
   readbacks; ``add`` is put with put-completion: ``yield from bps.abs_set(cell.floc.add, 1,
   group="add")`` starts the addition and the status completes when the dispensing ends
@@ -31,8 +31,11 @@ Configuration of ``saxs``: ``acquire_time`` (s), ``poni_text`` (pyFAI PONI of th
 ``DetectorGeometry.from_poni_text`` gives the q and φ maps of the image),
 ``array_size_x`` (columns), ``array_size_y`` (rows).
 
-The simulated cell runs on simulated time, ``time_scale`` wall-clock seconds per
-simulated second; acquisition timeouts here are scaled with it.
+These classes hold only what the real cell has. :class:`SimAssemblyCell` adds the
+simulator-only parts: the supercrystal ``lattice`` the simulation produces, its seed and
+its clock. The simulated cell runs on simulated time, ``time_scale`` wall-clock seconds per
+simulated second, and acquisition timeouts are scaled with it (on real hardware the scale
+is 1).
 """
 
 from __future__ import annotations
@@ -130,9 +133,9 @@ class FlocculantPump(Device):
 class AssemblySaxs(_FlowCellInstrument):
     """The cell's 2D SAXS camera with on-line azimuthal reduction (``{prefix}`` e.g. ``MC:ASSEMBLY:SAXS:``).
 
-    ``trigger()`` puts Acquire = 1 and completes on put-completion (after the exposure, in
-    simulated time; timeout scaled with the cell's ``time_scale``). Readings: see the
-    module docstring; ``image`` is read as a (rows, columns) array.
+    ``trigger()`` puts Acquire = 1 and completes on put-completion (after the exposure; on
+    the simulated cell in simulated time, timeout scaled with the cell's ``time_scale``).
+    Readings: see the module docstring; ``image`` is read as a (rows, columns) array.
     """
 
     intensity = Cpt(EpicsSignalRO, "Intensity_RBV", kind="hinted", auto_monitor=False,
@@ -161,6 +164,8 @@ class AssemblySaxs(_FlowCellInstrument):
 class AssemblyCell(Device):
     """The self-assembly cell (``{prefix}`` = ``MC:ASSEMBLY:``); see the module docstring.
 
+    The simulator-only parts are in :class:`SimAssemblyCell`.
+
     Example
     -------
     >>> cell = AssemblyCell("MC:ASSEMBLY:", name="assembly")
@@ -171,13 +176,8 @@ class AssemblyCell(Device):
     >>> cell.saxs.trigger().wait(30); cell.saxs.read()["assembly_saxs_intensity"]["value"]
     """
 
-    time_scale = Cpt(EpicsSignal, "TimeScale", kind="config", auto_monitor=True,
-                     doc="wall-clock seconds per simulated second")
-    sim_time = Cpt(EpicsSignalRO, "SimTime_RBV", kind="omitted", auto_monitor=True, doc="simulated time (s)")
     sample = Cpt(EpicsSignal, "Sample", string=True, kind="config", auto_monitor=True,
                  doc="colloid, monolayer or binary")
-    lattice = Cpt(EpicsSignal, "Lattice", string=True, kind="config", auto_monitor=True,
-                  doc="supercrystal lattice of the colloid: fcc, bcc or hcp")
     colloid_volume = Cpt(EpicsSignalRO, "ColloidVolume_RBV", kind="config",
                          doc="sample volume before the addition (µL)")
     concentration = Cpt(EpicsSignalRO, "Concentration_RBV", kind="normal", auto_monitor=True,
@@ -186,13 +186,8 @@ class AssemblyCell(Device):
                   doc="simulated s since the addition started; -1 before")
     reset = Cpt(EpicsSignal, "Reset", kind="omitted", put_complete=True, doc="put 1: load a fresh sample")
     status_message = Cpt(EpicsSignalRO, "Status_RBV", string=True, kind="omitted", auto_monitor=True)
-    sim_seed = Cpt(EpicsSignalRO, "SimSeed_RBV", kind="config", doc="seed of the noise and orientations")
     floc = Cpt(FlocculantPump, "FLOC:", doc="flocculant syringe pump")
     saxs = Cpt(AssemblySaxs, "SAXS:", doc="2D SAXS camera")
-
-    def __init__(self, prefix: str = "", *, name: str, **kwargs):
-        super().__init__(prefix, name=name, **kwargs)
-        self.saxs.time_scale_signal = self.time_scale
 
     def trigger(self):
         """Take one SAXS frame (``saxs.trigger()``).
@@ -203,4 +198,26 @@ class AssemblyCell(Device):
         return self.saxs.trigger()
 
 
-__all__ = ["AssemblyCell", "AssemblySaxs", "FlocculantPump", "ImageSignal", "SAXS_FIELDS", "saxs_data_keys"]
+class SimAssemblyCell(AssemblyCell):
+    """:class:`AssemblyCell` on the simulated IOC (``{prefix}`` = ``MC:ASSEMBLY:``).
+
+    Adds the simulator-only parts: ``time_scale`` (wall-clock seconds per simulated second;
+    the SAXS acquisition timeout is scaled with it), ``sim_time``, ``sim_seed`` and
+    ``lattice`` (``"fcc"``, ``"bcc"`` or ``"hcp"``: the supercrystal the simulated colloid
+    forms, set before the addition).
+    """
+
+    time_scale = Cpt(EpicsSignal, "TimeScale", kind="config", auto_monitor=True,
+                     doc="wall-clock seconds per simulated second")
+    sim_time = Cpt(EpicsSignalRO, "SimTime_RBV", kind="omitted", auto_monitor=True, doc="simulated time (s)")
+    lattice = Cpt(EpicsSignal, "Lattice", string=True, kind="config", auto_monitor=True,
+                  doc="supercrystal lattice of the colloid: fcc, bcc or hcp")
+    sim_seed = Cpt(EpicsSignalRO, "SimSeed_RBV", kind="config", doc="seed of the noise and orientations")
+
+    def __init__(self, prefix: str = "", *, name: str, **kwargs):
+        super().__init__(prefix, name=name, **kwargs)
+        self.saxs.time_scale_signal = self.time_scale
+
+
+__all__ = ["AssemblyCell", "AssemblySaxs", "FlocculantPump", "ImageSignal", "SAXS_FIELDS", "SimAssemblyCell",
+           "saxs_data_keys"]

@@ -7,7 +7,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 
 
 class BeamMonitor(Device):
-    """Ring current, energy and shutter of the (simulated) beamline, ``{prefix}`` = ``MC:BEAM:``.
+    """Ring current, energy and shutter of the beamline, ``{prefix}`` = ``MC:BEAM:``.
 
     ``ring_current`` (mA) is monitored, so a bluesky suspender can watch it, e.g.
     ``SuspendFloor(beam.ring_current, 90, resume_thresh=95)``. ``shutter.set(1)`` opens
@@ -15,7 +15,8 @@ class BeamMonitor(Device):
     The value is 1 for open, 0 for closed.
     """
 
-    ring_current = Cpt(EpicsSignal, "RingCurrent", kind="hinted", auto_monitor=True, doc="storage-ring current (mA)")
+    ring_current = Cpt(EpicsSignalRO, "RingCurrent", kind="hinted", auto_monitor=True,
+                       doc="storage-ring current (mA)")
     energy = Cpt(EpicsSignalRO, "Energy_RBV", kind="config", auto_monitor=True, doc="photon energy (keV)")
     shutter = Cpt(EpicsSignal, "Shutter_RBV", write_pv="Shutter", kind="normal", auto_monitor=True,
                   put_complete=True, doc="experiment shutter: 1 open, 0 closed")
@@ -23,4 +24,15 @@ class BeamMonitor(Device):
                          doc="1 if current > 1 mA and the shutter is open")
 
 
-__all__ = ["BeamMonitor"]
+class SimBeamMonitor(BeamMonitor):
+    """:class:`BeamMonitor` on the simulated IOC, whose ``ring_current`` is writable.
+
+    ``beam.ring_current.put(10.0)`` simulates a beam loss (for suspenders in tests and
+    demos); on real hardware the ring current is read-only.
+    """
+
+    ring_current = Cpt(EpicsSignal, "RingCurrent", kind="hinted", auto_monitor=True,
+                       doc="storage-ring current (mA); writable to simulate a beam loss")
+
+
+__all__ = ["BeamMonitor", "SimBeamMonitor"]

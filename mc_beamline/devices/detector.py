@@ -26,6 +26,9 @@ Document model (ophyd v1 style, understood by bluesky-tiled-plugins' ``TiledWrit
 
 One file per stage, one frame per trigger: for a run that stages the detector once, frame
 ``i`` of the file belongs to event ``seq_num = i + 1``.
+
+:class:`PixelDetector` holds only what the real detector has; :class:`SimPixelDetector`
+adds the simulator-only time scale, seed and geometry name.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _uid() -> str:
 
 
 class PixelDetector(Device):
-    """Simulated Eiger-1M-like pixel detector with its HDF5 file writer (``{prefix}`` = ``MC:DET:``).
+    """Eiger-1M-like pixel detector with its HDF5 file writer (``{prefix}`` = ``MC:DET:``).
 
     Parameters
     ----------
@@ -59,17 +62,14 @@ class PixelDetector(Device):
     write_path_template : directory of capture files relative to the IOC's data
         directory, passed through ``time.strftime`` at each stage (default ``%Y/%m/%d``).
 
-    Configuration (``read_configuration``): exposure time (s), time scale, PONI and mask
-    file paths, simulation seed and geometry name; ``poni_text`` holds the PONI file content
-    that plans put into the start document.
+    Configuration (``read_configuration``): exposure time (s), PONI and mask file paths;
+    ``poni_text`` holds the PONI file content that plans put into the start document.
     """
 
     acquire = Cpt(EpicsSignal, "Acquire", kind="omitted", put_complete=True)
     acquire_busy = Cpt(EpicsSignalRO, "Acquire_RBV", kind="omitted")
     acquire_time = Cpt(EpicsSignal, "AcquireTime_RBV", write_pv="AcquireTime", kind="config", auto_monitor=True,
                        doc="exposure per frame (s)")
-    time_scale = Cpt(EpicsSignal, "TimeScale", kind="config", auto_monitor=True,
-                     doc="wall-clock seconds per exposure second (0: no waiting)")
     num_images = Cpt(EpicsSignal, "NumImages_RBV", write_pv="NumImages", kind="omitted", auto_monitor=True)
     # Per-frame PVs are not monitored: fewer CA updates per point; read them on demand.
     array_counter = Cpt(EpicsSignal, "ArrayCounter_RBV", write_pv="ArrayCounter", kind="omitted")
@@ -87,14 +87,13 @@ class PixelDetector(Device):
     poni_text = Cpt(EpicsSignalRO, "PoniText_RBV", string=True, kind="omitted")
     array_size_x = Cpt(EpicsSignalRO, "ArraySizeX_RBV", kind="omitted")
     array_size_y = Cpt(EpicsSignalRO, "ArraySizeY_RBV", kind="omitted")
-    sim_seed = Cpt(EpicsSignalRO, "SimSeed_RBV", kind="config")
-    geometry_name = Cpt(EpicsSignalRO, "Geometry_RBV", string=True, kind="config")
 
     def __init__(self, prefix: str = "", *, name: str, write_path_template: str = "%Y/%m/%d",
                  put_timeout: float = 10.0, **kwargs):
         super().__init__(prefix, name=name, **kwargs)
         self.write_path_template = write_path_template
         self.put_timeout = put_timeout
+        self.time_scale_signal = None
         self.stage_sigs = OrderedDict([("num_images", 1)])
         self._asset_docs_cache: deque = deque()
         self._resource: dict | None = None
@@ -182,7 +181,8 @@ class PixelDetector(Device):
         if self._resource is None:
             raise RuntimeError(f"{self.name} is not staged: stage it (bluesky does) before triggering.")
         expected = self._frames_in_file + 1
-        timeout = self.put_timeout + float(self.acquire_time.get()) * float(self.time_scale.get())
+        scale = float(self.time_scale_signal.get()) if self.time_scale_signal is not None else 1.0
+        timeout = self.put_timeout + float(self.acquire_time.get()) * scale
         status = DeviceStatus(self, timeout=timeout)
 
         def acquired(*args, **kwargs):
@@ -248,4 +248,22 @@ class PixelDetector(Device):
         yield from items
 
 
-__all__ = ["PixelDetector", "DATASET", "RESOURCE_SPEC"]
+class SimPixelDetector(PixelDetector):
+    """:class:`PixelDetector` on the simulated IOC (``{prefix}`` = ``MC:DET:``).
+
+    Adds the simulator-only configuration: ``time_scale`` (wall-clock seconds per exposure
+    second, 0: no waiting; the trigger timeout is scaled with it), ``sim_seed`` and
+    ``geometry_name``, from which ``MesocrystalSimulator`` rebuilds the frames the IOC serves.
+    """
+
+    time_scale = Cpt(EpicsSignal, "TimeScale", kind="config", auto_monitor=True,
+                     doc="wall-clock seconds per exposure second (0: no waiting)")
+    sim_seed = Cpt(EpicsSignalRO, "SimSeed_RBV", kind="config")
+    geometry_name = Cpt(EpicsSignalRO, "Geometry_RBV", string=True, kind="config")
+
+    def __init__(self, prefix: str = "", *, name: str, **kwargs):
+        super().__init__(prefix, name=name, **kwargs)
+        self.time_scale_signal = self.time_scale
+
+
+__all__ = ["PixelDetector", "SimPixelDetector", "DATASET", "RESOURCE_SPEC"]

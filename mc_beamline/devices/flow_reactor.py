@@ -14,8 +14,10 @@
 * ``uvvis``: :class:`FlowCellSpectrometer` (absorbance waveform over 300–700 nm).
 * ``saxs``: :class:`FlowCellSaxs` (I(q), σ(q) and q waveforms, q in nm⁻¹, I in cm⁻¹).
 
-The simulated reactor runs on simulated time, ``time_scale`` wall-clock seconds per
-simulated second; waits and timeouts here are scaled with it.
+These classes hold only what the real reactor has. :class:`SimFlowReactor` (with
+:class:`SimHeater` controllers) adds the simulator-only parts: the simulated reactor runs on
+simulated time, ``time_scale`` wall-clock seconds per simulated second, and its waits and
+timeouts are scaled with it (on real hardware the scale is 1).
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ import math
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, PVPositionerIsClose, Signal
-from ophyd.pseudopos import PseudoPositioner, PseudoSingle, pseudo_position_argument, real_position_argument
+from ophyd.pseudopos import (
+    PseudoPositioner,
+    PseudoSingle,
+    pseudo_position_argument,
+    real_position_argument,
+)
 from ophyd.status import DeviceStatus, SubscriptionStatus
 
 PUT_TIMEOUT_S = 10.0
@@ -54,7 +61,6 @@ class Heater(PVPositionerIsClose):
                   doc="1 once the temperature stayed within tolerance for the settle time")
     tolerance = Cpt(EpicsSignal, "Tolerance", kind="config", doc="controller's settled band (°C)")
     settle_time_s = Cpt(EpicsSignal, "SettleTime", kind="config", doc="time within tolerance (simulated s)")
-    time_constant = Cpt(EpicsSignal, "TimeConstant", kind="config", doc="first-order time constant (simulated s)")
     ramp_rate = Cpt(EpicsSignal, "RampRate", kind="config", doc="largest ramp rate (°C per simulated minute)")
 
     atol = 0.5
@@ -79,6 +85,12 @@ class Heater(PVPositionerIsClose):
     def _update_settled(self, *args, value, **kwargs) -> None:
         self._last_settled = bool(value)
         self._update_done()
+
+
+class SimHeater(Heater):
+    """:class:`Heater` of the simulated IOC, which also exposes its plant model's time constant."""
+
+    time_constant = Cpt(EpicsSignal, "TimeConstant", kind="config", doc="first-order time constant (simulated s)")
 
 
 class Pump(PVPositionerIsClose):
@@ -334,8 +346,8 @@ class FlowReactor(Device):
     Components: ``nucleation`` and ``growth`` (:class:`Heater`, °C), ``pumps``
     (:class:`PumpPair`: ``reaction_time`` in s, ``cd`` and ``se`` in mL/min), ``flush``
     (:class:`FlushCounter`), ``uvvis`` (:class:`FlowCellSpectrometer`), ``saxs``
-    (:class:`FlowCellSaxs`); configuration: volumes (mL) and ``time_scale`` (wall-clock
-    seconds per simulated second).
+    (:class:`FlowCellSaxs`); configuration: volumes (mL). The simulator-only parts are in
+    :class:`SimFlowReactor`.
 
     Example
     -------
@@ -352,14 +364,31 @@ class FlowReactor(Device):
     flush = Cpt(FlushCounter, "", doc="volume pumped through the reactor")
     uvvis = Cpt(FlowCellSpectrometer, "UVVIS:", doc="UV-Vis spectrometer")
     saxs = Cpt(FlowCellSaxs, "SAXS:", doc="SAXS detector")
-    time_scale = Cpt(EpicsSignal, "TimeScale", kind="config", auto_monitor=True,
-                     doc="wall-clock seconds per simulated second")
     nucleation_volume = Cpt(EpicsSignalRO, "NucVolume_RBV", kind="config", doc="nucleation chamber volume (mL)")
     growth_volume = Cpt(EpicsSignalRO, "GrowthVolume_RBV", kind="config", doc="growth oven volume (mL)")
     reaction_time = Cpt(EpicsSignalRO, "ReactionTime_RBV", kind="normal", auto_monitor=True,
                         doc="reaction time from the actual flows (s)")
     cell_flushed = Cpt(EpicsSignalRO, "FlushedVolume_RBV", kind="normal", auto_monitor=True,
                        doc="volume pumped since the reactor conditions last changed (mL)")
+
+    @property
+    def volume_ml(self) -> float:
+        """Total reactor volume (mL)."""
+        return float(self.pumps.volume.get())
+
+
+class SimFlowReactor(FlowReactor):
+    """:class:`FlowReactor` on the simulated IOC (``{prefix}`` = ``MC:REACTOR:``).
+
+    Adds the simulator-only parts: ``time_scale`` (wall-clock seconds per simulated
+    second; flush and acquisition timeouts are scaled with it), ``sim_time``, ``sim_seed``,
+    :class:`SimHeater` controllers (``time_constant``) and :meth:`run_simulation_fast`.
+    """
+
+    nucleation = Cpt(SimHeater, "NUC:", doc="nucleation chamber temperature (°C)")
+    growth = Cpt(SimHeater, "GROW:", doc="growth oven temperature (°C)")
+    time_scale = Cpt(EpicsSignal, "TimeScale", kind="config", auto_monitor=True,
+                     doc="wall-clock seconds per simulated second")
     sim_time = Cpt(EpicsSignalRO, "SimTime_RBV", kind="omitted", auto_monitor=True, doc="simulated time (s)")
     sim_seed = Cpt(EpicsSignalRO, "SimSeed_RBV", kind="config", doc="seed of the measurement noise")
 
@@ -368,17 +397,11 @@ class FlowReactor(Device):
         for part in (self.flush, self.uvvis, self.saxs):
             part.time_scale_signal = self.time_scale
 
-    @property
-    def volume_ml(self) -> float:
-        """Total reactor volume (mL)."""
-        return float(self.pumps.volume.get())
-
     def run_simulation_fast(self, time_scale: float) -> dict:
         """Run the simulated reactor at ``time_scale`` wall-clock s per simulated s, with quick heaters.
 
         Heaters then ramp at up to 600 °C/min with a 2 s time constant and settle for 10 s
         (simulated). Returns the previous settings: pass them to :meth:`restore_settings`.
-        Only meaningful on the simulated IOC.
         """
         heaters = (self.nucleation, self.growth)
         saved = {sig: sig.get() for h in heaters for sig in (h.ramp_rate, h.time_constant, h.settle_time_s)}
@@ -399,4 +422,5 @@ class FlowReactor(Device):
 
 __all__ = [
     "FlowCellSaxs", "FlowCellSpectrometer", "FlowReactor", "FlushCounter", "Heater", "Pump", "PumpPair",
+    "SimFlowReactor", "SimHeater",
 ]

@@ -10,9 +10,9 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from event_model import DocumentNames, schema_validators
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.devices import AssemblyCell
 from mc_beamline.devices.assembly_cell import saxs_data_keys
+from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.physics.flocculation import Flocculation, truth, volume_for
 
 

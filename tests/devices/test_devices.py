@@ -12,9 +12,21 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 from event_model import DocumentNames, schema_validators
+from ophyd import EpicsSignalRO
 from ophyd.utils.errors import LimitError
 
-from mc_beamline.devices import BeamlineConnectionError, make_devices
+from mc_beamline.devices import (
+    AssemblyCell,
+    BeamlineConnectionError,
+    BeamMonitor,
+    FlowReactor,
+    PixelDetector,
+    SimAssemblyCell,
+    SimBeamMonitor,
+    SimFlowReactor,
+    SimPixelDetector,
+    make_devices,
+)
 from mc_beamline.io.frames import read_frame
 
 
@@ -150,6 +162,41 @@ def test_connect_all_names_the_missing_ioc(sim_ioc):
         missing.connect_all(timeout=0.5)
     message = str(info.value)
     assert "NOSUCH:" in message and "\n" not in message and "mc-beamline iocs" in message
+
+
+SIM_ONLY_PVS = {"TimeScale", "SimTime_RBV", "SimSeed_RBV", "Geometry_RBV", "TimeConstant", "Lattice"}
+"""PV names (after the last ``:``) that only the simulated IOC serves."""
+
+
+def _pv_names(beamline):
+    return [walk.item.pvname for device in beamline for walk in device.walk_signals(include_lazy=True)
+            if hasattr(walk.item, "pvname")]
+
+
+def test_simulated_beamline_uses_the_sim_classes(beamline):
+    assert beamline.sim
+    assert [type(device) for device in beamline][1:] == [SimPixelDetector, SimBeamMonitor, SimFlowReactor,
+                                                         SimAssemblyCell]
+    assert SIM_ONLY_PVS == {pv.rsplit(":", 1)[-1] for pv in _pv_names(beamline)} & SIM_ONLY_PVS
+
+
+def test_real_hardware_classes_need_no_simulator_pvs(sim_ioc):
+    """``make_devices(sim=False)``: no simulator-only PV, signal or method; connect_all needs only real PVs."""
+    real = make_devices(sim_ioc.prefix, sim=False)
+    assert not real.sim
+    assert [type(device) for device in real][1:] == [PixelDetector, BeamMonitor, FlowReactor, AssemblyCell]
+    assert not [pv for pv in _pv_names(real) if pv.rsplit(":", 1)[-1] in SIM_ONLY_PVS]
+    assert not hasattr(real.reactor, "run_simulation_fast") and not hasattr(real.reactor, "time_scale")
+    assert isinstance(real.beam.ring_current, EpicsSignalRO)
+    real.connect_all(timeout=30)
+    assert real.reactor.flush.time_scale_signal is None and real.detector.time_scale_signal is None
+
+
+def test_connect_all_on_real_hardware_does_not_suggest_the_simulator(sim_ioc):
+    with pytest.raises(BeamlineConnectionError) as info:
+        make_devices("NOSUCH:", sim=False).connect_all(timeout=0.5)
+    message = str(info.value)
+    assert "NOSUCH:" in message and "\n" not in message and "mc-beamline iocs" not in message
 
 
 def _eventually(predicate, timeout=2.0):
