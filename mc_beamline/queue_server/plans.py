@@ -1,23 +1,26 @@
 """The plans that the queue (and IPython) offer, with typed, range-checked parameters.
 
-bluesky-queueserver reads the signature and the annotation decorator: a queue client
-sees each parameter's type, unit (in its description) and limits, and a submission with a
-wrong type, a value outside the limits or an unknown device is refused when it is added to
-the queue, before it can run. Limits that depend on the beamline (the stage's soft limits)
-are checked by the plan itself before anything moves (:mod:`mc_beamline.plans.validation`).
-
-No ``from __future__ import annotations`` here: the queue server needs real type objects.
+Each queued plan is the plan of :mod:`mc_beamline.plans` itself, with its signature
+(parameter names, order, defaults and types, see :func:`queue_plan`); this module adds only
+what the queue needs: the device names and choices a parameter accepts, limits and short
+descriptions. bluesky-queueserver reads both: a queue client sees each parameter's type,
+unit (in its description) and limits, and a submission with a wrong type, a value outside
+the limits or an unknown device is refused when it is added to the queue, before it can
+run. Limits that depend on the beamline (the stage's soft limits) are checked by the plan
+itself before anything moves (:mod:`mc_beamline.plans.validation`).
 """
 
+import collections.abc
+import inspect
+import types
 import typing
 
 from bluesky_queueserver import parameter_annotation_decorator
 
-from mc_beamline.plans import raster
+from mc_beamline import plans
 from mc_beamline.plans.assembly_series import LATTICES, MAX_FRAMES, SAMPLES
-from mc_beamline.plans.assembly_series import assembly_series as _assembly_series
-from mc_beamline.plans.flow_series import DEFAULT_TEMPERATURE_BAND_C, DEFAULT_TEMPERATURE_RESUME_S, MIN_FLUSH_VOLUMES
-from mc_beamline.plans.flow_series import flow_series as _flow_series
+from mc_beamline.plans.flow_series import MIN_FLUSH_VOLUMES
+from mc_beamline.plans.raster import MAX_RASTER_POINTS
 
 DETECTORS = ["det"]
 """Names of the detectors a queued plan may use (names in the startup namespace)."""
@@ -29,7 +32,48 @@ CELLS = ["assembly"]
 """Names of the self-assembly cells a queued plan may use."""
 
 
-@parameter_annotation_decorator({
+def _queue_type(hint):
+    """A type hint of a plan as the queue server checks it: ``X | None`` as ``typing.Optional[X]``
+    and a sequence as ``typing.List`` (a submission carries JSON lists)."""
+    if isinstance(hint, types.UnionType):
+        return typing.Union[tuple(_queue_type(arg) for arg in typing.get_args(hint))]
+    if typing.get_origin(hint) is collections.abc.Sequence:
+        (item,) = typing.get_args(hint)
+        return typing.List[item]
+    return hint
+
+
+def queue_signature(plan) -> inspect.Signature:
+    """The signature of ``plan`` with its type hints as real types in the queue's form.
+
+    The plans postpone their annotations (``from __future__ import annotations``); the queue
+    server needs type objects.
+    """
+    hints = typing.get_type_hints(plan)
+    signature = inspect.signature(plan)
+    return signature.replace(parameters=[
+        p.replace(annotation=_queue_type(hints[p.name])) if p.name in hints else p
+        for p in signature.parameters.values()
+    ])
+
+
+def queue_plan(plan, annotation: dict):
+    """``plan`` as the queue offers it: same name, parameters and defaults, plus ``annotation``.
+
+    ``annotation`` is the argument of bluesky-queueserver's ``parameter_annotation_decorator``
+    (plan description; per parameter a description, ``min``/``max`` and the device names or
+    choices it accepts); naming a parameter the plan does not have raises ``ValueError``.
+    """
+    queued = parameter_annotation_decorator(annotation)(plan)
+    queued.__signature__ = queue_signature(plan)
+    queued.__module__ = __name__  # where the queue's plan list says it comes from
+    return queued
+
+
+_SAMPLE = {"description": "sample description for the metadata"}
+_MD = {"description": "extra start-document metadata"}
+
+nanodiffraction_raster = queue_plan(plans.nanodiffraction_raster, {
     "description": "Nanodiffraction raster: ny x nx points, step_um apart, one detector frame per point; "
                    "stored in Tiled with the detector geometry in the start metadata.",
     "parameters": {
@@ -37,44 +81,20 @@ CELLS = ["assembly"]
                      "devices": {"Detectors": DETECTORS}},
         "stage": {"description": "nanofocus sample stage (x, y in µm)", "annotation": "Stages",
                   "devices": {"Stages": STAGES}},
-        "ny": {"description": "rows (along y)", "min": 1, "max": raster.MAX_RASTER_POINTS},
-        "nx": {"description": "columns (along x)", "min": 1, "max": raster.MAX_RASTER_POINTS},
+        "ny": {"description": "rows (along y)", "min": 1, "max": MAX_RASTER_POINTS},
+        "nx": {"description": "columns (along x)", "min": 1, "max": MAX_RASTER_POINTS},
         "step_um": {"description": "distance between neighbouring points, µm", "min": 0.001, "max": 100.0},
         "center_x_um": {"description": "raster centre x, µm (must keep the raster in the stage limits)"},
         "center_y_um": {"description": "raster centre y, µm (must keep the raster in the stage limits)"},
         "snake": {"description": "reverse every other row"},
         "exposure_s": {"description": "exposure per point, s (default: the detector's setting)",
                        "min": 0.0001, "max": 3600.0},
-        "sample": {"description": "sample description for the metadata"},
-        "md": {"description": "extra start-document metadata"},
+        "sample": _SAMPLE,
+        "md": _MD,
     },
 })
-def nanodiffraction_raster(
-    detector,
-    stage,
-    *,
-    ny: int = 35,
-    nx: int = 51,
-    step_um: float = 0.4,
-    center_x_um: float = 0.0,
-    center_y_um: float = 0.0,
-    snake: bool = True,
-    exposure_s: typing.Optional[float] = None,
-    sample: str = "PbS-TTFDA mesocrystal film",
-    md: typing.Optional[dict] = None,
-):
-    """Raster the sample through the nanofocus beam, one detector frame per point.
 
-    See :func:`mc_beamline.plans.raster.nanodiffraction_raster`; out-of-range arguments
-    are refused with a :class:`~mc_beamline.plans.PlanArgumentError` before anything moves.
-    """
-    return (yield from raster.nanodiffraction_raster(
-        detector, stage, ny=ny, nx=nx, step_um=step_um, center_x_um=center_x_um,
-        center_y_um=center_y_um, snake=snake, exposure_s=exposure_s, sample=sample, md=md,
-    ))
-
-
-@parameter_annotation_decorator({
+flow_series = queue_plan(plans.flow_series, {
     "description": "Flow-synthesis series: every combination of nucleation temperature, growth temperature "
                    "and reaction time; waits for thermal settling, flushes the reactor, records one UV-Vis "
                    "spectrum and one SAXS curve per condition; stored in Tiled.",
@@ -100,42 +120,12 @@ def nanodiffraction_raster(
                                "min": 0.0001, "max": 10.0},
         "saxs_exposure_s": {"description": "SAXS exposure, s (default: the detector's setting)",
                             "min": 0.001, "max": 3600.0},
-        "sample": {"description": "sample description for the metadata"},
-        "md": {"description": "extra start-document metadata"},
+        "sample": _SAMPLE,
+        "md": _MD,
     },
 })
-def flow_series(
-    reactor,
-    nucleation_temperatures_c: typing.List[float],
-    growth_temperatures_c: typing.List[float],
-    reaction_times_s: typing.List[float],
-    *,
-    flush_volumes: float = 3.0,
-    cd_fraction: float = 0.5,
-    allow_growth_above_nucleation: bool = False,
-    temperature_band_c: float = DEFAULT_TEMPERATURE_BAND_C,
-    temperature_resume_s: float = DEFAULT_TEMPERATURE_RESUME_S,
-    integration_time_s: typing.Optional[float] = None,
-    saxs_exposure_s: typing.Optional[float] = None,
-    sample: str = "CdSe from Cd oleate + TOP-Se in octadecene",
-    md: typing.Optional[dict] = None,
-):
-    """Flow-synthesis series over T_nuc x T_growth x reaction time.
 
-    See :func:`mc_beamline.plans.flow_series.flow_series`; bad arguments (temperatures out
-    of range, growth above nucleation, unreachable reaction times) are refused with a
-    :class:`~mc_beamline.plans.PlanArgumentError` before anything moves.
-    """
-    return (yield from _flow_series(
-        reactor, nucleation_temperatures_c, growth_temperatures_c, reaction_times_s,
-        flush_volumes=flush_volumes, cd_fraction=cd_fraction,
-        allow_growth_above_nucleation=allow_growth_above_nucleation, temperature_band_c=temperature_band_c,
-        temperature_resume_s=temperature_resume_s, integration_time_s=integration_time_s,
-        saxs_exposure_s=saxs_exposure_s, sample=sample, md=md,
-    ))
-
-
-@parameter_annotation_decorator({
+assembly_series = queue_plan(plans.assembly_series, {
     "description": "Self-assembly series: a fresh sample, baseline SAXS frames, then flocculant added over "
                    "addition_time_s while frames are taken every interval_s; stored in Tiled with the 2D "
                    "detector geometry.",
@@ -158,40 +148,13 @@ def flow_series(
         "ring_q_nm": {"description": "superlattice ring for the symmetry analysis, nm⁻¹ (default: found)",
                       "min": 0.001, "max": 100.0},
         "description": {"description": "free text for the metadata"},
-        "md": {"description": "extra start-document metadata"},
+        "md": _MD,
     },
 })
-def assembly_series(
-    cell,
-    *,
-    sample: str = "colloid",
-    lattice: str = "fcc",
-    flocculant_mm: float = 50.0,
-    addition_time_s: float = 60.0,
-    n_frames: int = 30,
-    interval_s: float = 10.0,
-    exposure_s: float = 1.0,
-    baseline_frames: int = 1,
-    ring_q_nm: typing.Optional[float] = None,
-    description: str = "",
-    md: typing.Optional[dict] = None,
-):
-    """Time-resolved SAXS of self-assembly after a flocculant addition.
-
-    See :func:`mc_beamline.plans.assembly_series.assembly_series`; a dose the pump cannot
-    deliver, or overlapping frames, is refused with a
-    :class:`~mc_beamline.plans.PlanArgumentError` before anything moves.
-    """
-    return (yield from _assembly_series(
-        cell, sample=sample, lattice=lattice, flocculant_mm=flocculant_mm, addition_time_s=addition_time_s,
-        n_frames=n_frames, interval_s=interval_s, exposure_s=exposure_s, baseline_frames=baseline_frames,
-        ring_q_nm=ring_q_nm, description=description, md=md,
-    ))
-
 
 QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster, "flow_series": flow_series,
                "assembly_series": assembly_series}
 """Every plan the startup offers, by name (the permissions allow exactly these)."""
 
-__all__ = ["nanodiffraction_raster", "flow_series", "assembly_series", "QUEUE_PLANS", "DETECTORS", "STAGES",
-           "REACTORS", "CELLS"]
+__all__ = ["nanodiffraction_raster", "flow_series", "assembly_series", "QUEUE_PLANS", "queue_plan",
+           "queue_signature", "DETECTORS", "STAGES", "REACTORS", "CELLS"]
