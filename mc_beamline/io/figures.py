@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mc_beamline.analysis.series.assembly_series import SymmetryTrace
+    from mc_beamline.analysis.series.flow_conditions import MscMap
+    from mc_beamline.analysis.xcca.pipeline import XccaAnalysis, XccaDetails
 
 
 def _new_figure(width: float, height: float):
@@ -16,11 +22,10 @@ def _new_figure(width: float, height: float):
     return fig
 
 
-def xcca_figure(analysis, details: dict, path: Path) -> Path:
+def xcca_figure(analysis: XccaAnalysis, details: XccaDetails, path: Path) -> Path:
     """Averaged CCF with the fitted model's peak positions, SL orientation map and domain map.
 
-    ``analysis`` is an :class:`~mc_beamline.analysis.xcca.pipeline.XccaAnalysis`,
-    ``details`` its :meth:`details`. Returns ``path`` (written atomically).
+    ``details`` is ``analysis.details()``. Returns ``path`` (written atomically).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,9 +33,9 @@ def xcca_figure(analysis, details: dict, path: Path) -> Path:
     ax_ccf, ax_map, ax_dom = fig.subplots(1, 3)
 
     delta = analysis.delta_deg
-    ccf = details["ccf"]
-    ax_ccf.plot(delta, ccf, lw=1, color="k", label=f"averaged CCF ({len(details['selected'])} frames)")
-    fit = details.get("fit")
+    ccf = details.ccf
+    ax_ccf.plot(delta, ccf, lw=1, color="k", label=f"averaged CCF ({len(details.selected)} frames)")
+    fit = details.fit
     if fit is not None:
         for peak in fit.peaks_deg:
             ax_ccf.axvline(peak, color="tab:red", lw=0.8, ls="--")
@@ -42,9 +47,9 @@ def xcca_figure(analysis, details: dict, path: Path) -> Path:
     ax_ccf.legend(loc="upper right", fontsize=8)
     ax_ccf.set_title(f"C(q_SL={analysis.settings.q_sl:g}, q_AL={analysis.settings.q_al:g} nm⁻¹, Δ)")
 
-    shape = tuple(details["shape"])
+    shape = details.shape
     orientation = np.full(shape, np.nan)
-    for index, candidates in details["orientation"].items():
+    for index, candidates in details.orientation.items():
         orientation[analysis.position(index)] = candidates[0] % 180.0
     step = analysis.settings.step_um or 1.0
     extent = (0, shape[1] * step, 0, shape[0] * step)
@@ -56,10 +61,10 @@ def xcca_figure(analysis, details: dict, path: Path) -> Path:
     ax_map.set_xlabel(f"x ({unit})")
     ax_map.set_ylabel(f"y ({unit})")
 
-    labels = np.asarray(details["domains"].labels, dtype=float)
+    labels = np.asarray(details.domains.labels, dtype=float)
     labels[labels < 0] = np.nan
     ax_dom.imshow(labels % 20, origin="lower", cmap="tab20", extent=extent, interpolation="nearest")
-    ax_dom.set_title(f"domains: {details['domains'].count}")
+    ax_dom.set_title(f"domains: {details.domains.count}")
     ax_dom.set_xlabel(f"x ({unit})")
     return _save(fig, path)
 
@@ -95,7 +100,7 @@ def xcca_running_figure(analysis, path: Path) -> Path:
     return _save(fig, path)
 
 
-def msc_map_figure(msc_map: dict, path: Path) -> Path:
+def msc_map_figure(msc_map: MscMap, path: Path) -> Path:
     """The "MSC map" of a flow series: which MSC families and NC sizes each condition gave.
 
     ``msc_map`` is :meth:`~mc_beamline.analysis.series.flow_conditions.FlowSeriesAnalysis.msc_map`.
@@ -105,8 +110,8 @@ def msc_map_figure(msc_map: dict, path: Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows, times, families = msc_map["rows"], msc_map["reaction_times_s"], msc_map["families"]
-    msc, nc = msc_map["msc_absorbance"], msc_map["nc_diameter_nm"]
+    rows, times, families = msc_map.rows, msc_map.reaction_times_s, msc_map.families
+    msc, nc = msc_map.msc_absorbance, msc_map.nc_diameter_nm
     fig = _new_figure(2.0 + 1.3 * max(len(times), 2), 1.5 + 0.6 * max(len(rows), 2))
     ax = fig.subplots()
     im = ax.imshow(nc, origin="lower", cmap="viridis", aspect="auto", interpolation="nearest",
@@ -132,13 +137,12 @@ def msc_map_figure(msc_map: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def assembly_figure(t_s, fractions, symmetry: dict | None, title: str, path: Path) -> Path:
+def assembly_figure(t_s, fractions, symmetry: SymmetryTrace | None, title: str, path: Path) -> Path:
     """An assembly series: NC fractions per phase and the superlattice ring's C_4, C_6, C_12 vs time.
 
     ``t_s``: frame times (s since the flocculant addition began); ``fractions``: (n, 3) dilute,
-    dense, crystal for the first n frames, or None; ``symmetry``: per-frame lists ``c4``,
-    ``c6``, ``c12`` (None where unknown) and ``change`` (its ``time_s`` is marked), or None.
-    Returns ``path`` (written atomically).
+    dense, crystal for the first n frames, or None; ``symmetry``: C_n of the first frames and
+    the symmetry change (its ``time_s`` is marked), or None. Returns ``path`` (written atomically).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,13 +161,13 @@ def assembly_figure(t_s, fractions, symmetry: dict | None, title: str, path: Pat
         ax.legend(fontsize=8, loc="center right")
     if symmetry is not None:
         ax = axes.pop(0)
-        for n, colour in ((4, "tab:red"), (6, "tab:purple"), (12, "tab:gray")):
-            c = np.array([np.nan if v is None else v for v in symmetry[f"c{n}"]], dtype=float)
+        for n, c, colour in ((4, symmetry.c4, "tab:red"), (6, symmetry.c6, "tab:purple"),
+                             (12, symmetry.c12, "tab:gray")):
             ax.plot(t[: c.size], c, "o-", ms=3, color=colour, label=f"C$_{{{n}}}$")
-        change = symmetry.get("change")
-        if change and change.get("time_s") is not None:
-            ax.axvline(change["time_s"], color="k", ls="--", lw=1,
-                       label=f"{change['from_order']}-fold → {change['to_order']}-fold")
+        change = symmetry.change
+        if change is not None and change.time_s is not None:
+            ax.axvline(change.time_s, color="k", ls="--", lw=1,
+                       label=f"{change.from_order}-fold → {change.to_order}-fold")
         ax.set_ylabel("Fourier component")
         ax.legend(fontsize=8, loc="center right")
     fig.axes[-1].set_xlabel("time since flocculant addition (s)")

@@ -32,11 +32,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.polar import Ring, RingPolarOperator
 from mc_beamline.analysis.saxs.curve import analyse_curve
-from mc_beamline.analysis.saxs.phases import PhaseSeries, classify_pathway, fit_phase_series
-from mc_beamline.analysis.saxs.symmetry import find_ordered_ring, ring_symmetry, transition_time
+from mc_beamline.analysis.saxs.phases import (
+    PhaseSeries,
+    classify_pathway,
+    fit_phase_series,
+)
+from mc_beamline.analysis.saxs.symmetry import (
+    find_ordered_ring,
+    ring_symmetry,
+    transition_time,
+)
+from mc_beamline.instrument.geometry import DetectorGeometry
 
 N_AZIMUTH_BINS = 360
 """Azimuthal bins of the superlattice ring."""
@@ -58,6 +66,36 @@ class FrameSymmetry:
     c4: float
     c6: float
     c12: float
+
+
+@dataclass(frozen=True)
+class SymmetryChange:
+    """A change of the superlattice ring's symmetry between the first and the last frames."""
+
+    from_order: int
+    """Symmetry order of the first frames (0: isotropic ring)."""
+    to_order: int
+    """Symmetry order of the last frames."""
+    time_s: float | None
+    """When it changed, s since the flocculant addition began; None if C_to never overtook C_from."""
+
+    def as_dict(self) -> dict:
+        """The ``symmetry.change`` object of the series result."""
+        return {"from_order": self.from_order, "to_order": self.to_order, "time_s": self.time_s}
+
+
+@dataclass(frozen=True)
+class SymmetryTrace:
+    """The superlattice ring's Fourier components frame by frame, for the assembly figure."""
+
+    c4: np.ndarray
+    """C_4 of each frame (normalised, dimensionless), NaN where the symmetry is not known."""
+    c6: np.ndarray
+    """C_6 of each frame (normalised, dimensionless), NaN where the symmetry is not known."""
+    c12: np.ndarray
+    """C_12 of each frame (normalised, dimensionless), NaN where the symmetry is not known."""
+    change: SymmetryChange | None
+    """The symmetry change (times in s), or None: none, not known, or not asked for."""
 
 
 class AssemblySeriesAnalysis:
@@ -137,9 +175,9 @@ class AssemblySeriesAnalysis:
         sig = np.stack(self.sigmas)
         return fit_phase_series(self.q_nm, np.stack(self.curves), None if np.isnan(sig).any() else sig)
 
-    def symmetry_change(self) -> dict | None:
-        """``{"from_order", "to_order", "time_s"}`` of the change between the first and the last
-        frames' symmetry, or None if it does not change (or is not known)."""
+    def symmetry_change(self) -> SymmetryChange | None:
+        """The change between the first and the last frames' symmetry, or None if it does not
+        change (or is not known)."""
         known = [(t, s) for t, s in zip(self.t_s, self.symmetry) if s is not None]
         if len(known) < 2 * STABLE_FRAMES:
             return None
@@ -155,7 +193,17 @@ class AssemblySeriesAnalysis:
             orders = np.array([s.order for _, s in known])
             differs = np.flatnonzero(orders != last)
             time_s = float(t[differs[-1] + 1]) if differs.size and differs[-1] + 1 < t.size else float(t[0])
-        return {"from_order": int(first), "to_order": int(last), "time_s": time_s}
+        return SymmetryChange(int(first), int(last), time_s)
+
+    def symmetry_trace(self, with_change: bool) -> SymmetryTrace | None:
+        """C_4, C_6 and C_12 of the frames so far and, if ``with_change``, the symmetry change;
+        None while no frame's symmetry is known."""
+        if all(s is None for s in self.symmetry):
+            return None
+        c4 = np.array([np.nan if s is None else s.c4 for s in self.symmetry])
+        c6 = np.array([np.nan if s is None else s.c6 for s in self.symmetry])
+        c12 = np.array([np.nan if s is None else s.c12 for s in self.symmetry])
+        return SymmetryTrace(c4, c6, c12, self.symmetry_change() if with_change else None)
 
     def result(self) -> dict:
         """The series result: the ``saxs`` JSON of the last frame plus ``series`` and ``symmetry``."""
@@ -179,6 +227,7 @@ class AssemblySeriesAnalysis:
         if any(s is not None for s in self.symmetry):
             known = [s for s in self.symmetry if s is not None]
             final = Counter(s.order for s in known[-STABLE_FRAMES:]).most_common(1)[0][0]
+            change = self.symmetry_change()
             out["symmetry"] = {
                 "ring_q_nm": self.ring.q_center_nm, "ring_half_width_nm": self.ring.half_width_nm,
                 "t_s": list(self.t_s),
@@ -186,9 +235,10 @@ class AssemblySeriesAnalysis:
                 **{f"c{n}": [None if s is None else getattr(s, f"c{n}") for s in self.symmetry]
                    for n in SYMMETRY_HARMONICS},
                 "final_order": int(final),
-                "change": self.symmetry_change(),
+                "change": None if change is None else change.as_dict(),
             }
         return out
 
 
-__all__ = ["AssemblySeriesAnalysis", "FrameSymmetry", "N_AZIMUTH_BINS", "SYMMETRY_HARMONICS"]
+__all__ = ["AssemblySeriesAnalysis", "FrameSymmetry", "N_AZIMUTH_BINS", "SYMMETRY_HARMONICS", "SymmetryChange",
+           "SymmetryTrace"]

@@ -3,7 +3,7 @@
 :class:`XccaAnalysis` is what the live callback, the replay and ``mc-beamline xcca`` all
 call. It consumes frames one at a time (:meth:`XccaAnalysis.add_frame`) or in batches,
 keeps per-frame results, merges partial analyses of disjoint frame sets, and computes the
-result of the ``mc-beamline xcca`` contract (DESIGN.md) on demand. Everything derived
+result of the ``mc-beamline xcca`` contract (docs/results.md) on demand. Everything derived
 across frames is computed in :meth:`XccaAnalysis.result` from the per-frame records in
 frame-index order, so the result does not depend on the order frames arrived in, on how
 they were batched, or on how partial analyses were merged: a replay gives the same numbers.
@@ -35,18 +35,24 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mc_beamline.analysis.xcca.disorder import PeakCutAccumulator, fit_peak_widths
-from mc_beamline.analysis.xcca.domains import segment_domains
-from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.analysis.xcca.ccf import CcfAccumulator
+from mc_beamline.analysis.xcca.disorder import (
+    PeakCutAccumulator,
+    PeakWidths,
+    fit_peak_widths,
+)
+from mc_beamline.analysis.xcca.domains import DomainMap, segment_domains
+from mc_beamline.analysis.xcca.frame import FrameXcca, RingSettings, XccaFrameEngine
 from mc_beamline.analysis.xcca.orientation import (
+    PairAngle,
     al_orientation_candidates,
     misorientation,
     sl_orientation_candidates,
     sl_pair_angle,
 )
-from mc_beamline.analysis.xcca.structure import bct_beta_deg, c_over_a_from_beta, fit_superlattice
-from mc_beamline.analysis.xcca.ccf import CcfAccumulator
-from mc_beamline.analysis.xcca.frame import FrameXcca, RingSettings, XccaFrameEngine
+from mc_beamline.analysis.xcca.structure import SuperlatticeFit, fit_superlattice
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.materials.lattice_angles import bct_beta_deg, c_over_a_from_beta
 
 
 @dataclass
@@ -107,6 +113,43 @@ class FrameRecord:
     def candidate(self) -> bool:
         """Peaks on both rings."""
         return len(self.sl_peaks) > 0 and len(self.al_peaks) > 0
+
+
+@dataclass(frozen=True)
+class XccaDetails:
+    """Everything :meth:`XccaAnalysis.result` derives across frames, with intermediate values
+    (for figures, maps and tests); made by :meth:`XccaAnalysis.details`."""
+
+    records: tuple[FrameRecord, ...]
+    """Records of all frames, by frame index."""
+    selected: tuple[int, ...]
+    """Indices of the selected frames (peaks on both rings, a well-resolved AL peak), increasing."""
+    ccf: np.ndarray
+    """Averaged normalised CCF over the selected frames (dimensionless, one value per Δ of
+    :attr:`XccaAnalysis.delta_deg` in degrees), NaN where no selected frame covers Δ."""
+    fit: SuperlatticeFit | None
+    """The bct/bcc model fitted to :attr:`ccf` (angles in degrees), None if it could not be fitted."""
+    pair_angle: PairAngle | None
+    """β from the SL {112} peak pairs of all frames (degrees), None without pairs."""
+    beta_deg: float | None
+    """Adopted β, degrees: the fit's, else the pair angle's (assumed < 45°), else None."""
+    psi: dict[int, float]
+    """Misorientation ψ between superlattice and atomic lattice, degrees, by frame index
+    (selected frames where it was found)."""
+    orientation: dict[int, tuple[float, ...]]
+    """Candidate SL [1-10] azimuths, degrees, by frame index: one, or two when ambiguous."""
+    domains: DomainMap
+    """Domains of the SL orientation map (labels of raster shape :attr:`shape`; areas in µm²)."""
+    shape: tuple[int, int]
+    """(rows, columns) of the raster, positions."""
+    widths: PeakWidths | None
+    """Widths of the aligned average AL peak (nm⁻¹, degrees) and the orientational disorder
+    ΔΦ (degrees), None without cuts or if the fit failed."""
+    cut_mean: np.ndarray | None
+    """Aligned average (q, Δφ) cut of the strongest AL peak over the selected frames
+    (counts per pixel; q in nm⁻¹, Δφ in degrees), NaN where no pixel; None without cuts."""
+    n_cut_frames: int
+    """Selected frames whose cut went into :attr:`cut_mean`."""
 
 
 @dataclass(frozen=True)
@@ -329,15 +372,8 @@ class XccaAnalysis:
             col = shape[1] - 1 - col
         return row, col
 
-    def details(self) -> dict:
-        """Everything :meth:`result` derives, with intermediate values (for plots and tests).
-
-        Keys: ``records`` (sorted), ``selected`` (indices), ``ccf`` (averaged, NaN where
-        undefined), ``fit`` (:class:`~mc_beamline.analysis.xcca.structure.SuperlatticeFit` or
-        None), ``pair_angle``, ``beta_deg``, ``psi`` (index → ψ), ``orientation``
-        (index → list of candidate SL orientations), ``domains`` (DomainMap),
-        ``widths`` (PeakWidths or None), ``cut_mean``.
-        """
+    def details(self) -> XccaDetails:
+        """Everything :meth:`result` derives, with intermediate values (for plots and tests)."""
         s = self.settings
         recs = [self.records[i] for i in sorted(self.records)]
         cands = [r for r in recs if r.candidate]
@@ -366,7 +402,7 @@ class XccaAnalysis:
             beta = None
 
         psi: dict[int, float] = {}
-        orientation: dict[int, list[float]] = {}
+        orientation: dict[int, tuple[float, ...]] = {}
         selected_idx = {r.index for r in selected}
         if beta is not None:
             for r in recs:
@@ -380,11 +416,11 @@ class XccaAnalysis:
                     if m is not None:
                         psi[r.index] = m.psi_deg
                 if len(sc) == 1 or sc[1].score < 0.8 * sc[0].score:
-                    orientation[r.index] = [sc[0].u_deg]
+                    orientation[r.index] = (sc[0].u_deg,)
                 elif m is not None:
-                    orientation[r.index] = [m.u_sl_deg]
+                    orientation[r.index] = (m.u_sl_deg,)
                 else:
-                    orientation[r.index] = [sc[0].u_deg, sc[1].u_deg]
+                    orientation[r.index] = (sc[0].u_deg, sc[1].u_deg)
 
         shape = s.scan_shape or (1, (max(self.records) + 1) if self.records else 1)
         omap = np.full(shape + (2,), np.nan)
@@ -411,52 +447,52 @@ class XccaAnalysis:
                 widths = fit_peak_widths(cut_mean, self._cut.q_centers, self._cut.dphi_centers)
             except (ValueError, RuntimeError):
                 widths = None
-        return {
-            "records": recs,
-            "selected": [r.index for r in selected],
-            "ccf": ccf,
-            "fit": fit,
-            "pair_angle": pair,
-            "beta_deg": beta,
-            "psi": psi,
-            "orientation": orientation,
-            "domains": domains,
-            "shape": shape,
-            "widths": widths,
-            "cut_mean": cut_mean,
-            "n_cut_frames": n_cut,
-        }
+        return XccaDetails(
+            records=tuple(recs),
+            selected=tuple(r.index for r in selected),
+            ccf=ccf,
+            fit=fit,
+            pair_angle=pair,
+            beta_deg=beta,
+            psi=psi,
+            orientation=orientation,
+            domains=domains,
+            shape=shape,
+            widths=widths,
+            cut_mean=cut_mean,
+            n_cut_frames=n_cut,
+        )
 
-    def result(self, details: dict | None = None) -> dict:
-        """The ``mc-beamline xcca`` RESULT.json content (DESIGN.md) as a JSON-ready dict.
+    def result(self, details: XccaDetails | None = None) -> dict:
+        """The ``mc-beamline xcca`` RESULT.json content (docs/results.md) as a JSON-ready dict.
 
         ``details`` may pass a :meth:`details` computed just before (it is the expensive part).
         """
         d = self.details() if details is None else details
-        fit = d["fit"]
+        fit = d.fit
         if fit is not None:
             superlattice = {"lattice": fit.lattice, "c_over_a": fit.c_over_a, "beta_deg": fit.beta_deg}
             peaks = fit.peaks_deg
-        elif d["beta_deg"] is not None:
-            ca = c_over_a_from_beta(d["beta_deg"])
+        elif d.beta_deg is not None:
+            ca = c_over_a_from_beta(d.beta_deg)
             lattice = "bcc" if abs(ca - 1.0) <= self.settings.bcc_tolerance else "bct"
             superlattice = {"lattice": lattice, "c_over_a": ca, "beta_deg": bct_beta_deg(ca)}
             peaks = []
         else:
             superlattice = {"lattice": None, "c_over_a": None, "beta_deg": None}
             peaks = []
-        psi_values = np.array([d["psi"][i] for i in sorted(d["psi"])])
+        psi_values = np.array([d.psi[i] for i in sorted(d.psi)])
         mis = {
             "mean": _json_float(psi_values.mean()) if psi_values.size else None,
             "std": _json_float(psi_values.std(ddof=1)) if psi_values.size > 1 else None,
             "n": int(psi_values.size),
         }
-        widths = d["widths"]
-        labels = d["domains"].labels
-        selected = set(d["selected"])
+        widths = d.widths
+        labels = d.domains.labels
+        selected = set(d.selected)
         frames = []
-        for r in d["records"]:
-            row, col = self._position(r.index, d["shape"])
+        for r in d.records:
+            row, col = self._position(r.index, d.shape)
             lab = int(labels[row, col])
             frames.append(
                 {
@@ -464,24 +500,24 @@ class XccaAnalysis:
                     "selected": r.index in selected,
                     "sl_peaks_deg": [float(v) for v in r.sl_peaks[:, 0]],
                     "al_peaks_deg": [float(v) for v in r.al_peaks[:, 0]],
-                    "psi_deg": _json_float(d["psi"].get(r.index)),
+                    "psi_deg": _json_float(d.psi.get(r.index)),
                     "domain": lab if lab >= 0 else None,
                 }
             )
         return {
-            "n_frames": len(d["records"]),
+            "n_frames": len(d.records),
             "n_selected": len(selected),
             "ccf": {
                 "delta_deg": [float(v) for v in self.delta_deg],
-                "value": [_json_float(v) for v in d["ccf"]],
+                "value": [_json_float(v) for v in d.ccf],
             },
             "ccf_peaks_deg": [float(v) for v in peaks],
             "superlattice": {k: (_json_float(v) if isinstance(v, float) else v) for k, v in superlattice.items()},
             "orientational_disorder_fwhm_deg": _json_float(widths.disorder_fwhm_deg) if widths else None,
             "misorientation_deg": mis,
-            "domains": {"count": int(d["domains"].count), "mean_area_um2": _json_float(d["domains"].mean_area_um2)},
+            "domains": {"count": int(d.domains.count), "mean_area_um2": _json_float(d.domains.mean_area_um2)},
             "frames": frames,
         }
 
 
-__all__ = ["XccaAnalysis", "XccaSettings", "FrameRecord"]
+__all__ = ["XccaAnalysis", "XccaDetails", "XccaSettings", "FrameRecord"]

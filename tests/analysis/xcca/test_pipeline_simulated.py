@@ -11,8 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from mc_beamline.analysis.xcca.structure import THETA_111_DEG, bct_beta_deg, wrap180
 from mc_beamline.analysis.xcca.pipeline import XccaAnalysis
+from mc_beamline.analysis.xcca.structure import wrap180
+from mc_beamline.materials.lattice_angles import THETA_111_DEG, bct_beta_deg
 from mc_beamline.physics.detector_model import centered_geometry, offaxis_geometry
 from mc_beamline.physics.mesocrystal import (
     SEED_SCAN_SHAPE,
@@ -50,7 +51,7 @@ def analysed(request):
 
 
 def _truth_psi(details, truth):
-    return np.array([truth[i].psi_deg for i in sorted(details["psi"])])
+    return np.array([truth[i].psi_deg for i in sorted(details.psi)])
 
 
 def test_result_follows_the_json_contract(analysed):
@@ -76,7 +77,7 @@ def test_result_follows_the_json_contract(analysed):
 
 def test_selected_frames_are_the_atomic_zone_frames(analysed):
     geom, _, res, details, truth = analysed
-    selected = details["selected"]
+    selected = details.selected
     zone = [truth[i].zone for i in selected]
     assert np.mean(zone) > 0.95
     if geom == "offaxis":  # seed: 412 patterns with a resolved {111} peak
@@ -107,7 +108,7 @@ def test_superlattice_is_bct_with_the_seed_distortion(analysed):
     assert sl["lattice"] == "bct"
     assert sl["c_over_a"] == pytest.approx(PARAMS.c_over_a, abs=0.02)
     assert sl["beta_deg"] == pytest.approx(bct_beta_deg(PARAMS.c_over_a), abs=0.6)
-    fit = details["fit"]
+    fit = details.fit
     assert fit.r_squared > 0.9
     # the CCF alone (β free) agrees within the scatter expected from ~9 atomic-zone grains
     assert fit.c_over_a_ccf == pytest.approx(PARAMS.c_over_a, abs=0.06)
@@ -116,7 +117,7 @@ def test_superlattice_is_bct_with_the_seed_distortion(analysed):
 def test_orientational_disorder_is_the_simulated_10_degrees(analysed):
     _, _, res, details, _ = analysed
     assert res["orientational_disorder_fwhm_deg"] == pytest.approx(PARAMS.disorder_fwhm_deg, abs=2.0)
-    w = details["widths"]
+    w = details.widths
     assert w.sigma_q_nm == pytest.approx(PARAMS.al_radial_sigma_nm, rel=0.1)
     assert w.q0_nm == pytest.approx(2 * math.pi * math.sqrt(3) / PARAMS.al_a_nm, abs=0.05)
 
@@ -132,7 +133,7 @@ def test_misorientation_matches_the_truth(analysed):
     assert mis["std"] == pytest.approx(PARAMS.psi_std_deg, abs=1.0)
     assert abs(mis["mean"] - PARAMS.psi_mean_deg) < PARAMS.psi_std_deg
     # frame by frame, on positions well inside a [110]-zone grain
-    err = [wrap180(details["psi"][i] - truth[i].psi_deg) for i in details["psi"]
+    err = [wrap180(details.psi[i] - truth[i].psi_deg) for i in details.psi
            if truth[i].zone and truth[i].weight > 0.99]
     assert np.median(np.abs(err)) < 0.5
 
