@@ -63,7 +63,10 @@ def detector_file(path: Path, n_frames: int):
     Returns (simulator, path). Frame ``i`` is the one at seed raster index ``raster_index[i]``
     (row-major, snake), exposure 0.01 s, noise key ``i``.
     """
-    from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
+    from mc_beamline.physics.mesocrystal import (
+        MesocrystalSimulator,
+        seed_raster_positions,
+    )
 
     sim = MesocrystalSimulator()
     if path.is_file():

@@ -28,7 +28,10 @@ import hdf5plugin
 
 def time_frames(n: int = 50) -> float:
     """Mean seconds to generate one 1 Mpx frame with the physics model."""
-    from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
+    from mc_beamline.physics.mesocrystal import (
+        MesocrystalSimulator,
+        seed_raster_positions,
+    )
 
     sim = MesocrystalSimulator()
     ys, xs = seed_raster_positions()

@@ -176,8 +176,16 @@ def mean_timings(outcomes) -> dict[str, float]:
 
 def run(args, data_dir) -> None:
     from mc_beamline.callbacks.replay import replay
-    from mc_beamline.commands.reprocess import (dask_client, reprocess_many, reprocess_sequential, reprocessed_result,
-                                       reprocessed_uid, server_address, warm_up, warm_worker)
+    from mc_beamline.commands.reprocess import (
+        dask_client,
+        reprocess_many,
+        reprocess_sequential,
+        reprocessed_result,
+        reprocessed_uid,
+        server_address,
+        warm_up,
+        warm_worker,
+    )
     from mc_beamline.storage import DataDir, read_stream_array
 
     data_dir = DataDir(data_dir)

@@ -39,10 +39,15 @@ import warnings
 
 import numpy as np
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.xcca.ccf import masked_ccf
 from mc_beamline.analysis.xcca.frame import RingSettings, XccaFrameEngine
-from mc_beamline.physics.detector_model import DEFAULT_ENERGY_KEV, beamstop_mask, gap_mask, offaxis_geometry
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.physics.detector_model import (
+    DEFAULT_ENERGY_KEV,
+    beamstop_mask,
+    gap_mask,
+    offaxis_geometry,
+)
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
 
 Q_SL, HW_SL = 1.72, 0.06

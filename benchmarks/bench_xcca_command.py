@@ -49,7 +49,12 @@ import hdf5plugin
 import numpy as np
 
 from mc_beamline.commands.xcca import run_xcca
-from mc_beamline.physics.mesocrystal import SEED_SCAN_SHAPE, SEED_STEP_UM, MesocrystalSimulator, seed_raster_positions
+from mc_beamline.physics.mesocrystal import (
+    SEED_SCAN_SHAPE,
+    SEED_STEP_UM,
+    MesocrystalSimulator,
+    seed_raster_positions,
+)
 
 DATASET = "/entry/data/data"
 

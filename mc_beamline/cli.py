@@ -13,13 +13,17 @@ from pathlib import Path
 DEFAULT_DATA_DIR = Path("mc-data")
 
 
-class CommandError(Exception):
-    """An error whose message is one sentence for the user."""
-
-
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="data directory (Tiled catalog, detector files, figures); default ./mc-data")
+
+
+def _add_catalog_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="data directory with the embedded catalog (default ./mc-data)")
+    source.add_argument("--tiled", default=None, metavar="URI",
+                        help="URI of a running Tiled server (API key from ?api_key= or TILED_API_KEY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("replay", "replay a stored run through the live analysis")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("uid", metavar="UID", help="uid of the raw run")
-        source = cmd.add_mutually_exclusive_group()
-        source.add_argument("--data-dir", type=Path, default=None,
-                            help="data directory with the embedded catalog (default ./mc-data)")
-        source.add_argument("--tiled", default=None, metavar="URI",
-                            help="URI of a running Tiled server (API key from ?api_key= or TILED_API_KEY)")
+        _add_catalog_source(cmd)
         cmd.add_argument("--out", type=Path, required=True, metavar="RESULT.json")
 
     reprocess = sub.add_parser(
@@ -89,11 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                "(e.g. tcp://10.0.0.5:8786); its workers must reach the Tiled server, so give --tiled\n"
                "with a URI they can reach when they run on other machines.")
     reprocess.add_argument("uids", nargs="*", metavar="UID", help="uids of raw raster runs (optional)")
-    source = reprocess.add_mutually_exclusive_group()
-    source.add_argument("--data-dir", type=Path, default=None,
-                        help="data directory with the embedded catalog (default ./mc-data)")
-    source.add_argument("--tiled", default=None, metavar="URI",
-                        help="URI of a running Tiled server (API key from ?api_key= or TILED_API_KEY)")
+    _add_catalog_source(reprocess)
     reprocess.add_argument("--query", action="append", default=[], metavar="KEY=VALUE",
                            help="start-document metadata the runs must have (repeatable; see below)")
     reprocess.add_argument("--since", default=None, metavar="T", help="runs started at or after T")
@@ -155,199 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo(args) -> int:
-    from mc_beamline.commands.demo import assembly_demo, flow_demo, raster_demo
+def _run(module: str, function: str):
+    """The command ``module.function(args)``, imported only when it runs (a fast ``--help``);
+    its exit status is the int it returns, else 0."""
 
-    run = {"raster": raster_demo, "flow": flow_demo, "assembly": assembly_demo}[args.experiment]
-    run(args.data_dir.resolve(), quick=args.quick)
-    return 0
+    def command(args) -> int:
+        from importlib import import_module
 
+        status = getattr(import_module(f"mc_beamline.commands.{module}"), function)(args)
+        return status if isinstance(status, int) else 0
 
-def _xcca(args) -> int:
-    from mc_beamline.commands.xcca import run_xcca
-
-    run_xcca(args)
-    return 0
+    return command
 
 
-def _stored(args, compute) -> int:
-    from mc_beamline.io.result_json import write_json
-    from mc_beamline.storage import DataDir, connect
-
-    if args.tiled is None:
-        data_dir = (args.data_dir or DEFAULT_DATA_DIR).resolve()
-        if not DataDir(data_dir).has_catalog():
-            raise CommandError(f"{data_dir} holds no catalog; give the data directory of the run (--data-dir).")
-        source = {"data_dir": data_dir}
-    else:
-        source = {"uri": args.tiled}
-    if not args.out.parent.resolve().is_dir():
-        raise CommandError(f"Output directory {args.out.parent} does not exist.")
-    with connect(**source) as client:
-        result = compute(client, args.uid)
-    write_json(result, args.out)
-    print(f"{args.command} of run {args.uid}: {args.out}")
-    return 0
-
-
-def _results(args) -> int:
-    from mc_beamline.callbacks.replay import stored_results
-
-    return _stored(args, stored_results)
-
-
-def _replay(args) -> int:
-    from mc_beamline.callbacks.replay import replay
-
-    return _stored(args, replay)
-
-
-def _msc(args) -> int:
-    from mc_beamline.commands.msc import run_msc
-
-    run_msc(args)
-    return 0
-
-
-def _saxs(args) -> int:
-    from mc_beamline.commands.saxs import run_saxs
-
-    run_saxs(args)
-    return 0
-
-
-def _reprocess(args) -> int:
-    import time
-
-    import httpx
-
-    from mc_beamline.commands.reprocess import RunQuery, dask_client, find_runs, reprocess_many, server_address
-    from mc_beamline.storage import DataDir, connect
-
-    query = RunQuery.parse(args.query, args.since, args.until) if (args.query or args.since or args.until) else None
-    if args.workers < 1:
-        raise CommandError(f"--workers must be at least 1, got {args.workers}.")
-    if args.tiled is None:
-        data_dir = (args.data_dir or DEFAULT_DATA_DIR).resolve()
-        if not DataDir(data_dir).has_catalog():
-            raise CommandError(f"{data_dir} holds no catalog; give the data directory of the runs (--data-dir).")
-        source = {"data_dir": data_dir}
-    else:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(args.tiled)
-        health = f"{parts.scheme}://{parts.netloc}{parts.path.split('/api/', 1)[0].rstrip('/')}/healthz"
-        try:  # one quick probe: the client would retry for a long while, talking on stderr
-            httpx.get(health, timeout=5.0, trust_env=False).raise_for_status()
-        except httpx.HTTPError as exc:
-            raise CommandError(f"The Tiled server at {args.tiled} does not answer ({type(exc).__name__}: {exc}).") from None
-        source = {"uri": args.tiled}
-    try:
-        catalog = connect(**source)
-        client = catalog.__enter__()
-    except httpx.HTTPError as exc:
-        raise CommandError(f"The Tiled server at {args.tiled} does not answer ({type(exc).__name__}: {exc}).") from None
-    try:
-        uids = find_runs(client, args.uids, query)
-        if not uids:
-            raise CommandError("No stored raster run matches the selection.")
-        uri, api_key = server_address(client)
-        where = args.scheduler or f"a local cluster of {args.workers} worker(s)"
-        print(f"reprocessing {len(uids)} run(s) on {where}", flush=True)
-
-        def report(outcome) -> None:
-            if outcome.status == "failed":
-                print(f"failed {outcome.raw_uid}: {outcome.message}", flush=True)
-                return
-            result = outcome.result or {}
-            print(f"{outcome.status} {outcome.raw_uid} -> {outcome.derived_uid}: {result.get('n_frames')} frames, "
-                  f"{result.get('n_selected')} selected ({outcome.seconds:.1f} s)", flush=True)
-
-        t0 = time.perf_counter()
-        with dask_client(args.scheduler, args.workers) as dask:
-            outcomes = reprocess_many(uri, api_key, uids, dask, force=args.force, on_done=report)
-    finally:
-        catalog.__exit__(None, None, None)
-    counts = {status: sum(o.status == status for o in outcomes) for status in ("reprocessed", "unchanged", "failed")}
-    print(f"{len(outcomes)} run(s): {counts['reprocessed']} reprocessed, {counts['unchanged']} unchanged, "
-          f"{counts['failed']} failed in {time.perf_counter() - t0:.1f} s")
-    return 1 if counts["failed"] else 0
-
-
-def _iocs(args) -> int:
-    from mc_beamline.sim_iocs.server import run_iocs
-
-    print(f"Simulated beamline IOC, prefix {args.prefix}, detector files in {args.data_dir.resolve() / 'detector'} "
-          "(Ctrl-C stops it).", flush=True)
-    run_iocs(prefix=args.prefix, data_dir=args.data_dir.resolve(), geometry=args.geometry, seed=args.seed)
-    return 0
-
-
-def _serve(args) -> int:
-    from mc_beamline.storage import DataDir, TiledService
-
-    if args.catalog is not None:
-        data_dir = DataDir(args.data_dir)
-        data_dir.set_catalog_uri(None if args.catalog == "sqlite" else args.catalog)
-    with TiledService(args.data_dir.resolve(), port=args.port) as service:
-        print(f"Tiled server for {args.data_dir} at {service.uri}", flush=True)
-        print(f"API key in {service.data_dir.api_key_file}", flush=True)
-        try:
-            service.wait()
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
-def _queue(args) -> int:
-    from mc_beamline.queue_server import manager
-
-    data_dir = args.data_dir.resolve()
-    try:
-        if args.action == "start":
-            settings = manager.QueueSettings(
-                data_dir=data_dir, zmq_control_addr=args.zmq_control_addr, zmq_info_addr=args.zmq_info_addr,
-                redis_addr=args.redis, tiled_uri=args.tiled, tiled_port=args.tiled_port, prefix=args.prefix,
-                stop_on_failure=args.stop_on_failure, timeout_s=args.timeout)
-            state = manager.start_queue(settings)
-            print(f"Queue running for {data_dir}: RE Manager at {state['zmq_control_addr']}, "
-                  f"Redis at {state['redis_addr']}, Tiled at {state['tiled_uri']}; logs in {data_dir / 'queue' / 'logs'}.")
-            return 0
-        if args.action == "status":
-            report = manager.queue_status(data_dir)
-            state, status = report["state"], report["manager_status"]
-            for name, alive in report["processes"].items():
-                print(f"{name}: {'running' if alive else 'NOT RUNNING'} (pid {state[name]['pid']})")
-            print(f"control address: {state['zmq_control_addr']}; Redis: {state['redis_addr']}; Tiled: {state['tiled_uri']}")
-            if status is None:
-                print("RE Manager: not answering")
-                return 3
-            print(f"RE Manager: {status['manager_state']}; environment "
-                  f"{'open' if status['worker_environment_exists'] else 'closed'} ({status['worker_environment_state']}); "
-                  f"RE {status['re_state']}; queue {status['items_in_queue']} items, history {status['items_in_history']}; "
-                  f"running item: {status['running_item_uid'] or 'none'}; mode {status['plan_queue_mode']}")
-            return 0
-        manager.stop_queue(data_dir, force=args.force)
-        print(f"Queue of {data_dir} stopped.")
-        return 0
-    except manager.QueueError as exc:
-        raise CommandError(str(exc)) from None
-
-
-def _profile(args) -> int:
-    from mc_beamline.queue_server.ipython_profile import install_profile
-
-    try:
-        path = install_profile(args.name, data_dir=args.data_dir, prefix=args.prefix, tiled_uri=args.tiled,
-                               ipython_dir=args.ipython_dir, force=args.force)
-    except FileExistsError as exc:
-        raise CommandError(str(exc)) from None
-    print(f"IPython profile {args.name!r}: {path}; start it with `ipython --profile={args.name}`.")
-    return 0
-
-
-COMMANDS = {"demo": _demo, "xcca": _xcca, "msc": _msc, "saxs": _saxs, "results": _results, "replay": _replay, "reprocess": _reprocess, "iocs": _iocs, "serve": _serve,
-            "queue": _queue, "profile": _profile}
+COMMANDS = {
+    "demo": _run("demo", "run_demo"), "xcca": _run("xcca", "run_xcca"), "msc": _run("msc", "run_msc"),
+    "saxs": _run("saxs", "run_saxs"), "results": _run("results", "run_results"),
+    "replay": _run("results", "run_replay"), "reprocess": _run("reprocess", "run_reprocess"),
+    "iocs": _run("serve", "run_iocs"), "serve": _run("serve", "run_serve"), "queue": _run("queue", "run_queue"),
+    "profile": _run("queue", "run_profile"),
+}
+"""Every sub-command and the function in ``mc_beamline.commands`` that runs it."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mc-beamline: interrupted.", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, OSError, ConnectionError, RuntimeError, LookupError) as exc:
+    except (ValueError, OSError, ConnectionError, RuntimeError, LookupError) as exc:
         if args.debug:
             raise
         print(f"mc-beamline {args.command}: {_sentence(exc)}", file=sys.stderr)

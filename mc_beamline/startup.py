@@ -22,7 +22,11 @@ import bluesky.plan_stubs as bps  # noqa: F401  (for the console; modules are no
 import bluesky.plans as bp  # noqa: F401
 from bluesky_queueserver import is_re_worker_active
 
-from mc_beamline.queue_server.plans import assembly_series, flow_series, nanodiffraction_raster  # noqa: F401
+from mc_beamline.queue_server.plans import (  # noqa: F401
+           assembly_series,
+           flow_series,
+           nanodiffraction_raster,
+)
 from mc_beamline.queue_server.session import StartupConfig, start_session
 
 _session = start_session(StartupConfig.from_env(), ipython=not is_re_worker_active())

@@ -27,8 +27,7 @@ from bluesky_queueserver_api.zmq import REManagerAPI
 from mc_beamline.queue_server.redis import find_redis_server, start_redis
 from mc_beamline.sim_iocs.process import IocProcess
 from mc_beamline.storage import TiledService, read_stream_array
-
-from .test_queue import QUICK, free_tcp_port, queue_cli
+from tests.queue_server.test_queue import QUICK, free_tcp_port, queue_cli
 
 RESEND_WAIT_S = 60.0
 

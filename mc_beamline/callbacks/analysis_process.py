@@ -19,8 +19,8 @@ def _serve(docs, reports, tiled_uri: str, api_key: str, figure_dir: str | None) 
     """Child process: documents in, derived runs to Tiled, one report per finished run."""
     from tiled.client import from_uri
 
-    from mc_beamline.storage import tiled_writer
     from mc_beamline.callbacks.live_xcca import xcca_router
+    from mc_beamline.storage import tiled_writer
 
     client = from_uri(tiled_uri, api_key=api_key)
     live_runs = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from mc_beamline.callbacks.derived_runs import derived_run_documents
+from mc_beamline.callbacks.derived_runs import derived_run_documents, row_stream
 
 ANALYSIS_NAME = "assembly"
 RESULT_KEY = "assembly_result"
@@ -48,9 +48,10 @@ def frame_rows(result: dict) -> list[dict[str, float]]:
 def assembly_result_documents(raw_start: dict, result: dict | None, errors: list[dict]
                               ) -> Iterator[tuple[str, dict]]:
     """Documents of the derived run holding ``result`` of raw run ``raw_start`` (None: errors only)."""
+    rows = frame_rows(result) if result is not None else []
     return derived_run_documents(raw_start, plan_name="assembly_analysis", analysis=ANALYSIS_NAME,
-                                 result_key=RESULT_KEY, stream="frames", units=_KEYS,
-                                 rows=frame_rows(result) if result is not None else [], result=result, errors=errors)
+                                 result_key=RESULT_KEY, result=result, errors=errors,
+                                 streams=lambda bundle: row_stream(bundle, "frames", _KEYS, rows))
 
 
 __all__ = ["ANALYSIS_NAME", "RESULT_KEY", "assembly_result_documents", "frame_rows"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from mc_beamline.analysis.uvvis.spectrum import MSC_FAMILY_NM
-from mc_beamline.callbacks.derived_runs import derived_run_documents
+from mc_beamline.callbacks.derived_runs import derived_run_documents, row_stream
+from mc_beamline.materials.cdse import MSC_FAMILY_NM
 
 ANALYSIS_NAME = "msc"
 RESULT_KEY = "msc_result"
@@ -55,7 +55,8 @@ def flow_result_documents(raw_start: dict, result: dict | None, errors: list[dic
     units = {**_UNITS, **{_family_key(f): None for f in MSC_FAMILY_NM}}
     rows = [condition_row(entry) for entry in result["spectra"]] if result is not None else []
     return derived_run_documents(raw_start, plan_name="msc_analysis", analysis=ANALYSIS_NAME, result_key=RESULT_KEY,
-                                 stream="conditions", units=units, rows=rows, result=result, errors=errors)
+                                 result=result, errors=errors,
+                                 streams=lambda bundle: row_stream(bundle, "conditions", units, rows))
 
 
 __all__ = ["ANALYSIS_NAME", "RESULT_KEY", "condition_row", "flow_result_documents"]

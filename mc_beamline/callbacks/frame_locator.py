@@ -14,12 +14,20 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from mc_beamline.io.frames import DEFAULT_DATASET, FrameNotFoundError, Hdf5FrameReader, ready, unshared
+from mc_beamline.io.frames import (
+    DEFAULT_DATASET,
+    FrameNotFoundError,
+    Hdf5FrameReader,
+    ready,
+    unshared,
+)
+
+T = TypeVar("T")
 
 
 def _uri_path(uri: str) -> str:
@@ -143,37 +151,35 @@ class FrameLocator:
     def _deliver(self, seq_num: int, request: Callable[[], Callable[[], np.ndarray]]) -> Iterator[PendingFrame]:
         if seq_num in self._delivered:
             return
-        try:
-            try:
-                get = request()
-            except (FrameNotFoundError, OSError) as exc:
-                if self._fallback is None:
-                    raise FrameNotFoundError(str(exc)) from None
-                get = ready(self._fallback(seq_num))
-        except Exception as exc:  # noqa: BLE001 - reported per frame, the others go on
-            if self._on_error is None:
-                raise
-            self._on_error(seq_num, exc)
-            return
-        self._delivered.add(seq_num)
-        yield PendingFrame(seq_num, get, self)
+        get = self._read(seq_num, request, ready)
+        if get is not None:
+            self._delivered.add(seq_num)
+            yield PendingFrame(seq_num, get, self)
 
     def _resolve(self, seq_num: int, get: Callable[[], np.ndarray]) -> np.ndarray | None:
         """The frame of a pending read; read errors are handled as in :meth:`_deliver`."""
+        frame = self._read(seq_num, get, lambda fallback_frame: fallback_frame)
+        return None if frame is None else np.asarray(frame)
+
+    def _read(self, seq_num: int, read: Callable[[], T], from_fallback: Callable[[np.ndarray], T]) -> T | None:
+        """``read()``; where the file cannot be read, ``from_fallback`` of the fallback's frame.
+
+        Any other error (or one without a fallback) goes to ``on_error`` (the frame is then
+        None and may be delivered again) or, without it, is raised.
+        """
         try:
             try:
-                frame = get()
+                return read()
             except (FrameNotFoundError, OSError) as exc:
                 if self._fallback is None:
                     raise FrameNotFoundError(str(exc)) from None
-                frame = self._fallback(seq_num)
-        except Exception as exc:  # noqa: BLE001
+                return from_fallback(self._fallback(seq_num))
+        except Exception as exc:  # noqa: BLE001 - reported per frame, the others go on
             self._delivered.discard(seq_num)
             if self._on_error is None:
                 raise
             self._on_error(seq_num, exc)
             return None
-        return np.asarray(frame)
 
     def _from_event(self, seq_num: int, value) -> Iterator[PendingFrame]:
         if value is None:

@@ -12,23 +12,21 @@ are recorded next to the results and never reach the RunEngine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from event_model import RunRouter
 
 from mc_beamline.analysis.series.assembly_series import AssemblySeriesAnalysis
+from mc_beamline.callbacks.assembly_results import assembly_result_documents
+from mc_beamline.callbacks.queued_analysis import (
+    ArrayFallback,
+    Publisher,
+    QueuedRunAnalysis,
+)
 from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.io.result_json import json_ready
-from mc_beamline.callbacks.assembly_results import assembly_result_documents
-from mc_beamline.callbacks.queued_analysis import ArrayFallback, Publisher, QueuedRunAnalysis, analysis_router
 
 SAMPLES_WITH_PHASES = ("colloid",)
 """Samples whose curves are fitted with the dilute/dense/crystal phase model (3D assemblies)."""
-
-
-def is_assembly_run(start_doc: dict) -> bool:
-    return start_doc.get("mc_beamline", {}).get("experiment") == "assembly"
 
 
 class LiveAssembly(QueuedRunAnalysis):
@@ -45,6 +43,7 @@ class LiveAssembly(QueuedRunAnalysis):
     array_fallback : ``fallback(key, seq_num) -> array`` for array data an event does not carry.
     """
 
+    EXPERIMENT = "assembly"
     WHAT = "Assembly analysis"
 
     def __init__(self, start_doc: dict, *, publish: Publisher | None = None, figure_dir: Path | None = None,
@@ -99,16 +98,8 @@ class LiveAssembly(QueuedRunAnalysis):
 
         analysis = self.analysis
         try:
-            if self.result is not None:
-                series, symmetry = self.result["series"], self.result["symmetry"]
-                fractions = None if series is None else np.stack([series[k] for k in ("dilute", "dense", "crystal")],
-                                                                 axis=1)
-            else:
-                fractions = None if analysis.fit is None else analysis.fit.fractions
-                known = [s for s in analysis.symmetry if s is not None]
-                symmetry = None if not known else {
-                    f"c{n}": [None if s is None else getattr(s, f"c{n}") for s in analysis.symmetry]
-                    for n in (4, 6, 12)}
+            fractions = None if analysis.fit is None else analysis.fit.fractions  # the final fit after the result
+            symmetry = analysis.symmetry_trace(with_change=self.result is not None)
             what = self.start_doc.get("description") or self.start_doc.get("mc_beamline", {}).get("sample", "")
             path = self.figure_dir / f"{self.start_doc['uid'][:8]}_assembly.png"
             self.figure_path = assembly_figure(analysis.t_s, fractions, symmetry,
@@ -117,11 +108,8 @@ class LiveAssembly(QueuedRunAnalysis):
             self._record("figure", exc)
 
 
-def assembly_router(publish: Publisher | None = None, figure_dir: Path | None = None,
-                    on_run: Callable[[LiveAssembly], None] | None = None) -> RunRouter:
-    """A RunRouter that runs :class:`LiveAssembly` on every assembly run (subscribe it to the RunEngine)."""
-    return analysis_router(is_assembly_run,
-                           lambda start: LiveAssembly(start, publish=publish, figure_dir=figure_dir), on_run)
+assembly_router = LiveAssembly.router
+"""A RunRouter that runs :class:`LiveAssembly` on every assembly run (:meth:`QueuedRunAnalysis.router`)."""
 
 
-__all__ = ["LiveAssembly", "assembly_router", "is_assembly_run"]
+__all__ = ["LiveAssembly", "assembly_router"]

@@ -11,19 +11,20 @@ derived run. Exceptions are recorded next to the results and never reach the Run
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from event_model import RunRouter
 
-from mc_beamline.analysis.series.flow_conditions import FlowCondition, FlowSeriesAnalysis
-from mc_beamline.io.result_json import json_ready
+from mc_beamline.analysis.series.flow_conditions import (
+    FlowCondition,
+    FlowSeriesAnalysis,
+)
 from mc_beamline.callbacks.flow_results import flow_result_documents
-from mc_beamline.callbacks.queued_analysis import ArrayFallback, Publisher, QueuedRunAnalysis, analysis_router
-
-
-def is_flow_run(start_doc: dict) -> bool:
-    return start_doc.get("mc_beamline", {}).get("experiment") == "flow"
+from mc_beamline.callbacks.queued_analysis import (
+    ArrayFallback,
+    Publisher,
+    QueuedRunAnalysis,
+)
+from mc_beamline.io.result_json import json_ready
 
 
 class LiveFlow(QueuedRunAnalysis):
@@ -38,6 +39,7 @@ class LiveFlow(QueuedRunAnalysis):
     array_fallback : ``fallback(key, seq_num) -> array`` for array data an event does not carry.
     """
 
+    EXPERIMENT = "flow"
     WHAT = "Flow analysis"
 
     def __init__(self, start_doc: dict, *, publish: Publisher | None = None, figure_dir: Path | None = None,
@@ -83,11 +85,8 @@ class LiveFlow(QueuedRunAnalysis):
             self._record("figure", exc)
 
 
-def flow_router(publish: Publisher | None = None, figure_dir: Path | None = None,
-                on_run: Callable[[LiveFlow], None] | None = None) -> RunRouter:
-    """A RunRouter that runs :class:`LiveFlow` on every flow run (subscribe it to the RunEngine)."""
-    return analysis_router(is_flow_run, lambda start: LiveFlow(start, publish=publish, figure_dir=figure_dir),
-                           on_run)
+flow_router = LiveFlow.router
+"""A RunRouter that runs :class:`LiveFlow` on every flow run (:meth:`QueuedRunAnalysis.router`)."""
 
 
-__all__ = ["LiveFlow", "flow_router", "is_flow_run"]
+__all__ = ["LiveFlow", "flow_router"]

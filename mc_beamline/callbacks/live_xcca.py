@@ -13,10 +13,7 @@ results; it never reaches the RunEngine, so the scan goes on.
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,26 +21,21 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from event_model import RunRouter
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.masks import decode_mask, load_mask
-from mc_beamline.analysis.xcca.pipeline import XccaAnalysis
+from mc_beamline.analysis.xcca.pipeline import XccaAnalysis, XccaDetails
 from mc_beamline.callbacks.frame_locator import FrameLocator, PendingFrame
-from mc_beamline.io.result_json import json_ready
-from mc_beamline.callbacks.analysis_errors import record_error
+from mc_beamline.callbacks.queued_analysis import (
+    ArrayFallback,
+    Publisher,
+    QueuedRunAnalysis,
+)
 from mc_beamline.callbacks.xcca_results import xcca_result_documents
-
-logger = logging.getLogger(__name__)
-
-Publisher = Callable[[str, dict], None]
+from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.io.result_json import json_ready
 
 DEFAULT_Q_SL = 1.72
 DEFAULT_Q_AL = 18.3
-
-
-def is_raster_run(start_doc: dict) -> bool:
-    return start_doc.get("mc_beamline", {}).get("experiment") == "raster"
 
 
 def analysis_for_start(start_doc: dict, q_sl: float = DEFAULT_Q_SL, q_al: float = DEFAULT_Q_AL) -> XccaAnalysis:
@@ -60,7 +52,7 @@ def analysis_for_start(start_doc: dict, q_sl: float = DEFAULT_Q_SL, q_al: float 
                         step_um=md["step_um"], snake=bool(md.get("snake", False)))
 
 
-class LiveXcca:
+class LiveXcca(QueuedRunAnalysis):
     """XCCA of one raster run, computed while its documents arrive.
 
     Parameters
@@ -68,86 +60,69 @@ class LiveXcca:
     start_doc : the raw run's start document.
     publish : where the derived run's documents go (e.g. a TiledWriter), or None.
     figure_dir : directory for the live figure (PNG), or None for no figure.
+    array_fallback : ``fallback(key, seq_num) -> frame`` when a detector file is not readable here.
     redraw_s : least time between two redraws of the live figure, seconds.
     analysis_factory : builds the analysis from the start document (tests inject faults here).
-    frame_fallback : ``fallback(seq_num) -> frame`` when a detector file is not readable here.
     prefetch : most frames read ahead of the one being analysed (their decompression runs
         in ``min(prefetch, CPUs, 4)`` threads); 0: read each frame when it is analysed.
     """
 
+    WHAT = "XCCA"
+    EXPERIMENT = "raster"
+
     def __init__(self, start_doc: dict, *, publish: Publisher | None = None, figure_dir: Path | None = None,
-                 redraw_s: float = 10.0, analysis_factory: Callable[[dict], XccaAnalysis] = analysis_for_start,
-                 frame_fallback: Callable[[int], np.ndarray] | None = None, prefetch: int = 2):
-        self.start_doc = start_doc
-        self.publish = publish
-        self.figure_dir = Path(figure_dir) if figure_dir else None
+                 array_fallback: ArrayFallback | None = None, redraw_s: float = 10.0,
+                 analysis_factory: Callable[[dict], XccaAnalysis] = analysis_for_start, prefetch: int = 2):
+        super().__init__(start_doc, publish=publish, figure_dir=figure_dir, array_fallback=array_fallback)
         self.redraw_s = redraw_s
-        self.errors: list[dict] = []
-        self.result: dict | None = None
-        self.figure_path: Path | None = None
         self.frame_latency_s: list[float] = []
         self.analysis: XccaAnalysis | None = None
         self._prefetch = max(0, int(prefetch))
         workers = min(self._prefetch, os.cpu_count() or 1, 4)
         self._pool = (ThreadPoolExecutor(workers, thread_name_prefix=f"xcca-read-{start_doc['uid'][:8]}")
                       if workers else None)
-        self._locator = FrameLocator(start_doc["mc_beamline"].get("image_key", "det_image"), fallback=frame_fallback,
+        image_key = start_doc["mc_beamline"].get("image_key", "det_image")
+        fallback = None if array_fallback is None else (lambda seq_num: array_fallback(image_key, seq_num))
+        self._locator = FrameLocator(image_key, fallback=fallback,
                                      on_error=lambda seq_num, exc: self._record("frame", exc, seq_num),
                                      executor=self._pool, buffers=self._prefetch + 2)
-        self._queue: queue.Queue = queue.Queue()
-        self._done = threading.Event()
+        self._pending: deque[tuple[PendingFrame, float]] = deque()
+        self._source = None  # (name, doc, iterator of the frames it makes available, queued)
         self._last_draw = time.monotonic()
+        self._details: XccaDetails | None = None
+        self._maps: dict[str, np.ndarray] | None = None
         try:
             self.analysis = analysis_factory(start_doc)
         except Exception as exc:  # noqa: BLE001 - recorded, never raised into the scan
             self._record("setup", exc)
-        self._worker = threading.Thread(target=self._work, name=f"xcca-{start_doc['uid'][:8]}", daemon=True)
-        self._worker.start()
-
-    # ------------------------------------------------------------- callback side
-    def __call__(self, name: str, doc: dict) -> None:
-        """Queue a document; returns at once."""
-        self._queue.put((name, doc, time.perf_counter()))
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the stop document has been processed; True if it has."""
-        return self._done.wait(timeout)
+        self._start_worker()
 
     # --------------------------------------------------------------- worker side
-    def _record(self, where: str, exc: BaseException, seq_num: int | None = None) -> None:
-        record_error(self.errors, logger, f"XCCA of run {self.start_doc['uid'][:8]}", where, exc, seq_num)
+    def _document(self, name: str, doc: dict, queued: float) -> None:
+        if self.analysis is not None:  # else set-up failed (recorded); reading frames would be wasted work
+            self._source = (name, doc, self._locator.locate(name, doc), queued)
 
-    def _work(self) -> None:
-        """Take documents in order; keep up to ``prefetch`` located frames pending; analyse the oldest.
+    def _step(self, idle: bool) -> bool:
+        """Keep up to ``prefetch`` located frames pending; analyse the oldest.
 
         A frame is analysed when the look-ahead is full, when no document is waiting (so a
         frame never waits for the next event), and before the stop document.
         """
-        pending: deque[tuple[PendingFrame, float]] = deque()
-        source = None  # (name, doc, iterator of the frames it makes available, queued)
-        while True:
-            if pending and (len(pending) > self._prefetch or (source is None and self._queue.empty())):
-                self._analyse(*pending.popleft())
-                continue
-            if source is not None:
-                name, doc, frames, queued = source
-                try:
-                    pending.append((next(frames), queued))
-                except StopIteration:
-                    source = None
-                    self._maybe_draw()
-                except Exception as exc:  # noqa: BLE001
-                    source = None
-                    self._record(name, exc, doc.get("seq_num") if isinstance(doc.get("seq_num"), int) else None)
-                continue
-            name, doc, queued = self._queue.get()
-            if name == "stop":
-                while pending:
-                    self._analyse(*pending.popleft())
-                self._finish(doc)
-                return
-            if self.analysis is not None:  # else set-up failed (recorded); reading frames would be wasted work
-                source = (name, doc, self._locator.locate(name, doc), queued)
+        if self._pending and (len(self._pending) > self._prefetch or (self._source is None and idle)):
+            self._analyse(*self._pending.popleft())
+            return True
+        if self._source is None:
+            return False
+        name, doc, frames, queued = self._source
+        try:
+            self._pending.append((next(frames), queued))
+        except StopIteration:
+            self._source = None
+            self._maybe_draw()
+        except Exception as exc:  # noqa: BLE001
+            self._source = None
+            self._record(name, exc, doc.get("seq_num") if isinstance(doc.get("seq_num"), int) else None)
+        return True
 
     def _analyse(self, pending: PendingFrame, queued: float) -> None:
         try:
@@ -169,33 +144,31 @@ class LiveXcca:
         if self.figure_dir is not None and time.monotonic() - self._last_draw > self.redraw_s:
             self._draw()
 
-    def _finish(self, stop_doc: dict) -> None:
-        maps = None
-        try:  # no more frames: the reader's threads, files and frame arrays go before the result is computed
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-            self._locator.close()
-        except Exception as exc:  # noqa: BLE001
-            self._record("close", exc)
-        try:
-            if self.analysis is not None:
-                details = self.analysis.details()
-                self.result = json_ready(self.analysis.result(details))
-                maps = orientation_maps(self.analysis, details)
-                if self.figure_dir is not None:
-                    self._draw(details=details)
-        except Exception as exc:  # noqa: BLE001
-            self._record("result", exc)
-        try:
-            if self.publish is not None:  # also without a result: the errors are stored
-                for name, doc in xcca_result_documents(self.start_doc, self.result, maps, self.errors):
-                    self.publish(name, doc)
-        except Exception as exc:  # noqa: BLE001
-            self._record("publish", exc)
-        finally:
-            self._done.set()
+    def _close(self) -> None:
+        """No more frames: the reader's threads, files and frame arrays go before the result is computed."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._locator.close()
 
-    def _draw(self, details: dict | None = None) -> None:
+    def _compute_result(self) -> dict | None:
+        if self.analysis is None:
+            return None
+        self._details = self.analysis.details()
+        result = json_ready(self.analysis.result(self._details))
+        try:
+            self._maps = orientation_maps(self.analysis, self._details)
+        except Exception as exc:  # noqa: BLE001 - the result is stored without the maps
+            self._record("result", exc)
+        return result
+
+    def _after_result(self) -> None:
+        if self.figure_dir is not None and self._details is not None:
+            self._draw(details=self._details)
+
+    def _result_documents(self):
+        return xcca_result_documents(self.start_doc, self.result, self._maps, self.errors)
+
+    def _draw(self, details: XccaDetails | None = None) -> None:
         """Redraw the figure: the cheap running view during the scan, the full one with ``details``."""
         from mc_beamline.io.figures import xcca_figure, xcca_running_figure
 
@@ -210,29 +183,16 @@ class LiveXcca:
         self._last_draw = time.monotonic()
 
 
-def orientation_maps(analysis: XccaAnalysis, details: dict) -> dict[str, np.ndarray]:
+def orientation_maps(analysis: XccaAnalysis, details: XccaDetails) -> dict[str, np.ndarray]:
     """Raster-shaped SL orientation (degrees, NaN where unknown) and domain labels (-1: none)."""
-    shape = tuple(details["shape"])
-    orientation = np.full(shape, np.nan)
-    for index, candidates in details["orientation"].items():
+    orientation = np.full(details.shape, np.nan)
+    for index, candidates in details.orientation.items():
         orientation[analysis.position(index)] = candidates[0]
-    return {"orientation_deg": orientation, "domain": np.asarray(details["domains"].labels, dtype=np.int64)}
+    return {"orientation_deg": orientation, "domain": np.asarray(details.domains.labels, dtype=np.int64)}
 
 
-def xcca_router(publish: Publisher | None = None, figure_dir: Path | None = None,
-                on_run: Callable[[LiveXcca], None] | None = None, **live_options) -> RunRouter:
-    """A RunRouter that runs :class:`LiveXcca` on every raster run (subscribe it to the RunEngine).
+xcca_router = LiveXcca.router
+"""A RunRouter that runs :class:`LiveXcca` on every raster run (:meth:`QueuedRunAnalysis.router`)."""
 
-    ``on_run`` receives each new :class:`LiveXcca` (e.g. to wait for its result later);
-    ``live_options`` are passed to it (``redraw_s``, ``analysis_factory``, ...).
-    """
 
-    def factory(name: str, start_doc: dict):
-        if not is_raster_run(start_doc):
-            return [], []
-        live = LiveXcca(start_doc, publish=publish, figure_dir=figure_dir, **live_options)
-        if on_run is not None:
-            on_run(live)
-        return [live], []
-
-    return RunRouter([factory])
+__all__ = ["LiveXcca", "analysis_for_start", "orientation_maps", "xcca_router"]

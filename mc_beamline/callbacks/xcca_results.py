@@ -17,9 +17,11 @@ import uuid
 from typing import Iterator
 
 import numpy as np
-from event_model import DocumentNames, compose_run, schema_validators
+
+from mc_beamline.callbacks.derived_runs import derived_run_documents
 
 ANALYSIS_NAME = "xcca"
+RESULT_KEY = "xcca_result"
 
 
 def _nan(value) -> float:
@@ -34,26 +36,9 @@ def xcca_result_documents(
     ``maps`` holds raster-shaped arrays (``orientation_deg``, ``domain``) or is None. Without
     a result (the analysis failed) the derived run holds only the errors, in its stop document.
     """
-    md = {
-        "plan_name": "xcca_analysis",
-        "mc_beamline": {
-            "analysis": ANALYSIS_NAME,
-            "raw_uid": raw_start["uid"],
-            "experiment": raw_start.get("mc_beamline", {}).get("experiment"),
-        },
-    }
-    bundle = compose_run(metadata=md)
-    yield "start", bundle.start_doc
-    if result is not None:
-        yield from _result_streams(bundle, result, maps)
-    stop = bundle.compose_stop(
-        exit_status="success" if not errors else "fail",
-        reason="" if not errors else f"{len(errors)} analysis error(s); first: {errors[0]['message']}",
-    )
-    stop["xcca_result"] = result
-    stop["analysis_errors"] = errors
-    schema_validators[DocumentNames.stop].validate(stop)
-    yield "stop", stop
+    streams = None if result is None else (lambda bundle: _result_streams(bundle, result, maps))
+    return derived_run_documents(raw_start, plan_name="xcca_analysis", analysis=ANALYSIS_NAME, result_key=RESULT_KEY,
+                                 result=result, errors=errors, streams=streams)
 
 
 def _result_streams(bundle, result: dict, maps: dict[str, np.ndarray] | None) -> Iterator[tuple[str, dict]]:

@@ -72,7 +72,11 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
 def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> RasterDemoResult:
     """Run the seed-000 raster (or the quick one) with live XCCA and store both in Tiled."""
     from mc_beamline.callbacks.analysis_process import AnalysisProcess
-    from mc_beamline.physics.mesocrystal import MesocrystalParams, MesocrystalSimulator, raster_truth_summary
+    from mc_beamline.physics.mesocrystal import (
+        MesocrystalParams,
+        MesocrystalSimulator,
+        raster_truth_summary,
+    )
     from mc_beamline.plans import RasterSpec, nanodiffraction_raster
     from mc_beamline.sim_iocs.server import GEOMETRIES
 
@@ -269,8 +273,17 @@ def assembly_truth(sample: str, plan_kwargs: dict, times_s, colloid_volume_ul: f
                    lattice: str = "fcc") -> dict:
     """What the simulated cell holds for a series: pathway, lattice constant and phase fractions
     per frame time (colloid), symmetry change (monolayer), order (binary)."""
-    from mc_beamline.physics.flocculation import Flocculation, assembly_model, truth, volume_for
-    from mc_beamline.sim_iocs.assembly import COLLOID_GAP_NM, COLLOID_RADIUS_NM, MONOLAYER_TRANSITION_S
+    from mc_beamline.physics.assembly_cell import (
+        COLLOID_GAP_NM,
+        COLLOID_RADIUS_NM,
+        MONOLAYER_TRANSITION_S,
+    )
+    from mc_beamline.physics.flocculation import (
+        Flocculation,
+        assembly_model,
+        truth,
+        volume_for,
+    )
 
     if sample == "monolayer":
         return {"change": {"from_order": 6, "to_order": 4, "time_s": MONOLAYER_TRANSITION_S}}
@@ -357,3 +370,9 @@ def _print_assembly_summary(reports: list[AssemblySeriesReport], out: TextIO) ->
             print(f"figure: {report.figure}", file=out)
     for report in reports:
         print(f"uid: {report.uid}", file=out)
+
+
+def run_demo(args) -> None:
+    """What ``mc-beamline demo [raster|flow|assembly] [--quick] [--data-dir DIR]`` runs."""
+    run = {"raster": raster_demo, "flow": flow_demo, "assembly": assembly_demo}[args.experiment]
+    run(args.data_dir.resolve(), quick=args.quick)

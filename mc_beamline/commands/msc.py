@@ -4,7 +4,7 @@ SPECTRA.csv: comma-separated, a header row, then one row per wavelength. The fir
 is the wavelength in nm (250–900 nm, strictly increasing or strictly decreasing), every
 further column is the absorbance of one spectrum, labelled by its header cell. Each
 spectrum goes through :func:`mc_beamline.analysis.uvvis.spectrum.analyse_spectrum`; RESULT.json
-is the ``msc`` object of DESIGN.md, written atomically.
+is the ``msc`` object of docs/results.md, written atomically.
 
 Every input is checked before anything is written: bad input raises
 :class:`InputError` (a :class:`ValueError`) with one sentence for the user, which
@@ -21,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mc_beamline.analysis.uvvis.spectrum import SpectrumAnalysis, SpectrumError, analyse_spectrum
+from mc_beamline.analysis.uvvis.spectrum import (
+    SpectrumAnalysis,
+    SpectrumError,
+    analyse_spectrum,
+)
 from mc_beamline.io.inputs import InputError, check_output
 from mc_beamline.io.result_json import write_json
 

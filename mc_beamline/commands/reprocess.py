@@ -44,11 +44,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-
-from mc_beamline.callbacks.live_xcca import is_raster_run
-from mc_beamline.callbacks.xcca_results import ANALYSIS_NAME
-from mc_beamline.callbacks.replay import RunNotFoundError, _plain, _raw_run, replay_live
+from mc_beamline.callbacks.live_xcca import LiveXcca
+from mc_beamline.callbacks.replay import replay_live
+from mc_beamline.callbacks.xcca_results import ANALYSIS_NAME, RESULT_KEY
+from mc_beamline.io.inputs import InputError
 from mc_beamline.storage import tiled_writer
+from mc_beamline.storage.runs import RunNotFoundError, plain, raw_run
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ def find_runs(client: Any, uids: Sequence[str] = (), query: RunQuery | None = No
 
     chosen: dict[str, float] = {}
     for uid in uids:
-        start = _plain(_raw_run(client, uid).metadata["start"])
-        if not is_raster_run(start):
+        start = plain(raw_run(client, uid).metadata["start"])
+        if not LiveXcca.handles(start):
             raise RunNotFoundError(f"Run {uid} is not a raster run; there is nothing to reprocess.")
         chosen[start["uid"]] = float(start["time"])
     if query is not None or not uids:
@@ -281,9 +282,9 @@ def reprocess_run(client: Any, uid: str, force: bool = False, timeout_s: float =
     """
     lock = write_lock if write_lock is not None else contextlib.nullcontext()
     clock = _Clock()
-    raw = _raw_run(client, uid)
-    start = _plain(raw.metadata["start"])
-    if not is_raster_run(start):
+    raw = raw_run(client, uid)
+    start = plain(raw.metadata["start"])
+    if not LiveXcca.handles(start):
         raise RunNotFoundError(f"Run {uid} is not a raster run; there is nothing to reprocess.")
     uid = start["uid"]
     duid = reprocessed_uid(uid)
@@ -292,8 +293,8 @@ def reprocess_run(client: Any, uid: str, force: bool = False, timeout_s: float =
     if old is not None:
         stop = old.metadata.get("stop")
         if stop is not None and not force:
-            result = stop.get("xcca_result")
-            return Reprocessed(uid, duid, "unchanged", None if result is None else _plain(result),
+            result = stop.get(RESULT_KEY)
+            return Reprocessed(uid, duid, "unchanged", None if result is None else plain(result),
                                seconds=clock.total(), timings=dict(clock.laps))
         with clock.locked(lock):
             old.delete(recursive=True, external_only=False)
@@ -506,12 +507,44 @@ def reprocessed_result(client: Any, uid: str) -> dict:
     if duid not in client:
         raise RunNotFoundError(f"Run {uid} has not been reprocessed.")
     stop = client[duid].metadata.get("stop")
-    if stop is None or stop.get("xcca_result") is None:
+    if stop is None or stop.get(RESULT_KEY) is None:
         raise RunNotFoundError(f"The reprocessing of run {uid} stored no result.")
-    return _plain(stop["xcca_result"])
+    return plain(stop[RESULT_KEY])
 
 
 def server_address(client: Any) -> tuple[str, str | None]:
     """(base URI, API key) of the Tiled server behind ``client``, for the workers to connect with."""
     base = client.uri.split("/api/v1", 1)[0]
     return base, client.context.api_key
+
+
+def run_reprocess(args) -> int:
+    """What ``mc-beamline reprocess`` runs; exit status 1 if a run failed."""
+    from mc_beamline.commands.catalog import open_catalog
+
+    query = RunQuery.parse(args.query, args.since, args.until) if (args.query or args.since or args.until) else None
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}.")
+    with open_catalog(args.data_dir, args.tiled, what="the runs") as client:
+        uids = find_runs(client, args.uids, query)
+        if not uids:
+            raise InputError("No stored raster run matches the selection.")
+        uri, api_key = server_address(client)
+        where = args.scheduler or f"a local cluster of {args.workers} worker(s)"
+        print(f"reprocessing {len(uids)} run(s) on {where}", flush=True)
+
+        def report(outcome: Reprocessed) -> None:
+            if outcome.status == "failed":
+                print(f"failed {outcome.raw_uid}: {outcome.message}", flush=True)
+                return
+            result = outcome.result or {}
+            print(f"{outcome.status} {outcome.raw_uid} -> {outcome.derived_uid}: {result.get('n_frames')} frames, "
+                  f"{result.get('n_selected')} selected ({outcome.seconds:.1f} s)", flush=True)
+
+        t0 = time.perf_counter()
+        with dask_client(args.scheduler, args.workers) as dask:
+            outcomes = reprocess_many(uri, api_key, uids, dask, force=args.force, on_done=report)
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("reprocessed", "unchanged", "failed")}
+    print(f"{len(outcomes)} run(s): {counts['reprocessed']} reprocessed, {counts['unchanged']} unchanged, "
+          f"{counts['failed']} failed in {time.perf_counter() - t0:.1f} s")
+    return 1 if counts["failed"] else 0

@@ -24,17 +24,17 @@ import math
 import re
 import sys
 import time
-from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from mc_beamline.instrument.geometry import DetectorGeometry, GeometryError
 from mc_beamline.analysis.detector.masks import MaskError, load_mask
 from mc_beamline.analysis.detector.polar import RingNotOnDetectorError
+from mc_beamline.instrument.geometry import DetectorGeometry, GeometryError
 from mc_beamline.io.frames import FrameStack
 from mc_beamline.io.inputs import InputError, check_output, short_reason
 from mc_beamline.io.result_json import write_json

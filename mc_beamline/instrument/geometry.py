@@ -28,6 +28,17 @@ class GeometryError(ValueError):
     """A PONI file or geometry that cannot be used."""
 
 
+
+def azimuth_ranges_deg(lo_deg: float, hi_deg: float) -> list[tuple[float, float]]:
+    """The azimuth interval [lo, hi] (degrees, lo within 360° below hi, at most one turn out of
+    (-180, 180]) as one or two intervals inside [-180, 180], split where it crosses ±180°."""
+    if lo_deg < -180.0:
+        return [(lo_deg + 360.0, 180.0), (-180.0, hi_deg)]
+    if hi_deg > 180.0:
+        return [(lo_deg, 180.0), (-180.0, hi_deg - 360.0)]
+    return [(lo_deg, hi_deg)]
+
+
 @dataclass(frozen=True)
 class DetectorGeometry:
     """Flat-detector geometry in pyFAI's PONI parametrisation.
@@ -182,23 +193,24 @@ class DetectorGeometry:
         two_theta = 2 * math.asin(sin_theta)
         return self.dist_m * math.tan(two_theta) / self.pixel1_m
 
+    def _center_array(self, unit: str) -> np.ndarray:
+        """pyFAI's value of ``unit`` at each pixel centre, float32, C-contiguous, detector shape."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = self.integrator().center_array(self.shape, unit=unit)
+        return np.ascontiguousarray(values, dtype=np.float32)
+
     @cached_property
     def q_map(self) -> np.ndarray:
         """Momentum transfer of each pixel centre, nm⁻¹, float32, detector shape."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            q = self.integrator().center_array(self.shape, unit="q_nm^-1")
-        q = np.ascontiguousarray(q, dtype=np.float32)
+        q = self._center_array("q_nm^-1")
         q.setflags(write=False)
         return q
 
     @cached_property
     def phi_map(self) -> np.ndarray:
         """Azimuth φ of each pixel centre in degrees, (-180, 180], float32, detector shape."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            chi = self.integrator().center_array(self.shape, unit="chi_deg")
-        phi = np.ascontiguousarray(chi, dtype=np.float32)
+        phi = self._center_array("chi_deg")
         phi[phi <= -180.0] += 360.0
         phi.setflags(write=False)
         return phi

@@ -23,7 +23,11 @@ import bluesky.preprocessors as bpp
 
 from mc_beamline.physics.flocculation import volume_for
 from mc_beamline.plans.readiness import wait_for_devices
-from mc_beamline.plans.validation import PlanArgumentError, require_count, require_positive
+from mc_beamline.plans.validation import (
+    PlanArgumentError,
+    require_count,
+    require_positive,
+)
 
 SAMPLES = ("colloid", "monolayer", "binary")
 """Samples of the assembly cell: a 3D colloid (Au NCs), a PbSe monolayer (hex → square), a binary NC mixture."""

@@ -15,7 +15,13 @@ import numpy as np
 
 from mc_beamline.analysis.detector.masks import MaskError, encode_mask, load_mask
 from mc_beamline.plans.readiness import wait_for_devices
-from mc_beamline.plans.validation import PlanArgumentError, require_count, require_finite, require_positive, require_within
+from mc_beamline.plans.validation import (
+    PlanArgumentError,
+    require_count,
+    require_finite,
+    require_positive,
+    require_within,
+)
 
 MAX_RASTER_POINTS = 250_000
 DEVICE_WAIT_S = 30.0

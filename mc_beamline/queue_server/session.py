@@ -199,13 +199,21 @@ class Session:
     """What the startup built: the RunEngine, the devices, the storage and what to close."""
 
     config: StartupConfig
+    """What the session was started with."""
     RE: Any
+    """The RunEngine (bluesky.RunEngine)."""
     beamline: Any
+    """The devices (:class:`mc_beamline.devices.Beamline`)."""
     writer: Any | None = None
+    """The RunEngine's storage subscriber (a BackedUpTiledWriter), or None without Tiled."""
     client: Any | None = None
+    """Tiled client of the catalog, or None."""
     tiled_service: Any | None = None
+    """The embedded Tiled server this session started, or None when it uses another server."""
     suspenders: list = field(default_factory=list)
+    """The RunEngine's suspenders (ring current, reactor temperatures)."""
     bec: Any | None = None
+    """The BestEffortCallback (live table and plots), or None."""
 
     def close(self) -> None:
         """Stop the backup thread, close the Tiled client and the embedded server (idempotent)."""

@@ -26,3 +26,35 @@ def read_stream_array(
     detector wrote it, e.g. shape (n_events, ny, nx) and its native dtype.
     """
     return np.asarray(client[uid][stream][field].read())
+
+
+class RunNotFoundError(LookupError):
+    """A run uid (or its stored results) that the catalog does not hold."""
+
+
+def raw_run(client: Any, uid: str) -> Any:
+    """The stored run ``uid`` (a BlueskyRun client); RunNotFoundError if the catalog has none."""
+    try:
+        return client[uid]
+    except KeyError:
+        raise RunNotFoundError(f"No run {uid} in the catalog.") from None
+
+
+def plain(value: Any) -> Any:
+    """Tiled metadata as plain Python containers (its DictView/ListView are read-only wrappers)."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
+        return [plain(v) for v in value]
+    return value
+
+
+def derived_runs(client: Any, raw_uid: str, analysis: str) -> list[Any]:
+    """The finished derived runs (with a stop document) of analysis ``analysis`` of raw run ``raw_uid``."""
+    from tiled.queries import Key
+
+    found = client.search(Key("mc_beamline.raw_uid") == raw_uid).search(Key("mc_beamline.analysis") == analysis)
+    return [run for run in (found[key] for key in found) if run.metadata.get("stop")]
+
+
+__all__ = ["RunNotFoundError", "derived_runs", "plain", "raw_run", "read_stream_array", "run_documents"]

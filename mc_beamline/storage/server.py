@@ -66,6 +66,7 @@ def _release_pool_slot(catalog_uri: str, overflow: int) -> None:
 
 def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str, max_overflow: int = CATALOG_MAX_OVERFLOW):
     """Build the Tiled ASGI app for a data directory (see `TiledService`)."""
+    import hdf5plugin  # noqa: F401 - registers the Bitshuffle/LZ4 filter, so Tiled can serve detector frames
     from bluesky_tiled_plugins.exporters import json_seq_exporter
     from tiled.catalog import from_uri as catalog_from_uri
     from tiled.catalog.adapter import DatabaseInitializationError

@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 from mc_beamline.callbacks.live_assembly import LiveAssembly, assembly_router
-from mc_beamline.commands.demo import assembly_truth
-from mc_beamline.plans import PlanArgumentError, assembly_series
 from mc_beamline.callbacks.replay import replay, stored_results
-from mc_beamline.sim_iocs.assembly import MONOLAYER_TRANSITION_S
+from mc_beamline.commands.demo import assembly_truth
+from mc_beamline.physics.assembly_cell import MONOLAYER_TRANSITION_S
+from mc_beamline.plans import PlanArgumentError, assembly_series
 from mc_beamline.storage import tiled_writer
 
 FRAME_WALL_S = 0.25

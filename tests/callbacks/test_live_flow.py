@@ -17,11 +17,11 @@ import sys
 
 import pytest
 
-from mc_beamline.analysis.uvvis.spectrum import yu_diameter_nm
 from mc_beamline.callbacks.live_flow import LiveFlow, flow_router
-from mc_beamline.commands.demo import flow_truth
-from mc_beamline.plans import flow_series
 from mc_beamline.callbacks.replay import replay, stored_results
+from mc_beamline.commands.demo import flow_truth
+from mc_beamline.materials.cdse import yu_diameter_nm
+from mc_beamline.plans import flow_series
 from mc_beamline.storage import tiled_writer
 
 NUC, GROWTH, TIMES = [280.0, 350.0], [260.0], [4.5, 14.0]

@@ -1,6 +1,6 @@
 """Live XCCA of rasters on the real simulated IOC, stored in a real Tiled server.
 
-What is checked (DESIGN.md: "replay gives the same numbers as live", "a live callback must
+What is checked (docs/results.md: "replay gives the same numbers as live", "a live callback must
 never abort a scan", the ``results``/``replay`` command contracts):
 
 * a coarse raster (9 x 13 points, 1.6 µm, the seed area) analysed live: the live result,
@@ -34,9 +34,9 @@ import pytest
 
 from mc_beamline.analysis.xcca.pipeline import XccaAnalysis
 from mc_beamline.callbacks.live_xcca import LiveXcca, analysis_for_start, xcca_router
+from mc_beamline.callbacks.replay import replay, stored_results
 from mc_beamline.physics.mesocrystal import raster_truth_summary
 from mc_beamline.plans import RasterSpec, nanodiffraction_raster
-from mc_beamline.callbacks.replay import replay, stored_results
 from mc_beamline.storage import read_stream_array, tiled_writer
 
 COARSE = {"ny": 9, "nx": 13, "step_um": 1.6}
@@ -322,7 +322,10 @@ def test_frames_read_ahead_give_exactly_the_frame_by_frame_and_offline_result(tm
 
     from mc_beamline.analysis.detector.masks import encode_mask
     from mc_beamline.devices.detector import DATASET, RESOURCE_SPEC
-    from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
+    from mc_beamline.physics.mesocrystal import (
+        MesocrystalSimulator,
+        seed_raster_positions,
+    )
 
     sim = MesocrystalSimulator()
     ys, xs = seed_raster_positions()

@@ -1,5 +1,5 @@
 """`mc-beamline msc` as a user runs it: spectra simulated by the flow-reactor model in a CSV
-file, the real command in a subprocess, RESULT.json checked against the DESIGN.md contract
+file, the real command in a subprocess, RESULT.json checked against the docs/results.md contract
 and the model's truth; bad input ends with one line on stderr, exit 2 and no RESULT.json."""
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mc_beamline.analysis.uvvis.spectrum import yu_diameter_nm
-from mc_beamline.physics.absorption import absorbance, msc_peak_absorbance, nc_exciton_peak_nm, noisy_absorbance
+from mc_beamline.materials.cdse import yu_diameter_nm
+from mc_beamline.physics.absorption import (
+    absorbance,
+    msc_peak_absorbance,
+    nc_exciton_peak_nm,
+    noisy_absorbance,
+)
 from mc_beamline.physics.cdse import MSC_FAMILIES
 from mc_beamline.physics.flow_reactor import ReactorConditions, simulate
 

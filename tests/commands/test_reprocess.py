@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from event_model import compose_run
 
+from mc_beamline.callbacks.replay import RunNotFoundError, replay
 from mc_beamline.commands.reprocess import (
     QueryError,
     RunQuery,
@@ -35,9 +36,12 @@ from mc_beamline.commands.reprocess import (
     server_address,
     worker_client,
 )
-from mc_beamline.callbacks.replay import RunNotFoundError, replay
 from mc_beamline.storage import DataDir, TiledService, read_stream_array, tiled_writer
-from tests.storage.test_postgres import postgres_admin_uri, postgres_database, store_raster_run  # noqa: F401
+from tests.storage.test_postgres import (  # noqa: F401
+    postgres_admin_uri,
+    postgres_database,
+    store_raster_run,
+)
 
 SAMPLES = ["A", "A", "B"]
 

@@ -1,5 +1,5 @@
 """`mc-beamline xcca` as a user runs it: simulated raster in a Bitshuffle/LZ4 HDF5 file,
-the real command in a subprocess, RESULT.json checked against the DESIGN.md contract;
+the real command in a subprocess, RESULT.json checked against the docs/results.md contract;
 bad input ends with one line on stderr, a non-zero exit and no RESULT.json."""
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_raster_gives_the_result_of_the_contract(raster, tmp_path):
     res = json.loads(out.read_text())
     assert sorted(os.listdir(tmp_path)) == ["RESULT.json", "plots"]  # no temporary file left
 
-    # keys and types exactly as DESIGN.md
+    # keys and types exactly as docs/results.md
     assert set(res) == {"n_frames", "n_selected", "ccf", "ccf_peaks_deg", "superlattice",
                         "orientational_disorder_fwhm_deg", "misorientation_deg", "domains", "frames"}
     assert type(res["n_frames"]) is int and res["n_frames"] == N * N

@@ -50,3 +50,11 @@ def test_bad_poni_files_give_one_clear_error(tmp_path, content, message):
 def test_missing_poni_file(tmp_path):
     with pytest.raises(GeometryError, match="does not exist"):
         DetectorGeometry.from_poni(tmp_path / "nope.poni")
+
+
+def test_azimuth_ranges_split_at_the_seam():
+    from mc_beamline.instrument.geometry import azimuth_ranges_deg
+
+    assert azimuth_ranges_deg(-10.0, 20.0) == [(-10.0, 20.0)]
+    assert azimuth_ranges_deg(-190.0, -170.0) == [(170.0, 180.0), (-180.0, -170.0)]
+    assert azimuth_ranges_deg(170.0, 185.0) == [(170.0, 180.0), (-180.0, -175.0)]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from event_model import DocumentNames, schema_validators
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.masks import decode_mask
 from mc_beamline.callbacks.frame_locator import FrameLocator
+from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.plans import PlanArgumentError, RasterSpec, nanodiffraction_raster
 from mc_beamline.storage import read_stream_array, run_documents, tiled_writer
 

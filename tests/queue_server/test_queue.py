@@ -15,12 +15,14 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-
 from bluesky_queueserver_api import BFunc, BPlan
 from bluesky_queueserver_api.zmq import REManagerAPI
 
 from mc_beamline.queue_server import PROFILE_COLLECTION
-from mc_beamline.queue_server.manager import generate_existing_plans_and_devices, read_state
+from mc_beamline.queue_server.manager import (
+    generate_existing_plans_and_devices,
+    read_state,
+)
 from mc_beamline.storage import DataDir, read_stream_array
 
 

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from mc_beamline.queue_server.session import StartupConfig, StartupError, start_session, tiled_api_key
+from mc_beamline.queue_server.session import (
+    StartupConfig,
+    StartupError,
+    start_session,
+    tiled_api_key,
+)
 
 
 def python(code: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -56,7 +61,10 @@ def test_no_api_key_no_session(tmp_path, sim_ioc):
 
 
 def test_startup_namespace_holds_only_the_plugins_plans_and_devices():
-    from bluesky_queueserver.manager.profile_ops import devices_from_nspace, plans_from_nspace
+    from bluesky_queueserver.manager.profile_ops import (
+        devices_from_nspace,
+        plans_from_nspace,
+    )
 
     code = ("import mc_beamline.startup as s, json; "
             "print(json.dumps({'names': sorted(k for k in vars(s) if not k.startswith('__')), "

@@ -35,7 +35,14 @@ import numpy as np
 import pytest
 from event_model import compose_run
 
-from mc_beamline.storage import DataDir, TiledService, connect, read_stream_array, run_documents, tiled_writer
+from mc_beamline.storage import (
+    DataDir,
+    TiledService,
+    connect,
+    read_stream_array,
+    run_documents,
+    tiled_writer,
+)
 
 POSTGRES_ENV = "MC_BEAMLINE_TEST_POSTGRES"
 DATASET = "/entry/data/data"

@@ -281,7 +281,7 @@ def test_embedded_server_process_exits(data_dir, uid):
         with connect(data_dir={str(data_dir.root)!r}) as client:
             print(client[{uid!r}]["primary"].base["internal"].read().shape[0])
     """)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     done = subprocess.run(

@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.ring_gather import RingGather
+from mc_beamline.instrument.geometry import DetectorGeometry
 
 GAP_VALUE_U32 = 2**32 - 1
 """Value Eiger detectors write into pixels that do not exist (module and chip gaps)."""

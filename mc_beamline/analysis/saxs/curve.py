@@ -33,7 +33,11 @@ import numpy as np
 
 from mc_beamline.analysis.saxs.indexing import index_curve
 from mc_beamline.analysis.saxs.phases import fit_phase_series
-from mc_beamline.analysis.saxs.sizes import SaxsInputError, find_lamellar_mesophase, size_distribution
+from mc_beamline.analysis.saxs.sizes import (
+    SaxsInputError,
+    find_lamellar_mesophase,
+    size_distribution,
+)
 
 
 def analyse_curve(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | None = None) -> dict:

@@ -34,7 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
-from mc_beamline.analysis.saxs.indexing import LatticeFit, _noise, index_curve, reflections
+from mc_beamline.analysis.saxs.indexing import (
+    LatticeFit,
+    _noise,
+    index_curve,
+    reflections,
+)
 
 PHASES = ("dilute", "dense", "crystal")
 _N_BASIS = {"fcc": 4, "bcc": 2, "sc": 1, "hcp": 2, "bct": 2, "hex": 1}
@@ -114,15 +119,25 @@ class ComponentParams:
     """Shape parameters of the component model (nm, nm⁻¹ for ``fwhm_nm``)."""
 
     radius_nm: float
+    """Mean sphere radius R, nm."""
     polydispersity: float
+    """Relative standard deviation of the radius (Gaussian)."""
     diameter_nm: float
+    """Hard-sphere diameter d of the fluids, nm."""
     phi_dilute: float
+    """Volume fraction of the dilute fluid."""
     phi_dense: float
+    """Volume fraction of the dense fluid."""
     lattice: str | None = None
+    """Supercrystal lattice (``fcc``, ``bcc``, ...), or None without a crystal."""
     a_nm: float | None = None
+    """Lattice constant, nm."""
     c_over_a: float | None = None
+    """Axial ratio of a non-cubic lattice."""
     fwhm_nm: float = 0.05
+    """FWHM w of the Bragg peaks, nm⁻¹."""
     dw_sigma_nm: float = 0.2
+    """Debye–Waller displacement σ_DW, nm."""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

@@ -29,9 +29,9 @@ import numba
 import numpy as np
 from scipy.optimize import curve_fit
 
-from mc_beamline.analysis.xcca.accumulate import SumCountAverage
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.polar import GAP_VALUE_U32, bad_value_mask
+from mc_beamline.analysis.xcca.accumulate import SumCountAverage
+from mc_beamline.instrument.geometry import DetectorGeometry, azimuth_ranges_deg
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -141,13 +141,7 @@ class PeakCutAccumulator(SumCountAverage):
         """Index ranges into the φ-sorted band pixels of the cut window around an azimuth."""
         c = float(peak_azimuth_deg)
         half = self.phi_half_width_deg + self.phi_step_deg
-        lo, hi = c - half, c + half
-        ranges = [(lo, hi)]
-        if lo < -180.0:
-            ranges = [(lo + 360.0, 180.0), (-180.0, hi)]
-        elif hi > 180.0:
-            ranges = [(lo, 180.0), (-180.0, hi - 360.0)]
-        return [tuple(int(i) for i in np.searchsorted(self._phi, r)) for r in ranges]
+        return [tuple(int(i) for i in np.searchsorted(self._phi, r)) for r in azimuth_ranges_deg(c - half, c + half)]
 
     def frame_cut(self, frame: np.ndarray, peak_azimuth_deg: float) -> tuple[np.ndarray, np.ndarray]:
         """(sum of counts, number of good pixels) on the (q, Δφ) grid of one frame's cut."""

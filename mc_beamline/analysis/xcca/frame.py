@@ -21,12 +21,22 @@ from typing import Sequence
 
 import numpy as np
 
-from mc_beamline.instrument.geometry import DetectorGeometry
-from mc_beamline.analysis.xcca.peak_kernels import PEAK_FIELDS
-from mc_beamline.analysis.xcca.peaks import PeakSearch, RingPeak, SmoothedProfiles, kernel_spectra, peak_lists
 from mc_beamline.analysis.detector.polar import Ring, RingPolarOperator, RingProfiles
 from mc_beamline.analysis.xcca.ccf import delta_grid_deg, lag_order
-from mc_beamline.analysis.xcca.kernels import finish_frames, spectrum_products, static_profiles
+from mc_beamline.analysis.xcca.kernels import (
+    finish_frames,
+    spectrum_products,
+    static_profiles,
+)
+from mc_beamline.analysis.xcca.peak_kernels import PEAK_FIELDS
+from mc_beamline.analysis.xcca.peaks import (
+    PeakSearch,
+    RingPeak,
+    SmoothedProfiles,
+    kernel_spectra,
+    peak_lists,
+)
+from mc_beamline.instrument.geometry import DetectorGeometry
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from mc_beamline.analysis.xcca.peak_kernels import BACKGROUND_QUANTILE, quantile_level, row_peaks
+from mc_beamline.analysis.xcca.peak_kernels import (
+    BACKGROUND_QUANTILE,
+    quantile_level,
+    row_peaks,
+)
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 

@@ -32,7 +32,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mc_beamline.analysis.xcca.peak_kernels import BACKGROUND_QUANTILE, PEAK_FIELDS, find_peaks
+from mc_beamline.analysis.xcca.peak_kernels import (
+    BACKGROUND_QUANTILE,
+    PEAK_FIELDS,
+    find_peaks,
+)
 
 
 class RingPeak(NamedTuple):

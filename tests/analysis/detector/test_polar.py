@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.polar import (
     GAP_VALUE_U32,
     RingNotOnDetectorError,
@@ -11,6 +10,7 @@ from mc_beamline.analysis.detector.polar import (
     azimuth_bin_centers_deg,
     azimuth_bin_index,
 )
+from mc_beamline.instrument.geometry import DetectorGeometry
 
 RINGS = [(3.0, 0.15), (6.0, 0.2)]
 

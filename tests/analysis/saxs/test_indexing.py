@@ -5,8 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from mc_beamline.analysis.saxs.indexing import find_bragg_peaks, index_curve, index_peaks, reflections
-from mc_beamline.physics.assembly import AssemblyModel, default_q_nm, percus_yevick, polydisperse_sphere
+from mc_beamline.analysis.saxs.indexing import (
+    find_bragg_peaks,
+    index_curve,
+    index_peaks,
+    reflections,
+)
+from mc_beamline.physics.assembly import (
+    AssemblyModel,
+    default_q_nm,
+    percus_yevick,
+    polydisperse_sphere,
+)
 
 Q = default_q_nm()
 CASES = [("fcc", None), ("bcc", None), ("hcp", None), ("sc", None), ("bct", 1.22), ("hex", 1.1)]

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.analysis.detector.polar import RingPolarOperator
 from mc_beamline.analysis.saxs.symmetry import (
     find_ordered_ring,
@@ -12,12 +11,13 @@ from mc_beamline.analysis.saxs.symmetry import (
     symmetry_series,
     transition_time,
 )
+from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.physics.superlattice_patterns import (
     HexToSquareTransition,
+    SpotPattern,
     dodecagonal_spots,
     lattice_2d_spots,
     polar_grid,
-    SpotPattern,
 )
 
 Q, PHI = polar_grid(0.6, 1.3, 36, 360)

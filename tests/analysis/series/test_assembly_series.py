@@ -8,7 +8,10 @@ import pytest
 from mc_beamline.analysis.series.assembly_series import AssemblySeriesAnalysis
 from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.physics.assembly import AssemblyModel, default_q_nm
-from mc_beamline.physics.superlattice_patterns import HexToSquareTransition, dodecagonal_spots
+from mc_beamline.physics.superlattice_patterns import (
+    HexToSquareTransition,
+    dodecagonal_spots,
+)
 
 
 @pytest.fixture(scope="module")

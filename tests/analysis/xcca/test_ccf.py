@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from mc_beamline.analysis.xcca.peaks import detect_peaks, smooth_profiles
 from mc_beamline.analysis.detector.polar import azimuth_bin_centers_deg
 from mc_beamline.analysis.xcca.ccf import (
     CcfAccumulator,
@@ -13,6 +12,7 @@ from mc_beamline.analysis.xcca.ccf import (
     ring_fourier_coefficients,
 )
 from mc_beamline.analysis.xcca.frame import RingSettings, XccaFrameEngine
+from mc_beamline.analysis.xcca.peaks import detect_peaks, smooth_profiles
 from mc_beamline.physics.detector_model import GAP_VALUE, offaxis_geometry
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator
 

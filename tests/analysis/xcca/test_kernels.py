@@ -7,11 +7,11 @@ frames and batches, on a small detector with a masked sector and a few bright ar
 import numpy as np
 import pytest
 
-from mc_beamline.instrument.geometry import DetectorGeometry
-from mc_beamline.analysis.xcca.peaks import detect_peaks, smooth_profiles
 from mc_beamline.analysis.detector.polar import GAP_VALUE_U32
 from mc_beamline.analysis.xcca.ccf import masked_ccf, ring_mean
 from mc_beamline.analysis.xcca.frame import RingSettings, XccaFrameEngine
+from mc_beamline.analysis.xcca.peaks import detect_peaks, smooth_profiles
+from mc_beamline.instrument.geometry import DetectorGeometry
 
 RINGS = [RingSettings(3.0, 0.15, 1.0, 5.0), RingSettings(6.0, 0.2, 2.0, 5.0, 10.0)]
 

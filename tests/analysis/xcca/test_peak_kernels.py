@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from mc_beamline.analysis.detector.polar import azimuth_bin_centers_deg
 from mc_beamline.analysis.xcca.peak_kernels import FWHM_PER_SIGMA, quantile_level
 from mc_beamline.analysis.xcca.peaks import (
     PeakSearch,
@@ -18,7 +19,6 @@ from mc_beamline.analysis.xcca.peaks import (
     detect_peaks,
     smooth_profiles,
 )
-from mc_beamline.analysis.detector.polar import azimuth_bin_centers_deg
 
 N = 360
 PHI = azimuth_bin_centers_deg(N)

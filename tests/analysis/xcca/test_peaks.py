@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from mc_beamline.analysis.xcca.peaks import detect_peaks, find_ring_peaks, smooth_profiles
 from mc_beamline.analysis.detector.polar import azimuth_bin_centers_deg
+from mc_beamline.analysis.xcca.peaks import (
+    detect_peaks,
+    find_ring_peaks,
+    smooth_profiles,
+)
 
 N = 360
 PHI = azimuth_bin_centers_deg(N)
