@@ -1,7 +1,8 @@
 """Bad-pixel masks: files, and a compact text form that travels in run metadata.
 
 Masks are boolean arrays of the detector shape with ``True`` = bad pixel. Mask files are
-``.npy`` arrays with 1 (or True) = bad pixel. Detector masks are mostly long runs of good
+``.npy`` arrays, or EDF or TIFF images (as pyFAI-drawmask writes them, read by fabio), with
+any nonzero value = bad pixel. Detector masks are mostly long runs of good
 pixels, so packed bits compressed with zlib fit in a few hundred bytes of start metadata,
 which makes a stored run self-contained for replay on another machine.
 """
@@ -19,15 +20,50 @@ class MaskError(ValueError):
     """A mask that cannot be used with the detector."""
 
 
+MASK_IMAGE_SUFFIXES = (".edf", ".tif", ".tiff")
+"""Mask file name endings read as images by fabio (any other mask file is read as ``.npy``)."""
+
+
+def _read_mask_image(path: Path) -> np.ndarray:
+    """The one frame of an EDF or TIFF mask image."""
+    import fabio
+
+    try:
+        image = fabio.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - fabio raises many types for unreadable files
+        reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+        raise MaskError(f"Mask file {path} does not read as an EDF or TIFF image ({reason}).") from None
+    try:
+        if image.nframes != 1:
+            raise MaskError(f"Mask file {path} holds {image.nframes} images, not one.")
+        return np.asarray(image.data)
+    finally:
+        image.close()
+
+
 def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """Read a ``.npy`` mask file (1 = bad pixel) and check it against the detector ``shape``."""
+    """Read a mask file and check it against the detector ``shape`` (rows, columns).
+
+    EDF/TIFF images (``.edf``, ``.tif``, ``.tiff``), else ``.npy`` arrays; a nonzero value
+    is a bad pixel. Returns a boolean array of ``shape``, True = bad.
+
+    Raises
+    ------
+    MaskError
+        If the file is missing, unreadable, of another shape, or not numbers.
+    """
     path = Path(path)
     if not path.is_file():
         raise MaskError(f"Mask file {path} does not exist.")
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except (ValueError, OSError):
-        raise MaskError(f"Mask file {path} is not a .npy array of 0/1 values.") from None
+    if path.suffix.lower() in MASK_IMAGE_SUFFIXES:
+        mask = _read_mask_image(path)
+    else:
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (ValueError, OSError):
+            raise MaskError(
+                f"Mask file {path} is not a .npy array of 0/1 values (nor an image ending in .edf, .tif or .tiff)."
+            ) from None
     if mask.shape != tuple(shape):
         raise MaskError(f"Mask file {path} has shape {mask.shape}, the detector {tuple(shape)}.")
     if mask.dtype != bool:
