@@ -86,6 +86,38 @@ class DetectorGeometry:
         )
 
     @classmethod
+    def from_nxmx(
+        cls,
+        shape: tuple[int, int],
+        beam_center_xy_px: tuple[float, float],
+        distance_m: float,
+        pixel_xy_m: tuple[float, float],
+        wavelength_m: float,
+    ) -> "DetectorGeometry":
+        """Untilted detector described as in an NXmx (Eiger master) header.
+
+        NXmx and DECTRIS conventions: x is the detector's fast axis, the column index
+        (pyFAI "dim 2"), y its slow axis, the row index ("dim 1"). ``beam_center_xy_px`` =
+        (``beam_center_x``, ``beam_center_y``) in pixels, counted from the outer corner of
+        the first pixel (pixel i spans [i, i + 1), its centre is at i + 0.5): the Fit2D
+        ``centerX``/``centerY`` of pyFAI, and what pyFAI's NeXus writer and fabio's
+        Eiger-style master writers store. ``pixel_xy_m`` = (``x_pixel_size``,
+        ``y_pixel_size``) in m; ``distance_m`` = ``detector_distance``, sample to detector
+        along the beam, in m; ``wavelength_m`` in m.
+        """
+        bx, by = (float(v) for v in beam_center_xy_px)
+        px, py = (float(v) for v in pixel_xy_m)
+        return cls(
+            shape=(int(shape[0]), int(shape[1])),
+            pixel1_m=py,
+            pixel2_m=px,
+            dist_m=float(distance_m),
+            poni1_m=by * py,
+            poni2_m=bx * px,
+            wavelength_m=float(wavelength_m),
+        )
+
+    @classmethod
     def from_poni(cls, path: str | Path, shape: tuple[int, int] | None = None) -> "DetectorGeometry":
         """Read a pyFAI PONI file.
 
