@@ -39,11 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a small version that finishes in seconds")
     _add_data_dir(demo)
 
-    xcca = sub.add_parser("xcca", help="offline XCCA of a stack of nanodiffraction frames (HDF5)")
-    xcca.add_argument("frames", type=Path, metavar="FRAMES.h5", help="HDF5 file with a (n, rows, columns) frame stack")
-    xcca.add_argument("--poni", type=Path, required=True, metavar="GEOM.poni", help="pyFAI PONI geometry file")
-    xcca.add_argument("--mask", type=Path, default=None, metavar="MASK.npy", help=".npy mask, 1 = bad pixel")
-    xcca.add_argument("--dataset", default="/entry/data/data", help="dataset path in the HDF5 file")
+    xcca = sub.add_parser(
+        "xcca", help="offline XCCA of the frames of a scan (HDF5 file, Eiger master, or CBF/EDF/TIFF series)",
+        description="FRAMES: an HDF5 file with a (n, rows, columns) frame stack; an Eiger master file "
+                    "(NAME_master.h5) with its linked data files; or a series of CBF, EDF or TIFF images, one frame "
+                    "per file: a directory, a glob pattern in quotes ('scan/img_*.cbf') or the files themselves, "
+                    "taken in natural order of their names.")
+    xcca.add_argument("frames", type=Path, nargs="+", metavar="FRAMES",
+                      help="HDF5 file, Eiger master file, or image series (directory, pattern or files)")
+    xcca.add_argument("--poni", type=Path, default=None, metavar="GEOM.poni",
+                      help="pyFAI PONI geometry file (the calibrated geometry; without it, an Eiger master's "
+                           "header gives an untilted one)")
+    xcca.add_argument("--mask", type=Path, default=None, metavar="MASK",
+                      help="mask file: .npy array or EDF/TIFF image (e.g. from pyFAI-drawmask), nonzero = bad pixel; "
+                           "added to an Eiger master's pixel mask")
+    xcca.add_argument("--dataset", default=None,
+                      help="dataset path in an HDF5 file (default /entry/data/data, or an Eiger master's linked data)")
     xcca.add_argument("--q-sl", type=float, required=True, metavar="Q", help="superlattice ring, nm⁻¹ (e.g. 1.72)")
     xcca.add_argument("--q-al", type=float, required=True, metavar="Q", help="atomic-lattice ring, nm⁻¹ (e.g. 18.3)")
     xcca.add_argument("--scan-shape", default=None, metavar="NYxNX", help="raster shape, rows x columns (e.g. 35x51)")

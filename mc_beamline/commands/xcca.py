@@ -1,4 +1,4 @@
-"""Offline analysis commands: ``mc-beamline xcca`` on an HDF5 frame stack.
+"""Offline analysis commands: ``mc-beamline xcca`` on the frames of a scan.
 
 :func:`run_xcca` is what the command runs. It checks every input before it reads a frame
 or writes anything (:func:`prepare_xcca`), then streams the frames through
@@ -10,12 +10,18 @@ leaves no RESULT.json, not even a partial one.
 Bad input is reported by raising :class:`InputError` (a :class:`ValueError`) whose message
 is one sentence for the user; ``mc_beamline.cli`` prints it on stderr and exits with 2.
 
-Frames: an HDF5 dataset (default ``/entry/data/data``) of shape (n, rows, columns), or
-(rows, columns) for one frame, integer or float counts. Eiger-style Bitshuffle/LZ4
-compression works (``hdf5plugin`` registers the filter). Pixels that read the Eiger gap
-value 2³²-1, the maximum of an unsigned dtype, or a non-finite value are bad pixels of
-that frame; a frame in which no pixel outside the mask is finite (an all-NaN frame) is
-bad input and stops the command with its index.
+Frames (:func:`~mc_beamline.io.frame_sources.open_frames`): an HDF5 dataset (default
+``/entry/data/data``) of shape (n, rows, columns), or (rows, columns) for one frame; an
+Eiger master file with its linked data files; or a series of CBF/EDF/TIFF images; integer
+or float counts. Eiger-style Bitshuffle/LZ4 compression works (``hdf5plugin`` registers
+the filter). Pixels that read the Eiger gap value 2³²-1, the maximum of an unsigned dtype,
+a negative value of a signed dtype (Pilatus gaps, -1 and -2), or a non-finite value are bad
+pixels of that frame; a frame in which no pixel outside the mask is finite (an all-NaN
+frame) is bad input and stops the command with its index.
+
+Mask: the master's pixel mask (if the frames come with one), OR-combined with ``--mask``.
+Geometry: ``--poni``, else the geometry of an Eiger/NXmx master's header (announced in one
+line on stderr), else bad input.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import numpy as np
 from mc_beamline.analysis.detector.masks import MaskError, load_mask
 from mc_beamline.analysis.detector.polar import RingNotOnDetectorError
 from mc_beamline.instrument.geometry import DetectorGeometry, GeometryError
-from mc_beamline.io.frames import FrameStack
+from mc_beamline.io.frame_sources import FrameSource, open_frames
 from mc_beamline.io.inputs import InputError, check_output, short_reason
 from mc_beamline.io.result_json import write_json
 
@@ -72,31 +78,67 @@ class XccaJob:
 
     Attributes
     ----------
-    frames : the open frame stack.
+    frames : the open frame source.
     geometry, mask : detector geometry and static mask (True = bad) or None.
+    geometry_note : where the geometry came from when not from --poni (one line), or None.
     analysis : the configured :class:`~mc_beamline.analysis.xcca.pipeline.XccaAnalysis`.
     out : RESULT.json path; plot_dir : figure directory or None.
     batch : frames per batch (read and analysed together).
     """
 
-    frames: FrameStack
+    frames: FrameSource
     geometry: DetectorGeometry
     mask: np.ndarray | None
     analysis: Any
     out: Path
     plot_dir: Path | None
     batch: int
+    geometry_note: str | None = None
     timings: dict = field(default_factory=lambda: {"read_s": 0.0, "analysis_s": 0.0, "wait_s": 0.0})
 
     def close(self) -> None:
         self.frames.close()
 
 
+def _geometry(poni: Path | None, frames: FrameSource) -> tuple[DetectorGeometry, str | None]:
+    """The detector geometry: from ``poni`` if given, else from the frames' header.
+
+    Returns the geometry and, for a header geometry, the line that says so.
+
+    Raises
+    ------
+    InputError
+        If the PONI file is unusable or its detector is not the frames' size, or there is
+        neither a PONI file nor a header geometry.
+    """
+    if poni is not None:
+        try:
+            geometry = DetectorGeometry.from_poni(poni, shape=frames.frame_shape)
+        except GeometryError as exc:
+            raise InputError(short_reason(exc) + ".") from None
+        if frames.frame_shape != geometry.shape:
+            raise InputError(
+                f"Frames in {frames.label} are {frames.frame_shape[0]}x{frames.frame_shape[1]} "
+                f"pixels but the detector in {poni} is {geometry.shape[0]}x{geometry.shape[1]}."
+            )
+        return geometry, None
+    g = frames.header_geometry
+    if g is None:
+        raise InputError(f"No detector geometry: give --poni GEOM.poni ({frames.header_geometry_problem}).")
+    note = (
+        f"no --poni, geometry from the header of {frames.label}: beam centre x = {g.poni2_m / g.pixel2_m:.2f} px "
+        f"(column), y = {g.poni1_m / g.pixel1_m:.2f} px (row), distance {g.dist_m * 1e3:.2f} mm, "
+        f"pixel {g.pixel2_m * 1e6:g} x {g.pixel1_m * 1e6:g} µm, wavelength {g.wavelength_m * 1e10:.5f} Å, untilted."
+    )
+    return g, note
+
+
 def prepare_xcca(args, batch: int | None = None) -> XccaJob:
     """Check every input of ``mc-beamline xcca`` and set up the analysis; reads no frame.
 
-    ``args`` has the attributes of the command's parser (frames, poni, mask, dataset,
-    q_sl, q_al, scan_shape, step_um, snake, out, plot).
+    ``args`` has the attributes of the command's parser (frames: a path, a glob pattern
+    or a list of them; poni (or None); mask; dataset (or None); q_sl, q_al, scan_shape,
+    step_um, snake, out, plot).
 
     Raises
     ------
@@ -117,27 +159,20 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
     _positive("--step-um", args.step_um, "µm")
     scan_shape = parse_scan_shape(args.scan_shape)
 
-    frames = FrameStack(Path(args.frames), args.dataset)
+    frames = open_frames(args.frames, args.dataset)
     try:
-        try:
-            geometry = DetectorGeometry.from_poni(args.poni, shape=frames.frame_shape)
-        except GeometryError as exc:
-            raise InputError(short_reason(exc) + ".") from None
-        if frames.frame_shape != geometry.shape:
-            raise InputError(
-                f"Frames in {frames.path}:{frames.dataset_name} are {frames.frame_shape[0]}x{frames.frame_shape[1]} "
-                f"pixels but the detector in {args.poni} is {geometry.shape[0]}x{geometry.shape[1]}."
-            )
-        mask = None
+        geometry, geometry_note = _geometry(args.poni, frames)
+        mask = frames.pixel_mask
         if args.mask is not None:
             try:
-                mask = load_mask(args.mask, geometry.shape)
+                user_mask = load_mask(args.mask, geometry.shape)
             except MaskError as exc:
                 raise InputError(short_reason(exc) + ".") from None
+            mask = user_mask if mask is None else mask | user_mask
         if scan_shape is not None and scan_shape[0] * scan_shape[1] != frames.n_frames:
             raise InputError(
                 f"--scan-shape {scan_shape[0]}x{scan_shape[1]} has {scan_shape[0] * scan_shape[1]} points "
-                f"but {frames.path} holds {frames.n_frames} frame(s)."
+                f"but {frames.label} holds {frames.n_frames} frame(s)."
             )
         try:
             analysis = XccaAnalysis(
@@ -153,14 +188,15 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
             # whole chunks per read: a chunk of several frames is then decompressed once
             cf = frames.chunk_frames
             batch = max(1, batch // cf) * cf if cf > 1 else batch
-        return XccaJob(frames, geometry, mask, analysis, out, plot_dir, int(min(batch, frames.n_frames)))
+        return XccaJob(frames, geometry, mask, analysis, out, plot_dir, int(min(batch, frames.n_frames)),
+                       geometry_note=geometry_note)
     except BaseException:
         frames.close()
         raise
 
 
 # ------------------------------------------------------------------------- analysis
-def _check_finite(batch: np.ndarray, good: np.ndarray | None, first_index: int, stack: FrameStack) -> None:
+def _check_finite(batch: np.ndarray, good: np.ndarray | None, first_index: int, frames: FrameSource) -> None:
     """Raise InputError for the first frame with no finite pixel outside the mask."""
     if batch.dtype.kind != "f":
         return
@@ -172,12 +208,12 @@ def _check_finite(batch: np.ndarray, good: np.ndarray | None, first_index: int, 
     if not ok.all():
         i = first_index + int(np.argmin(ok))
         raise InputError(
-            f"Frame {i} of {stack.path}:{stack.dataset_name} has no finite pixel (all NaN or infinite); "
+            f"Frame {i} of {frames.label} has no finite pixel (all NaN or infinite); "
             "remove it or replace it by a frame of counts."
         )
 
 
-def iter_batches(stack: FrameStack, batch: int, timings: dict | None = None,
+def iter_batches(stack: FrameSource, batch: int, timings: dict | None = None,
                  prefetch: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first index, frames) batches of ``stack``, reading the next batch while the
     caller works on this one (HDF5 decompression releases the GIL).
@@ -254,7 +290,7 @@ def summary_lines(result: dict, job: XccaJob, seconds: float, figure: Path | Non
     dom = result["domains"]
     peaks = ", ".join(f"{p:.1f}" for p in result["ccf_peaks_deg"]) or "none"
     lines = [
-        f"frames: {result['n_frames']} ({shape}) from {job.frames.path}:{job.frames.dataset_name} "
+        f"frames: {result['n_frames']} ({shape}) from {job.frames.label} "
         f"in {seconds:.1f} s ({result['n_frames'] / max(seconds, 1e-9):.0f} frames/s)",
         f"selected: {result['n_selected']} frames with peaks on both rings "
         f"(q_SL = {s.q_sl:g}, q_AL = {s.q_al:g} nm⁻¹)",
@@ -288,6 +324,8 @@ def run_xcca(args, *, batch: int | None = None, prefetch: bool = True, out=None,
     out = sys.stdout if out is None else out
     t_start = time.perf_counter()
     job = prepare_xcca(args, batch=batch)
+    if job.geometry_note is not None:
+        print(f"mc-beamline xcca: {job.geometry_note}", file=sys.stderr)
     t_setup = time.perf_counter()
     try:
         from tqdm import tqdm
@@ -306,7 +344,7 @@ def run_xcca(args, *, batch: int | None = None, prefetch: bool = True, out=None,
 
             job.plot_dir.mkdir(parents=True, exist_ok=True)
             figure = xcca_figure(job.analysis, details,
-                                 job.plot_dir / f"{Path(args.frames).stem}_xcca.png")
+                                 job.plot_dir / f"{job.frames.stem}_xcca.png")
         write_json(result, job.out)
     finally:
         job.close()
@@ -322,7 +360,6 @@ def run_xcca(args, *, batch: int | None = None, prefetch: bool = True, out=None,
 
 __all__ = [
     "InputError",
-    "FrameStack",
     "XccaJob",
     "prepare_xcca",
     "analyse",
