@@ -1,6 +1,11 @@
 """`mc-beamline xcca` as a user runs it: simulated raster in a Bitshuffle/LZ4 HDF5 file,
 the real command in a subprocess, RESULT.json checked against the docs/results.md contract;
-bad input ends with one line on stderr, a non-zero exit and no RESULT.json."""
+bad input ends with one line on stderr, a non-zero exit and no RESULT.json.
+
+What a beamtime brings back gives the same RESULT.json as the HDF5 stack of the same
+frames (the command's entry point run in this process, to share its start-up): an Eiger
+master with linked data files (its pixel mask applied, its header geometry used without
+--poni) and a Pilatus-style CBF series with an EDF mask."""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ import hdf5plugin
 import numpy as np
 import pytest
 
+from mc_beamline.cli import main
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
+from tests.io.detector_files import nxmx_header, write_eiger, write_series
 
 N = 12  # raster points per side of the test region (0.4 µm steps)
 DATASET = "/entry/data/data"
@@ -154,6 +161,8 @@ def bad_files(sim, raster):
     write_frames(d / "small_frames.h5", np.zeros((2, 64, 64), dtype=np.uint16), dtype="<u2")
     with h5py.File(d / "flat.h5", "w") as f:
         f.create_dataset(DATASET, data=np.arange(10))
+    write_eiger(d, "lost", np.zeros((4, 64, 64), dtype="<u4"), per_file=2)
+    (d / "lost_data_000002.h5").unlink()
     return d
 
 
@@ -176,6 +185,8 @@ BAD_INPUTS = {
     "step not positive": ({"step-um": "0"}, "--step-um"),
     "out directory missing": ({"out": "{tmp}/nowhere/RESULT.json"}, "does not exist"),
     "NaN frame": ({"h5": "{bad}/nan.h5"}, "Frame 1"),
+    "Eiger data file missing": ({"h5": "{bad}/lost_master.h5"}, "lost_data_000002.h5 does not exist"),
+    "no geometry": ({"poni": None}, "give --poni GEOM.poni"),
 }
 
 
@@ -183,7 +194,8 @@ def _argv(case: dict, paths: dict) -> list[str]:
     opts = {**GOOD, "out": "{tmp}/RESULT.json", **case}
     argv = [opts.pop("h5").format(**paths)]
     for key, value in opts.items():
-        argv += [f"--{key}", value.format(**paths)]
+        if value is not None:  # None: the option is left out
+            argv += [f"--{key}", value.format(**paths)]
     return argv
 
 
@@ -209,3 +221,81 @@ def test_a_failed_run_leaves_an_existing_result_untouched(raster, bad_files, tmp
     assert proc.returncode == 2
     assert out.read_text() == '{"previous": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["RESULT.json"]
+
+
+# ----------------------------------------------------------- files from a beamtime
+N_BEAMTIME = 48  # the first four raster rows
+
+
+def xcca_here(*args) -> dict | None:
+    """``mc-beamline xcca ARGS --no-progress`` through the command's entry point in this
+    process; the RESULT.json written, or None if the exit status is not 0."""
+    out = Path(args[args.index("--out") + 1])
+    if main(["xcca", *map(str, args), "--no-progress"]) != 0:
+        return None
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def beamtime(raster):
+    """The first rows of the raster as one HDF5 stack, and its RESULT.json with --poni and --mask."""
+    d = raster["dir"] / "beamtime"
+    d.mkdir()
+    with h5py.File(raster["h5"], "r") as f:
+        frames = f[DATASET][:N_BEAMTIME]
+    write_frames(d / "stack.h5", frames)
+    result = xcca_here(d / "stack.h5", "--poni", raster["poni"], "--mask", raster["mask"], "--q-sl", "1.72",
+                       "--q-al", "18.3", "--out", d / "stack.json")
+    assert result is not None and result["n_selected"] > 0  # the comparisons below compare a real CCF
+    return {"dir": d, "frames": frames, "result": result}
+
+
+def test_eiger_master_gives_the_result_of_the_single_file(sim, raster, beamtime, tmp_path, capsys):
+    master = write_eiger(tmp_path, "scan", beamtime["frames"], per_file=16, header=nxmx_header(sim.geometry),
+                         pixel_mask=np.zeros(sim.geometry.shape, np.uint32))
+    common = ["--mask", raster["mask"], "--q-sl", "1.72", "--q-al", "18.3"]
+    assert xcca_here(master, "--poni", raster["poni"], *common, "--out", tmp_path / "poni.json") == beamtime["result"]
+    assert "header" not in capsys.readouterr().err
+
+    # without --poni the master's NXmx header (written from the same geometry) gives it, and says so
+    assert xcca_here(master, *common, "--out", tmp_path / "header.json") == beamtime["result"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mc-beamline xcca: no --poni, geometry from the header of {master}")
+    assert "beam centre x = 130.50 px (column), y = 130.50 px (row), distance 164.00 mm" in err[0]
+
+
+def test_master_pixel_mask_keeps_a_hot_pixel_out_of_the_ccf(sim, raster, beamtime, tmp_path):
+    q = sim.geometry.q_map
+    on_ring = np.abs(q - 1.72) + np.where(sim.mask, np.inf, 0.0)
+    hot = np.unravel_index(int(np.argmin(on_ring)), q.shape)  # a good pixel on the SL ring
+    frames = beamtime["frames"].copy()
+    frames[:, hot[0], hot[1]] = 50_000
+    hot_mask = np.zeros(sim.geometry.shape, np.uint32)
+    hot_mask[hot] = 8  # the Eiger's "hot pixel" flag
+    d = tmp_path
+    (d / "masked").mkdir()
+    (d / "unmasked").mkdir()
+    common = ["--poni", raster["poni"], "--mask", raster["mask"], "--q-sl", "1.72", "--q-al", "18.3"]
+    masked = xcca_here(write_eiger(d / "masked", "scan", frames, per_file=16, pixel_mask=hot_mask), *common,
+                       "--out", d / "masked.json")
+    unmasked = xcca_here(write_eiger(d / "unmasked", "scan", frames, per_file=16,
+                                     pixel_mask=np.zeros_like(hot_mask)), *common, "--out", d / "unmasked.json")
+    # the same frames as one HDF5 stack, with the hot pixel in the --mask file
+    np.save(d / "mask_and_hot.npy", (sim.mask | (hot_mask != 0)).astype(np.uint8))
+    both = xcca_here(write_frames(d / "stack.h5", frames), "--poni", raster["poni"], "--mask", d / "mask_and_hot.npy",
+                     "--q-sl", "1.72", "--q-al", "18.3", "--out", d / "stack.json")
+    assert masked == both  # pixel_mask OR --mask, exactly as one mask file
+    assert unmasked["ccf"]["value"] != masked["ccf"]["value"]  # unmasked, the hot pixel does reach the CCF
+
+
+def test_cbf_series_with_edf_mask_analyses_like_the_hdf5_stack(sim, raster, beamtime, tmp_path):
+    from fabio.edfimage import EdfImage
+
+    # Pilatus-style: int32 counts, -1 in the gaps
+    frames = beamtime["frames"].astype(np.int64)
+    frames[frames == 2**32 - 1] = -1
+    write_series(tmp_path / "scan", frames.astype(np.int32), "cbf")
+    EdfImage(data=sim.mask.astype(np.int8)).write(str(tmp_path / "mask.edf"))  # as pyFAI-drawmask writes it
+    result = xcca_here(tmp_path / "scan", "--poni", raster["poni"], "--mask", tmp_path / "mask.edf", "--q-sl",
+                       "1.72", "--q-al", "18.3", "--out", tmp_path / "RESULT.json")
+    assert result == beamtime["result"]
