@@ -117,6 +117,8 @@ class Hdf5FrameSource(FrameSource):
 
     One file: ``parts`` is [(file, dataset)]. An Eiger master: its linked data files in
     order. One stack is open at a time (a master may link thousands of files).
+    ``pixel_mask``: the files' mask (True = bad), of the frames' shape. Whoever opens the
+    files sets ``header_geometry`` or ``header_geometry_problem``.
 
     Raises
     ------
@@ -126,11 +128,9 @@ class Hdf5FrameSource(FrameSource):
     """
 
     def __init__(self, parts: Sequence[tuple[Path, str]], label: str, stem: str, *,
-                 pixel_mask: np.ndarray | None = None, header_geometry: DetectorGeometry | None = None,
-                 header_geometry_problem: str | None = None):
+                 pixel_mask: np.ndarray | None = None):
         self.parts = [(Path(p), d) for p, d in parts]
         self.label, self.stem = label, stem
-        self.header_geometry, self.header_geometry_problem = header_geometry, header_geometry_problem
         self._open: tuple[int, FrameStack] | None = None
         counts = []
         try:
@@ -316,7 +316,11 @@ def _open_hdf5(path: Path, dataset: str | None) -> Hdf5FrameSource:
     """One dataset of an HDF5 file, or the linked data of an Eiger master (``dataset`` None)."""
     import h5py
 
-    if dataset is None and path.is_file() and h5py.is_hdf5(path):
+    try:
+        is_hdf5 = dataset is None and path.is_file() and h5py.is_hdf5(path)
+    except OSError:  # FrameStack below says why it cannot be read
+        is_hdf5 = False
+    if is_hdf5:
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
@@ -327,10 +331,9 @@ def _open_hdf5(path: Path, dataset: str | None) -> Hdf5FrameSource:
                 if parts:
                     return _open_master(path, f, parts)
     dataset = DEFAULT_DATASET if dataset is None else dataset
-    return Hdf5FrameSource(
-        [(path, dataset)], label=f"{path}:{dataset}", stem=path.stem,
-        header_geometry_problem=f"{path} is not an Eiger/NXmx master file, whose header would give it",
-    )
+    source = Hdf5FrameSource([(path, dataset)], label=f"{path}:{dataset}", stem=path.stem)
+    source.header_geometry_problem = f"{path} is not an Eiger/NXmx master file, whose header would give it"
+    return source
 
 
 # --------------------------------------------------------------------- image series
