@@ -238,7 +238,7 @@ def _print_flow_summary(demo: FlowDemoResult, out: TextIO) -> None:
 ASSEMBLY_FRAME_WALL_S = 0.5
 """Wall-clock seconds between two frames in the assembly demo: the simulated cell runs
 ``interval_s / 0.5`` times faster than real time (30x for 15 s frames), leaving each frame
-time to be read (1 MiB image), stored and analysed before the next."""
+time to be written (the image to the camera's file), stored and analysed before the next."""
 ASSEMBLY_SERIES = (
     # label, plan arguments
     ("Au NCs, gentle addition to 50 mM", dict(sample="colloid", flocculant_mm=50.0, addition_time_s=60.0,

@@ -10,8 +10,9 @@
   readbacks; ``add`` is put with put-completion: ``yield from bps.abs_set(cell.floc.add, 1,
   group="add")`` starts the addition and the status completes when the dispensing ends
   (``stop_add`` ends it early). One addition per sample: reset first.
-* ``saxs``: :class:`AssemblySaxs`, triggerable; each trigger records one frame and its
-  azimuthally averaged I(q). Triggering the cell itself triggers ``saxs``, so
+* ``saxs``: :class:`AssemblySaxs`, triggerable once staged; each trigger records one frame
+  into the capture file that ``stage()`` opened, and its azimuthally averaged I(q).
+  Triggering the cell itself triggers ``saxs`` (and staging it stages ``saxs``), so
   ``bps.trigger_and_read([cell])`` records a frame together with concentration, elapsed
   time and dispensed volume.
 
@@ -21,11 +22,19 @@ Data keys of ``saxs.read()`` for a cell named ``assembly`` (:func:`saxs_data_key
 ``assembly_saxs_intensity``    I(q), cm⁻¹, float64 [600] (hinted)
 ``assembly_saxs_sigma``        σ of I(q), cm⁻¹, float64 [600]
 ``assembly_saxs_q``            q, nm⁻¹, float64 [600] (0.2–6 nm⁻¹)
-``assembly_saxs_image``        the frame, counts, int32 [rows, cols] = [512, 512]
+``assembly_saxs_image``        the frame, counts, int32 [rows, cols] = [512, 512], external:
+                               the event holds a datum id, the frame is in the HDF5 file
 ``assembly_saxs_elapsed``      time since the addition started at mid-exposure, s (−1: the
                                frame was taken before any addition)
 ``assembly_saxs_acquire_count``  frame number
 =============================  =============================================================
+
+The camera writes its frames through its HDF5 file plugin, like the raster's pixel
+detector, and ``saxs`` announces them the same way
+(:class:`~mc_beamline.devices.file_writer.Hdf5FileFrames`): ``stage()`` opens a capture file
+``<data-dir>/detector/%Y/%m/%d/assembly_saxs_<12 hex>_00000.h5``, the Resource (spec
+``AD_HDF5_SWMR``) and one Datum per frame come through ``collect_asset_docs()`` (also of the
+cell), and the image data key is ``external``. The 1D curve stays in the events.
 
 Configuration of ``saxs``: ``acquire_time`` (s), ``poni_text`` (pyFAI PONI of the camera:
 ``DetectorGeometry.from_poni_text`` gives the q and φ maps of the image),
@@ -43,7 +52,9 @@ from __future__ import annotations
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
+from ophyd.status import DeviceStatus
 
+from mc_beamline.devices.file_writer import Hdf5FileFrames
 from mc_beamline.devices.flow_reactor import _FlowCellInstrument
 
 SAXS_FIELDS = ("intensity", "sigma", "q", "image", "elapsed", "acquire_count")
@@ -57,48 +68,6 @@ def saxs_data_keys(name: str = "assembly") -> dict[str, str]:
     'assembly_saxs_image'
     """
     return {field: f"{name}_saxs_{field}" for field in SAXS_FIELDS}
-
-
-class ImageSignal(EpicsSignalRO):
-    """A flattened image waveform read as a 2D array of shape (rows, columns).
-
-    The shape comes from the parent's ``array_size_y`` (rows) and ``array_size_x`` (columns)
-    readbacks; ``describe()`` declares it (``shape [rows, cols]``) with the numpy dtype of
-    the frame (``dtype_numpy``, e.g. ``"<i4"``).
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._image_shape: tuple[int, int] | None = None
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        """(rows, columns) of the frame."""
-        if self._image_shape is None:
-            rows = int(self.parent.array_size_y.get())
-            cols = int(self.parent.array_size_x.get())
-            self._image_shape = (rows, cols)
-        return self._image_shape
-
-    def _fix_type(self, value):
-        value = super()._fix_type(value)
-        arr = np.asarray(value)
-        if not arr.dtype.isnative:
-            arr = arr.astype(arr.dtype.newbyteorder("="))
-        rows, cols = self.image_shape
-        if arr.size == rows * cols:
-            return arr.reshape(rows, cols)
-        return arr
-
-    def describe(self):
-        res = super().describe()
-        key = res[self.name]
-        key["shape"] = list(self.image_shape)
-        key["dtype"] = "array"
-        raw = self._readback
-        dtype = np.asarray(raw).dtype if raw is not None and np.size(raw) > 1 else np.dtype(np.int32)
-        key["dtype_numpy"] = dtype.newbyteorder("=").str
-        return res
 
 
 class FlocculantPump(Device):
@@ -130,19 +99,19 @@ class FlocculantPump(Device):
         return (float(self.rate_min.get()), float(self.rate_max.get()))
 
 
-class AssemblySaxs(_FlowCellInstrument):
+class AssemblySaxs(Hdf5FileFrames, _FlowCellInstrument):
     """The cell's 2D SAXS camera with on-line azimuthal reduction (``{prefix}`` e.g. ``MC:ASSEMBLY:SAXS:``).
 
-    ``trigger()`` puts Acquire = 1 and completes on put-completion (after the exposure; on
-    the simulated cell in simulated time, timeout scaled with the cell's ``time_scale``).
-    Readings: see the module docstring; ``image`` is read as a (rows, columns) array.
+    ``stage()`` opens a capture file; ``trigger()`` puts Acquire = 1 and completes on
+    put-completion (after the exposure; on the simulated cell in simulated time, timeout
+    scaled with the cell's ``time_scale``) once the frame is in the file. Readings: see
+    the module docstring; the image (data key ``{name}_image``) is a datum id.
     """
 
     intensity = Cpt(EpicsSignalRO, "Intensity_RBV", kind="hinted", auto_monitor=False,
                     doc="azimuthally averaged I(q) (cm⁻¹)")
     sigma = Cpt(EpicsSignalRO, "Sigma_RBV", kind="normal", auto_monitor=False, doc="σ of I(q) (cm⁻¹)")
     q = Cpt(EpicsSignalRO, "Q_RBV", kind="normal", auto_monitor=False, doc="scattering vector (nm⁻¹)")
-    image = Cpt(ImageSignal, "Image_RBV", kind="normal", auto_monitor=False, doc="frame (counts), rows x cols")
     elapsed = Cpt(EpicsSignalRO, "Elapsed_RBV", kind="normal", auto_monitor=False,
                   doc="time since the addition started at mid-exposure (s); -1 before")
     acquire_time = Cpt(EpicsSignal, "AcquireTime_RBV", write_pv="AcquireTime", kind="config", auto_monitor=True,
@@ -151,8 +120,24 @@ class AssemblySaxs(_FlowCellInstrument):
     array_size_x = Cpt(EpicsSignalRO, "ArraySizeX_RBV", kind="config", doc="columns of a frame")
     array_size_y = Cpt(EpicsSignalRO, "ArraySizeY_RBV", kind="config", doc="rows of a frame")
 
+    frame_dtype = np.dtype("<i4")
+
     def _exposure_s(self) -> float:
         return float(self.acquire_time.get())
+
+    def trigger(self) -> DeviceStatus:
+        """Take one frame; completes when the IOC has published it and written it to the capture file."""
+        expected = self._require_staged()
+        before = int(self.acquire_count.get(use_monitor=False))
+
+        def check():
+            message = self.status_message.get(use_monitor=False)
+            if int(self.acquire_count.get(use_monitor=False)) <= before:
+                return f"{self.name} recorded nothing: {message}"
+            self._frame_written(expected, lambda: message)
+            return None
+
+        return self._put_and_check(self.acquire, check)
 
     def geometry(self):
         """The camera's :class:`~mc_beamline.instrument.geometry.DetectorGeometry` (from the PONI)."""
@@ -173,7 +158,8 @@ class AssemblyCell(Device):
     >>> cell.sample.set("colloid").wait(5); cell.reset.set(1).wait(5)
     >>> cell.floc.rate.set(100.0).wait(5); cell.floc.volume.set(141.0).wait(5)
     >>> cell.floc.add.set(1).wait(30)          # rapid addition to 110 mM
-    >>> cell.saxs.trigger().wait(30); cell.saxs.read()["assembly_saxs_intensity"]["value"]
+    >>> cell.saxs.stage(); cell.saxs.trigger().wait(30)   # the frame goes into a capture file
+    >>> cell.saxs.read()["assembly_saxs_intensity"]["value"]; cell.saxs.unstage()
     """
 
     sample = Cpt(EpicsSignal, "Sample", string=True, kind="config", auto_monitor=True,
@@ -197,6 +183,10 @@ class AssemblyCell(Device):
         """
         return self.saxs.trigger()
 
+    def collect_asset_docs(self):
+        """The camera's Resource and Datum documents (bluesky asks the device it read, the cell)."""
+        yield from self.saxs.collect_asset_docs()
+
 
 class SimAssemblyCell(AssemblyCell):
     """:class:`AssemblyCell` on the simulated IOC (``{prefix}`` = ``MC:ASSEMBLY:``).
@@ -219,5 +209,4 @@ class SimAssemblyCell(AssemblyCell):
         self.saxs.time_scale_signal = self.time_scale
 
 
-__all__ = ["AssemblyCell", "AssemblySaxs", "FlocculantPump", "ImageSignal", "SAXS_FIELDS", "SimAssemblyCell",
-           "saxs_data_keys"]
+__all__ = ["AssemblyCell", "AssemblySaxs", "FlocculantPump", "SAXS_FIELDS", "SimAssemblyCell", "saxs_data_keys"]

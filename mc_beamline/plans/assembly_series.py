@@ -4,10 +4,12 @@ The plan puts a fresh sample in the assembly cell, takes ``baseline_frames`` SAX
 of it, starts the syringe pump (the flocculant reaches ``flocculant_mm`` in the cell over
 ``addition_time_s``) and, from the start of the addition, takes one frame every
 ``interval_s`` seconds, ``n_frames`` in all, while the addition goes on and after it.
-Every event carries the 1D curve I(q) ± σ, the 2D image, the time since the addition
-began (the middle of the exposure, s) and the flocculant concentration; the start
+Every event carries the 1D curve I(q) ± σ, the 2D image (a datum id: the camera writes
+the frame into the HDF5 capture file it opens when the plan stages it), the time since the
+addition began (the middle of the exposure, s) and the flocculant concentration; the start
 document carries the q axis, the 2D detector's PONI and the data keys, so the live
-analysis (and a replay) needs nothing else. A gentle addition (small concentration ramp)
+analysis (and a replay) needs nothing else but the frames (from the file, or from Tiled,
+which serves them from it). A gentle addition (small concentration ramp)
 is the one-step route of seed 004, a rapid one to ≥ 80 mM the two-step route.
 
 If the plan ends early (an error, a stop or an abort) the pump is stopped; the frames
@@ -170,7 +172,7 @@ def assembly_series(
             "q_nm": [float(v) for v in q],
             "poni": str(poni),
             "image_shape": shape,
-            "keys": {"intensity": saxs.intensity.name, "sigma": saxs.sigma.name, "image": saxs.image.name,
+            "keys": {"intensity": saxs.intensity.name, "sigma": saxs.sigma.name, "image": saxs.image_key,
                      "elapsed": saxs.elapsed.name, "q": saxs.q.name, "concentration": cell.concentration.name},
         },
     }

@@ -51,6 +51,17 @@ counts, rows x cols flattened in C order), ``ArraySizeX_RBV`` (columns), ``Array
 <mc_beamline.instrument.geometry.DetectorGeometry.from_poni_text>` gives the q and φ maps the
 simulation used) and ``Status_RBV``.
 
+The camera's HDF5 file plugin (the raster detector's, :mod:`~mc_beamline.sim_iocs.file_plugin`)
+serves ``FilePath``, ``FileName``, ``FileNumber``, ``Capture`` / ``Capture_RBV``,
+``NumCaptured_RBV``, ``FullFileName_RBV``, ``FilePathExists_RBV`` and ``DataDir_RBV``
+(``<data-dir>/detector``) under ``SAXS:``. While a capture file is open, every frame is
+appended to it (int32, one Bitshuffle/LZ4 chunk per frame, SWMR, flushed before the
+Acquire put completes) with, under ``/entry/instrument/NDAttributes``, ``NDArrayUniqueId``
+(the frame number, AcquireCount_RBV), ``NDArrayTimeStamp`` (s, start of the exposure),
+``AcquireTime`` and ``Elapsed`` (simulated s, as Elapsed_RBV); the camera's PONI is in
+``/entry/instrument/detector/geometry_poni``. Image_RBV serves every frame too, captured
+or not (a viewer's image).
+
 Samples and frames
 ------------------
 The samples (``colloid``, ``monolayer``, ``binary``), what the addition does to each and
@@ -65,7 +76,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 from caproto import AlarmSeverity, AlarmStatus, SkipWrite
@@ -82,6 +95,7 @@ from mc_beamline.physics.assembly_cell import (
     sample_orientation_deg,
 )
 from mc_beamline.physics.flocculation import DEFAULT_COLLOID_VOLUME_UL, DEFAULT_STOCK_MM
+from mc_beamline.sim_iocs.file_plugin import FrameFileWriter, Hdf5FilePlugin
 from mc_beamline.sim_iocs.flow_cell import SaxsInstrument, curve_pvs
 from mc_beamline.sim_iocs.pv_helpers import LimitedSetpoint, enum_pv, text_pv
 from mc_beamline.sim_iocs.scaled_time import TICK_S, ScaledTimeIOC
@@ -95,6 +109,13 @@ VOLUME_MAX_UL = 1000.0
 IMAGE_SUBSCRIPTION_BACKLOG = 10
 """Frames queued per monitor subscription of Image_RBV (caproto's default of 1000 frames
 would allow ~1 GB per slow subscriber)."""
+CAMERA_FRAME_ATTRIBUTES = {
+    "NDArrayUniqueId": "i8",
+    "NDArrayTimeStamp": "f8",
+    "AcquireTime": "f8",
+    "Elapsed": "f8",
+}
+"""Per-frame values of the SAXS camera's capture files (``/entry/instrument/NDAttributes``): name → dtype."""
 
 
 def _is_on(value) -> bool:
@@ -179,8 +200,11 @@ class SyringePumpIOC(PVGroup):
         return "Done"
 
 
-class CameraIOC(SaxsInstrument):
-    """The 2D SAXS camera with its on-line azimuthal reduction."""
+class CameraIOC(SaxsInstrument, Hdf5FilePlugin):
+    """The 2D SAXS camera with its on-line azimuthal reduction and its HDF5 file plugin.
+
+    The parent cell calls :meth:`init_file_plugin` with the data directory.
+    """
 
     q, intensity, sigma = curve_pvs(Q_NM)
     image = pvproperty(name="Image_RBV", value=np.zeros(CAMERA_SHAPE[0] * CAMERA_SHAPE[1], dtype=np.int32),
@@ -199,14 +223,37 @@ class CameraIOC(SaxsInstrument):
         t = float(self.acquire_time.value)
         counter = int(self.acquire_count.value) + 1
         state = cell.cell_state(t)
-        job = cell.run_in_worker(cell.simulator.measure, state, t, cell.seed, counter)
-        (curve, image), _ = await asyncio.gather(job, self.exposure(t))
+        meta = {"NDArrayUniqueId": counter, "NDArrayTimeStamp": time.time(), "AcquireTime": t,
+                "Elapsed": state.elapsed_s}
+        job = cell.run_in_worker(self._expose, state, t, counter, meta)
+        (curve, image, index), _ = await asyncio.gather(job, self.exposure(t))
         await self.elapsed.write(state.elapsed_s)
         await self.intensity.write(curve.intensity.tolist())
         await self.sigma.write(curve.sigma.tolist())
         await self.image.write(image.ravel())
+        await self.frame_captured(index)
         await self.acquire_count.write(counter)
         await self.status.write(f"Frame {counter} recorded.")
+
+    def _expose(self, state: CellState, exposure_s: float, counter: int, meta: dict):
+        """Worker thread: the frame's curve and image, the image appended to the open capture
+        file; (curve, image, index in the file or None)."""
+        cell = self.cell
+        curve, image = cell.simulator.measure(state, exposure_s, cell.seed, counter)
+        return curve, image, self.write_frame(image, meta)
+
+    # ------------------------------------------------------------- file plugin
+    def new_file_writer(self, path: Path) -> FrameFileWriter:
+        """Worker thread: a capture file of int32 frames with the camera's PONI."""
+        return FrameFileWriter(path, CAMERA_SHAPE, dtype="<i4", attributes=CAMERA_FRAME_ATTRIBUTES,
+                               poni_text=self.cell.simulator.poni_text,
+                               file_attrs={"mc_beamline_seed": self.cell.seed})
+
+    async def run_file_job(self, func, *args):
+        return await self.cell.run_in_worker(func, *args)
+
+    async def report(self, message: str) -> None:
+        await self.status.write(message[:255])
 
 
 class AssemblyCellIOC(ScaledTimeIOC):
@@ -215,6 +262,7 @@ class AssemblyCellIOC(ScaledTimeIOC):
     Parameters
     ----------
     prefix : PV prefix, e.g. ``"MC:ASSEMBLY:"``.
+    data_dir : the beamline data directory; the camera's files go to ``<data_dir>/detector``.
     seed : seed of the measurement noise and the domain orientations.
     colloid_volume_ul : sample volume before the addition, µL.
     stock_mm : flocculant concentration in the syringe, mM.
@@ -235,7 +283,7 @@ class AssemblyCellIOC(ScaledTimeIOC):
     floc = SubGroup(SyringePumpIOC, prefix="FLOC:")
     saxs = SubGroup(CameraIOC, prefix="SAXS:")
 
-    def __init__(self, *args, seed: int = DEFAULT_SEED, colloid_volume_ul: float = DEFAULT_COLLOID_VOLUME_UL,
+    def __init__(self, *args, data_dir: str | os.PathLike, seed: int = DEFAULT_SEED, colloid_volume_ul: float = DEFAULT_COLLOID_VOLUME_UL,
                  stock_mm: float = DEFAULT_STOCK_MM, simulator: CellSimulator | None = None, **kwargs):
         super().__init__(*args, seed=seed, worker_name="mc-assembly", **kwargs)
         self.colloid_volume_ul = float(colloid_volume_ul)
@@ -244,10 +292,16 @@ class AssemblyCellIOC(ScaledTimeIOC):
         self.floc.stock._data["value"] = self.stock_mm
         self.simulator = simulator or CellSimulator()
         self.saxs.poni_text._data["value"] = self.simulator.poni_text
+        self.saxs.init_file_plugin(data_dir)
         self.sample_number = 0
         self.orientation_deg = sample_orientation_deg(self.seed, 0)
         self.addition = SyringeAddition(self.colloid_volume_ul, self.stock_mm)
         self.status._data["value"] = self.sample_message()
+
+    def close(self) -> None:
+        """Stop the worker and close the camera's capture file (after the server stopped)."""
+        super().close()
+        self.saxs.close_file()
 
     def before_time_scale_change(self) -> None:
         """Keep the simulated time continuous: the wall time since the last tick counts at the old scale."""
@@ -347,4 +401,4 @@ class AssemblyCellIOC(ScaledTimeIOC):
         return "Done"
 
 
-__all__ = ["AssemblyCellIOC", "CameraIOC", "SyringePumpIOC", "VolumeSetpoint"]
+__all__ = ["AssemblyCellIOC", "CAMERA_FRAME_ATTRIBUTES", "CameraIOC", "SyringePumpIOC", "VolumeSetpoint"]

@@ -12,14 +12,9 @@ ArrayCounter(_RBV)         image counter; each frame increments it and uses the 
                            as ``noise_key`` of :meth:`MesocrystalSimulator.frame`
 DetectorState_RBV          areaDetector states (Idle, Acquire, Error, Initializing, ...)
 StatusMessage_RBV          last error or status text (char waveform)
-FilePath, FileName         char waveforms; FilePath relative to (or inside) DataDir_RBV
-FileNumber                 number of the next file; increments when a file is opened
-Capture / Capture_RBV      enum Done/Capture; 1 opens {FilePath}/{FileName}_{FileNumber:05d}.h5,
-                           0 closes it
-NumCaptured_RBV            frames in the open file
-FullFileName_RBV           absolute path of the open (or last) file
-FilePathExists_RBV         1 if FilePath resolves to a directory inside DataDir_RBV
-DataDir_RBV                absolute path of ``<data-dir>/detector`` (files must lie in it)
+FilePath, FileName, ...    the HDF5 file plugin's PVs (FileNumber, Capture(_RBV),
+                           NumCaptured_RBV, FullFileName_RBV, FilePathExists_RBV,
+                           DataDir_RBV), see :mod:`.file_plugin`
 PoniFile_RBV, MaskFile_RBV absolute paths of the geometry (pyFAI PONI) and mask (.npy,
                            uint8, 1 = bad pixel) files written at IOC start
 PoniText_RBV               the PONI file's content
@@ -33,19 +28,10 @@ keeps serving Channel Access meanwhile. The wall-clock exposure (AcquireTime x T
 runs concurrently with the computation. While the stage moves, the worker draws the
 Poisson background of the next image counter in advance (it does not depend on the
 position); the result is identical to ``MesocrystalSimulator.frame`` (checked at start-up,
-otherwise the plain call is used). HDF5 layout of a capture file::
-
-    /entry/data/data                       (N, rows, cols) uint32, chunk = 1 frame,
-                                           Bitshuffle+LZ4, resizable
-    /entry/instrument/NDAttributes/...     per frame: NDArrayUniqueId (noise key),
-                                           NDArrayTimeStamp (s), SampleX/Y/Z (µm),
-                                           AcquireTime (s)
-    /entry/instrument/detector/pixel_mask  uint8, 1 = bad pixel
-    /entry/instrument/detector/geometry_poni  PONI text
-
-The file is opened with ``libver="latest"`` in SWMR mode and flushed after every frame,
-so readers (``h5py.File(path, "r", swmr=True)``) see each completed frame, and a crash
-loses at most the frame being written.
+otherwise the plain call is used). Capture files (:class:`~.file_plugin.FrameFileWriter`)
+hold uint32 frames and per frame, under ``/entry/instrument/NDAttributes``: NDArrayUniqueId
+(noise key), NDArrayTimeStamp (s), SampleX/Y/Z (µm), AcquireTime (s); the pixel mask and
+the PONI text are stored with them.
 """
 
 from __future__ import annotations
@@ -58,33 +44,36 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-import h5py
-import hdf5plugin
 import numpy as np
 from caproto import ChannelType, SkipWrite
-from caproto.server import PVGroup, pvproperty
+from caproto.server import pvproperty
 
 from mc_beamline.physics.detector_model import GAP_VALUE
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator
+from mc_beamline.sim_iocs.file_plugin import (
+    ATTRS_GROUP,
+    DATASET,
+    PATH_LENGTH,
+    FrameFileWriter,
+    Hdf5FilePlugin,
+)
 from mc_beamline.sim_iocs.pv_helpers import text_pv
 
-DATASET = "/entry/data/data"
-ATTRS_GROUP = "/entry/instrument/NDAttributes"
 DETECTOR_STATES = (
     "Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting",
     "Error", "Waiting", "Initializing", "Disconnected", "Aborted",
 )
 PONI_NAME = "geometry.poni"
 MASK_NAME = "mask.npy"
-PATH_LENGTH = 1024
-"""Longest file path or directory name a PV holds, bytes."""
-
-
-def _clean(text) -> str:
-    """String from a char-waveform put: NUL terminators and surrounding blanks removed."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return str(text).split("\x00", 1)[0].strip()
+FRAME_ATTRIBUTES = {
+    "NDArrayUniqueId": "i8",
+    "NDArrayTimeStamp": "f8",
+    "SampleX": "f8",
+    "SampleY": "f8",
+    "SampleZ": "f8",
+    "AcquireTime": "f8",
+}
+"""Per-frame values of a capture file (``/entry/instrument/NDAttributes``): name → dtype."""
 
 
 def write_geometry_files(sim: MesocrystalSimulator, directory: Path) -> tuple[Path, Path, str]:
@@ -105,75 +94,7 @@ def write_geometry_files(sim: MesocrystalSimulator, directory: Path) -> tuple[Pa
     return poni.resolve(), mask.resolve(), poni_text
 
 
-class FrameFileWriter:
-    """Appends frames to one HDF5 file in SWMR mode (``/entry/data/data``)."""
-
-    ATTRIBUTES = {
-        "NDArrayUniqueId": "i8",
-        "NDArrayTimeStamp": "f8",
-        "SampleX": "f8",
-        "SampleY": "f8",
-        "SampleZ": "f8",
-        "AcquireTime": "f8",
-    }
-
-    def __init__(self, path: Path, shape: tuple[int, int], *, mask: np.ndarray | None = None,
-                 poni_text: str = "", file_attrs: dict | None = None):
-        self.path = Path(path)
-        rows, cols = shape
-        self._file = h5py.File(self.path, "w-", libver="latest")
-        try:
-            f = self._file
-            entry = f.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            data = entry.create_group("data")
-            data.attrs["NX_class"] = "NXdata"
-            data.attrs["signal"] = "data"
-            self._data = data.create_dataset(
-                "data", shape=(0, rows, cols), maxshape=(None, rows, cols), chunks=(1, rows, cols),
-                dtype="<u4", **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"),
-            )
-            self._data.attrs["units"] = "counts"
-            instrument = entry.create_group("instrument")
-            instrument.attrs["NX_class"] = "NXinstrument"
-            det = instrument.create_group("detector")
-            det.attrs["NX_class"] = "NXdetector"
-            if mask is not None:
-                det.create_dataset("pixel_mask", data=mask.astype(np.uint8), chunks=mask.shape,
-                                   **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
-            det.create_dataset("geometry_poni", data=poni_text)
-            nd = instrument.create_group("NDAttributes")
-            self._attrs = {
-                key: nd.create_dataset(key, shape=(0,), maxshape=(None,), chunks=(1024,), dtype=dtype)
-                for key, dtype in self.ATTRIBUTES.items()
-            }
-            for key, value in (file_attrs or {}).items():
-                f.attrs[key] = value
-            f.swmr_mode = True
-            f.flush()
-        except Exception:
-            self._file.close()
-            raise
-        self.count = 0
-
-    def append(self, frame: np.ndarray, meta: dict) -> int:
-        """Write one frame (and its per-frame attributes), flush; return its index."""
-        n = self.count
-        self._data.resize(n + 1, axis=0)
-        self._data[n] = frame
-        for key, ds in self._attrs.items():
-            ds.resize(n + 1, axis=0)
-            ds[n] = meta.get(key, np.nan if ds.dtype.kind == "f" else -1)
-        self._file.flush()
-        self.count = n + 1
-        return n
-
-    def close(self) -> None:
-        if self._file:
-            self._file.close()
-
-
-class PixelDetectorIOC(PVGroup):
+class PixelDetectorIOC(Hdf5FilePlugin):
     """Simulated 2D pixel detector (Eiger 1M layout) writing HDF5 frame stacks.
 
     Parameters
@@ -200,18 +121,6 @@ class PixelDetectorIOC(PVGroup):
     detector_state = pvproperty(name="DetectorState_RBV", value="Initializing", dtype=ChannelType.ENUM,
                                 enum_strings=DETECTOR_STATES, read_only=True)
     status_message = text_pv("StatusMessage_RBV", "", max_length=512)
-    file_path = text_pv("FilePath", "", max_length=PATH_LENGTH, read_only=False,
-                        doc="Directory of capture files, relative to DataDir_RBV")
-    file_name = text_pv("FileName", "frames", read_only=False, doc="Base name of capture files")
-    file_number = pvproperty(name="FileNumber", value=0, doc="Number of the next capture file")
-    file_path_exists = pvproperty(name="FilePathExists_RBV", value=1, read_only=True)
-    capture = pvproperty(name="Capture", value="Done", dtype=ChannelType.ENUM, enum_strings=("Done", "Capture"),
-                         doc="Open (1) or close (0) a capture file")
-    capture_rbv = pvproperty(name="Capture_RBV", value="Done", dtype=ChannelType.ENUM,
-                             enum_strings=("Done", "Capture"), read_only=True)
-    num_captured = pvproperty(name="NumCaptured_RBV", value=0, read_only=True)
-    full_file_name = text_pv("FullFileName_RBV", "", max_length=PATH_LENGTH)
-    data_dir = text_pv("DataDir_RBV", "", max_length=PATH_LENGTH)
     poni_file = text_pv("PoniFile_RBV", "", max_length=PATH_LENGTH)
     mask_file = text_pv("MaskFile_RBV", "", max_length=PATH_LENGTH)
     poni_text = text_pv("PoniText_RBV", "", max_length=8192)
@@ -232,21 +141,18 @@ class PixelDetectorIOC(PVGroup):
     ):
         super().__init__(*args, **kwargs)
         self.sim = simulator
-        self.root = (Path(data_dir) / "detector").resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.init_file_plugin(data_dir)
         self.geometry_name = geometry_name
         self.position_source = position_source or (lambda: (0.0, 0.0, 0.0))
         self.poni_path, self.mask_path, self._poni_text = write_geometry_files(simulator, self.root)
         self._mask = simulator.mask.astype(np.uint8)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det")
-        self._writer: FrameFileWriter | None = None
         self._prefetched = None
         self._counter = 0
         self._acquiring: asyncio.Event | None = None  # set when the running acquisition ends
         self._stop = False
         rows, cols = simulator.geometry.shape
         # Static PV values (published at startup, before any client connects).
-        self.data_dir._data["value"] = str(self.root)
         self.poni_file._data["value"] = str(self.poni_path)
         self.mask_file._data["value"] = str(self.mask_path)
         self.poni_text._data["value"] = self._poni_text
@@ -281,11 +187,7 @@ class PixelDetectorIOC(PVGroup):
 
     def _expose(self, x: float, y: float, exposure: float, counter: int, meta: dict) -> int | None:
         """Worker thread: compute one frame and append it to the open file (index or None)."""
-        frame = self._compute_frame(x, y, exposure, counter)
-        writer = self._writer
-        if writer is None:
-            return None
-        return writer.append(frame, meta)
+        return self.write_frame(self._compute_frame(x, y, exposure, counter), meta)
 
     async def _run_in_worker(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -303,12 +205,12 @@ class PixelDetectorIOC(PVGroup):
 
     @detector_state.shutdown
     async def detector_state(self, instance, async_lib):
-        await self._run_in_worker(self._close_writer)
+        await self._run_in_worker(self.close_file)
 
     def close(self) -> None:
         """Synchronously close the capture file and stop the worker (process exit)."""
         self._executor.shutdown(wait=True)
-        self._close_writer()
+        self.close_file()
 
     # ---------------------------------------------------------------- acquire
     @acquire.putter
@@ -365,8 +267,7 @@ class PixelDetectorIOC(PVGroup):
             loop.run_in_executor(self._executor, self._prefetch, exposure, counter + 1)
             await self.array_counter.write(counter, verify_value=False)
             await self.array_counter_rbv.write(counter)
-            if index is not None:
-                await self.num_captured.write(index + 1)
+            await self.frame_captured(index)
 
     # ------------------------------------------------------------- parameters
     @acquire_time.putter
@@ -398,73 +299,20 @@ class PixelDetectorIOC(PVGroup):
         return self._counter
 
     # ------------------------------------------------------------------ files
-    def _resolve_dir(self, file_path: str) -> Path:
-        """Directory for FilePath; it must lie inside DataDir_RBV."""
-        path = Path(file_path) if file_path else self.root
-        if not path.is_absolute():
-            path = self.root / path
-        path = path.resolve()
-        if path != self.root and not path.is_relative_to(self.root):
-            raise ValueError(f"FilePath {file_path!r} is outside the detector data directory {self.root}.")
-        return path
-
-    @file_path.putter
-    async def file_path(self, instance, value):
-        value = _clean(value)
-        try:
-            path = self._resolve_dir(value)
-            exists = 1 if path.is_dir() or not path.exists() else 0
-        except ValueError as exc:
-            await self.status_message.write(str(exc)[:511])
-            exists = 0
-        await self.file_path_exists.write(exists)
-        return value
-
-    @file_name.putter
-    async def file_name(self, instance, value):
-        return _clean(value)
-
-    def _open_writer(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = FrameFileWriter(
-            path, self.sim.geometry.shape, mask=self._mask, poni_text=self._poni_text,
+    def new_file_writer(self, path: Path) -> FrameFileWriter:
+        """Worker thread: a capture file of uint32 frames with the mask and the PONI."""
+        return FrameFileWriter(
+            path, self.sim.geometry.shape, dtype="<u4", attributes=FRAME_ATTRIBUTES, mask=self._mask,
+            poni_text=self._poni_text,
             file_attrs={"mc_beamline_seed": int(self.sim.params.seed), "geometry": self.geometry_name},
         )
 
-    def _close_writer(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+    async def run_file_job(self, func, *args):
+        return await self._run_in_worker(func, *args)
 
-    @capture.putter
-    async def capture(self, instance, value):
-        if value not in ("Capture", 1):
-            await self._run_in_worker(self._close_writer)
-            await self.capture_rbv.write("Done")
-            return "Done"
-        if self._writer is not None:
-            return "Capture"
-        try:
-            name = _clean(self.file_name.value)
-            if not name or "/" in name or name in (".", ".."):
-                raise ValueError(f"FileName {name!r} is not a plain file name.")
-            directory = self._resolve_dir(_clean(self.file_path.value))
-            number = int(self.file_number.value)
-            path = directory / f"{name}_{number:05d}.h5"
-            if path.exists():
-                raise FileExistsError(f"Capture file {path} already exists.")
-            await self._run_in_worker(self._open_writer, path)
-        except Exception as exc:
-            await self.status_message.write(f"Cannot open capture file: {exc}"[:511])
-            await self.capture_rbv.write("Done")
-            return "Done"
-        await self.full_file_name.write(str(path))
-        await self.file_number.write(number + 1)
-        await self.num_captured.write(0)
-        await self.file_path_exists.write(1)
-        await self.status_message.write(f"Capturing to {path.name}"[:511])
-        await self.capture_rbv.write("Capture")
-        return "Capture"
+    async def report(self, message: str) -> None:
+        await self.status_message.write(message[:511])
 
 
-__all__ = ["PixelDetectorIOC", "FrameFileWriter", "write_geometry_files", "DATASET", "ATTRS_GROUP"]
+__all__ = ["PixelDetectorIOC", "FrameFileWriter", "write_geometry_files", "DATASET", "ATTRS_GROUP",
+           "FRAME_ATTRIBUTES"]

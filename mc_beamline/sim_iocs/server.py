@@ -61,7 +61,7 @@ class BeamlineIOC:
     simulator: MesocrystalSimulator
     """The mesocrystal sample whose frames the detector records."""
     data_dir: Path
-    """Data directory; detector files go to its ``detector/`` folder."""
+    """Data directory; the cameras' files (detector, assembly SAXS) go to its ``detector/`` folder."""
     reactor: FlowReactorIOC | None = None
     """The simulated flow reactor, if served."""
     assembly: AssemblyCellIOC | None = None
@@ -77,7 +77,7 @@ class BeamlineIOC:
         return db
 
     def close(self) -> None:
-        """Close the detector's open capture file and the simulators' workers (after the server stopped)."""
+        """Close the cameras' open capture files and the simulators' workers (after the server stopped)."""
         self.detector.close()
         if self.reactor is not None:
             self.reactor.close()
@@ -123,7 +123,7 @@ def build_ioc(
     energy_kev = HC_KEV_NM / sim.geometry.wavelength_nm
     beam = BeamIOC(prefix=f"{prefix}BEAM:", energy_kev=energy_kev)
     reactor = FlowReactorIOC(prefix=f"{prefix}REACTOR:")
-    assembly = AssemblyCellIOC(prefix=f"{prefix}ASSEMBLY:")
+    assembly = AssemblyCellIOC(prefix=f"{prefix}ASSEMBLY:", data_dir=data_dir)
     return BeamlineIOC(prefix, stage, detector, beam, sim, data_dir, reactor, assembly)
 
 

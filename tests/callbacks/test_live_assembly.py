@@ -9,6 +9,9 @@ Against the real simulated cell (100x faster than real time) and the real Tiled 
   truth, the binary quasicrystal is reported 12-fold;
 * the live result, the stored result and a replay from Tiled are equal, and the
   ``results``/``replay`` commands write identical JSON;
+* the frames are in the camera's HDF5 file, not in Tiled's event arrays: events hold datum
+  ids, Tiled serves the file's frames, and a replay reads the file (or, where it cannot,
+  Tiled) and gives the live result;
 * bad plan arguments are refused before anything moves, and a series that fails half-way
   stops the pump and keeps its frames.
 """
@@ -19,7 +22,11 @@ import json
 import subprocess
 import sys
 import time
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import urlparse
 
+import h5py
 import numpy as np
 import pytest
 
@@ -28,7 +35,8 @@ from mc_beamline.callbacks.replay import replay, stored_results
 from mc_beamline.commands.demo import assembly_truth
 from mc_beamline.physics.assembly_cell import MONOLAYER_TRANSITION_S
 from mc_beamline.plans import PlanArgumentError, assembly_series
-from mc_beamline.storage import tiled_writer
+from mc_beamline.storage import DataDir, tiled_writer
+from mc_beamline.storage.runs import plain, run_documents
 
 FRAME_WALL_S = 0.25
 """Wall-clock seconds per frame: the cell runs interval_s / 0.25 times faster than real time."""
@@ -52,12 +60,26 @@ def cell(beamline):
 
 
 @pytest.fixture(scope="module")
-def series(cell, tiled):
+def emitted():
+    """The documents the RunEngine emitted for each run of :func:`series`: run uid -> [(name, doc)]."""
+    return defaultdict(list)
+
+
+@pytest.fixture(scope="module")
+def series(cell, tiled, emitted):
     """Every series of :data:`SERIES` run once: name -> (uid, live analysis, truth)."""
     from bluesky import RunEngine
 
     RE = RunEngine({})
     RE.subscribe(tiled_writer(tiled))
+    current = []
+
+    def record(name, doc):
+        if name == "start":
+            current[:] = [doc["uid"]]
+        emitted[current[0]].append((name, doc))
+
+    RE.subscribe(record)
     runs: list[LiveAssembly] = []
     RE.subscribe(assembly_router(publish=tiled_writer(tiled), on_run=runs.append))
     out = {}
@@ -183,3 +205,73 @@ def test_a_failing_series_stops_the_pump_and_keeps_its_frames(cell, tiled):
     run = tiled[uids[0]]
     assert run.metadata["stop"]["exit_status"] == "fail"
     assert run.metadata["stop"]["num_events"]["primary"] >= 2
+
+
+def test_frames_are_in_the_camera_file_and_tiled_serves_them(series, tiled, emitted, sim_ioc):
+    uid, live, _, times = series["two-step"]
+    key = tiled[uid].metadata["start"]["mc_beamline"]["keys"]["image"]
+    docs = emitted[uid]
+    (descriptor,) = [doc for name, doc in docs if name == "descriptor"]
+    data_key = descriptor["data_keys"][key]
+    assert data_key["external"] == "FILESTORE:" and data_key["shape"] == [512, 512]
+    assert data_key["dtype_numpy"] == "<i4"
+    # live: each event's image is a datum id, the datum names the frame's index in one file
+    events = [doc for name, doc in docs if name == "event"]
+    datums = {doc["datum_id"]: doc for name, doc in docs if name == "datum"}
+    (resource,) = [doc for name, doc in docs if name == "resource"]
+    assert len(events) == len(times) == len(datums)
+    for event in events:
+        datum = datums[event["data"][key]]
+        assert datum["resource"] == resource["uid"] and datum["datum_kwargs"]["point_number"] == event["seq_num"] - 1
+    path = Path(resource["root"]) / resource["resource_path"]
+    assert path.is_relative_to(DataDir(sim_ioc.data_dir).detector)
+    with h5py.File(path, "r", swmr=True) as f:
+        frames = f["/entry/data/data"][()]
+        elapsed = f["/entry/instrument/NDAttributes/Elapsed"][()]
+    assert frames.shape == (len(times), 512, 512) and frames.dtype == np.dtype("<i4")
+    np.testing.assert_array_equal(elapsed, times)  # frame i is the frame of event i + 1
+    # stored: Tiled serves the image from the file (external data source), not from its own storage
+    node = tiled[uid]["primary"][key]
+    (source,) = node.data_sources()
+    assert source.management == "external" and source.mimetype == "application/x-hdf5"
+    assert [Path(urlparse(asset.data_uri).path) for asset in source.assets] == [path]
+    served = np.asarray(node.read())
+    assert served.dtype == frames.dtype
+    np.testing.assert_array_equal(served, frames)
+    np.testing.assert_array_equal(np.asarray(node[3]), frames[3])
+    (curve_source,) = tiled[uid]["primary"][tiled[uid].metadata["start"]["mc_beamline"]["keys"]["intensity"]
+                                           ].data_sources()
+    assert curve_source.management != "external"  # the curves stay event data
+
+
+def _replay_documents(start: dict, docs, array_fallback) -> LiveAssembly:
+    live = LiveAssembly(start, array_fallback=array_fallback)
+    for name, doc in docs:
+        if name != "start":
+            live(name, doc)
+    assert live.wait(120)
+    return live
+
+
+def test_replay_reads_the_file_and_falls_back_to_tiled_where_it_cannot(series, tiled):
+    uid, live, _, times = series["binary"]
+    start = plain(tiled[uid].metadata["start"])
+    key = start["mc_beamline"]["keys"]["image"]
+    asked = []
+
+    def from_tiled(field, seq_num):
+        asked.append((field, seq_num))
+        return np.asarray(tiled[uid]["primary"][field][seq_num - 1])
+
+    docs = list(run_documents(tiled, uid))
+    assert any(name == "stream_resource" and doc["data_key"] == key for name, doc in docs)
+    from_file = _replay_documents(start, docs, from_tiled)
+    assert from_file.errors == [] and asked == []  # every frame came from the camera's file
+    assert from_file.result == live.result
+    # replayed where the file's path does not exist (another host): Tiled serves every frame
+    elsewhere = [(name, {**doc, "uri": "file://localhost/nonexistent" + urlparse(doc["uri"]).path})
+                 if name == "stream_resource" else (name, doc) for name, doc in docs]
+    from_tiled_only = _replay_documents(start, elsewhere, from_tiled)
+    assert from_tiled_only.errors == []
+    assert asked == [(key, seq_num) for seq_num in range(1, len(times) + 1)]
+    assert from_tiled_only.result == live.result

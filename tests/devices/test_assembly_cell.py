@@ -1,4 +1,8 @@
-"""The self-assembly cell's ophyd device against the real simulated IOC, and in a Bluesky plan."""
+"""The self-assembly cell's ophyd device against the real simulated IOC, and in a Bluesky plan.
+
+The camera's frames are in the HDF5 file its file plugin writes; the events and readings
+hold datum ids, which :class:`FrameLocator` (as the live analysis does) turns into frames.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 from event_model import DocumentNames, schema_validators
 
-from mc_beamline.devices import AssemblyCell
+from mc_beamline.callbacks.frame_locator import FrameLocator
+from mc_beamline.devices import RESOURCE_SPEC, AssemblyCell
 from mc_beamline.devices.assembly_cell import saxs_data_keys
 from mc_beamline.instrument.geometry import DetectorGeometry
 from mc_beamline.physics.flocculation import Flocculation, truth, volume_for
@@ -28,6 +33,17 @@ def cell(beamline):
         c.floc.stop_add.set(1).wait(5)
     c.time_scale.set(saved).wait(5)
     c.reset.set(1).wait(5)
+
+
+def located_frames(asset_docs, key: str, events) -> dict:
+    """seq_num -> frame of ``events`` (``seq_num`` and ``data``) whose ``key`` is a datum id of ``asset_docs``."""
+    locator = FrameLocator(key)
+    try:
+        for name, doc in asset_docs:
+            assert list(locator(name, doc)) == []
+        return {seq_num: frame for event in events for seq_num, frame in locator("event", event)}
+    finally:
+        locator.close()
 
 
 def test_cell_is_part_of_the_beamline(beamline):
@@ -48,19 +64,32 @@ def test_cell_is_part_of_the_beamline(beamline):
 def test_trigger_reads_curve_and_2d_image(cell):
     cell.saxs.acquire_time.set(2.0).wait(5)
     count = cell.saxs.acquire_count.get(use_monitor=False)
-    cell.saxs.trigger().wait(10)
-    reading = cell.saxs.read()
+    with pytest.raises(RuntimeError, match="not staged"):  # without a capture file the frame would be lost
+        cell.saxs.trigger()
+    cell.saxs.stage()
+    try:
+        cell.saxs.trigger().wait(10)
+        reading = cell.saxs.read()
+        asset_docs = list(cell.saxs.collect_asset_docs())
+    finally:
+        cell.saxs.unstage()
     keys = saxs_data_keys("assembly")
     assert set(keys.values()) == set(reading)
+    assert [name for name, _ in asset_docs] == ["resource", "datum"]
+    resource = asset_docs[0][1]
+    assert resource["spec"] == RESOURCE_SPEC and resource["resource_kwargs"]["chunk_shape"] == [1, 512, 512]
+    assert reading[keys["image"]]["value"] == asset_docs[1][1]["datum_id"]
     assert reading[keys["acquire_count"]]["value"] == count + 1
     assert reading[keys["elapsed"]]["value"] == -1.0
     for field in ("intensity", "sigma", "q"):
         assert reading[keys[field]]["value"].shape == (600,)
-    image = reading[keys["image"]]["value"]
+    (image,) = located_frames(asset_docs, keys["image"],
+                              [{"seq_num": 1, "data": {keys["image"]: reading[keys["image"]]["value"]}}]).values()
     assert image.shape == (512, 512) and image.dtype == np.dtype("int32") and image.dtype.isnative
     desc = cell.saxs.describe()
     assert desc[keys["image"]]["shape"] == [512, 512] and desc[keys["image"]]["dtype"] == "array"
     assert desc[keys["image"]]["dtype_numpy"] == np.dtype(np.int32).str
+    assert desc[keys["image"]]["external"] == "FILESTORE:"
     assert desc[keys["intensity"]]["shape"] == [600] and desc[keys["intensity"]]["dtype_numpy"] == "<f8"
     assert cell.saxs.hints["fields"] == [keys["intensity"]]
     geom = cell.saxs.geometry()
@@ -77,6 +106,7 @@ def test_plan_adds_flocculant_and_records_a_time_series(cell, RE):
         yield from bps.mv(cell.floc.rate, floc.rate_ul_s, cell.floc.volume, floc.volume_ul,
                           cell.saxs.acquire_time, 5.0)
 
+        @bpp.stage_decorator([cell])  # staging the cell stages its camera: a capture file
         @bpp.run_decorator(md={"plan_name": "assembly_test"})
         def inner():
             yield from bps.abs_set(cell.floc.add, 1, group="add")
@@ -102,6 +132,11 @@ def test_plan_adds_flocculant_and_records_a_time_series(cell, RE):
     assert all(b > a for a, b in zip(elapsed, elapsed[1:])) and elapsed[0] > 0
     assert events[0]["data"]["assembly_floc_dispensed"] == pytest.approx(floc.volume_ul)
     assert events[0]["data"]["assembly_concentration"] == pytest.approx(110.0)
-    assert np.asarray(events[0]["data"][keys["image"]]).shape == (512, 512)
+    assert all(isinstance(e["data"][keys["image"]], str) for e in events)  # datum ids: the frames are in the file
+    asset_docs = [(name, doc) for name in ("resource", "datum") for doc in docs[name]]
+    assert len(docs["resource"]) == 1 and len(docs["datum"]) == 3
+    frames = located_frames(asset_docs, keys["image"], events)
+    assert sorted(frames) == [1, 2, 3]
+    assert np.asarray(frames[1]).shape == (512, 512)
     tr = truth(floc, "fcc", elapsed[-1])
     assert tr["dense"] > 0.05  # the dense fluid of the two-step pathway is there

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from mc_beamline.analysis.detector.polar import RingPolarOperator
 from mc_beamline.analysis.saxs.symmetry import ring_symmetry
 from mc_beamline.instrument.geometry import DetectorGeometry
+from mc_beamline.io.frames import BITSHUFFLE_FILTER_ID, read_frame
 from mc_beamline.physics.assembly import default_q_nm
 from mc_beamline.physics.assembly_cell import (
     BINARY_Q0_NM,
@@ -308,3 +311,52 @@ def test_binary_mixture_orders_into_a_twelve_fold_quasicrystal(cell, geometry):
     sym_after, _ = ring_order(geometry, after["image"], BINARY_Q0_NM)
     assert sym_after.order == 12
     assert sym_after.component(12) > 100 * max(sym_before.component(12), sym_before.noise_floor)
+
+
+# ----------------------------------------------------------------------------- SAXS: files
+def put_text(cell, name, text):
+    """Put ``text`` to a char-waveform PV (NUL-terminated, as areaDetector clients do)."""
+    cell.pv(name).write(text.encode() + b"\0", wait=True, timeout=10)
+
+
+def test_camera_writes_captured_frames_to_its_hdf5_file(cell, sim_ioc):
+    cell.fresh("colloid")
+    root = Path(cell.get("SAXS:DataDir_RBV"))
+    assert root == sim_ioc.data_dir.resolve() / "detector"
+    try:
+        # a directory outside the data directory is refused
+        put_text(cell, "SAXS:FilePath", "../elsewhere")
+        assert cell.get("SAXS:FilePathExists_RBV") == 0
+        cell.put("SAXS:Capture", 1)
+        assert cell.enum("SAXS:Capture_RBV") == "Done" and "outside" in cell.get("SAXS:Status_RBV")
+        assert not (root.parent / "elsewhere").exists()
+
+        put_text(cell, "SAXS:FilePath", "ioc-tests")
+        put_text(cell, "SAXS:FileName", "saxs")
+        number = cell.get("SAXS:FileNumber")
+        cell.put("SAXS:Capture", 1)
+        assert cell.enum("SAXS:Capture_RBV") == "Capture" and cell.get("SAXS:NumCaptured_RBV") == 0
+        path = Path(cell.get("SAXS:FullFileName_RBV"))
+        assert path == root / "ioc-tests" / f"saxs_{number:05d}.h5"
+        assert cell.get("SAXS:FileNumber") == number + 1
+        frames = [cell.acquire(0.5) for _ in range(2)]
+        assert cell.get("SAXS:NumCaptured_RBV") == 2
+        # readable while the IOC still writes (SWMR); the frame is the one Image_RBV served
+        np.testing.assert_array_equal(read_frame(path, 1), frames[1]["image"])
+        count = cell.get("SAXS:AcquireCount_RBV")
+    finally:
+        cell.put("SAXS:Capture", 0)
+        put_text(cell, "SAXS:FilePath", ".")  # caproto cannot take an empty char waveform
+    assert cell.enum("SAXS:Capture_RBV") == "Done"
+    cell.acquire(0.5)  # not captured: Image_RBV only
+    with h5py.File(path, "r") as f:
+        data = f["/entry/data/data"]
+        assert data.shape == (2, 512, 512) and data.dtype == np.dtype("<i4") and data.chunks == (1, 512, 512)
+        assert data.id.get_create_plist().get_filter(0)[0] == BITSHUFFLE_FILTER_ID
+        for i, frame in enumerate(frames):
+            np.testing.assert_array_equal(data[i], frame["image"])
+        attrs = f["/entry/instrument/NDAttributes"]
+        assert list(attrs["NDArrayUniqueId"][:]) == [count - 1, count]
+        assert list(attrs["Elapsed"][:]) == [frame["elapsed"] for frame in frames]
+        assert list(attrs["AcquireTime"][:]) == [0.5, 0.5]
+        assert f["/entry/instrument/detector/geometry_poni"][()].decode() == cell.get("SAXS:PoniText_RBV")
