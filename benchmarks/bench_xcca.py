@@ -11,6 +11,8 @@ the gaps) go through
               rings; one frame per call, as a live callback runs it;
 * batch    -- the same engine on stacks of 8 frames (``process_batch``), as replay and the
               offline command run it; time per frame;
+* corrected -- the engine with the solid-angle and polarisation (factor 0.99) corrections
+              folded in (one factor per ring segment), one frame per call;
 * pyFAI    -- ``AzimuthalIntegrator.integrate2d`` (method bbox/csr/cython, 360 azimuthal
               bins, a q range covering both rings in bins of ~0.03 nm⁻¹) on the same mask,
               ring profiles averaged from the q bins of each ring, then the same
@@ -39,6 +41,7 @@ import warnings
 
 import numpy as np
 
+from mc_beamline.analysis.detector.corrections import IntensityCorrections
 from mc_beamline.analysis.xcca.ccf import masked_ccf
 from mc_beamline.analysis.xcca.frame import RingSettings, XccaFrameEngine
 from mc_beamline.instrument.geometry import DetectorGeometry
@@ -114,21 +117,21 @@ def run(size: str, n_frames: int, rounds: int, mode: str, breakdown: bool = Fals
     mask = gap_mask(geometry.shape) | beamstop_mask(geometry)
     ys, xs = seed_raster_positions()
     frames = [sim.frame(xs[(7 * k) % xs.size], ys[(3 * k) % ys.size], noise_key=k) for k in range(n_frames)]
-    engine = XccaFrameEngine(
-        geometry,
-        [RingSettings(Q_SL, HW_SL, 1.0, 7.0), RingSettings(Q_AL, HW_AL, 2.0, 7.0)],
-        N_BINS,
-        mask,
-    )
+    rings = [RingSettings(Q_SL, HW_SL, 1.0, 7.0), RingSettings(Q_AL, HW_AL, 2.0, 7.0)]
+    engine = XccaFrameEngine(geometry, rings, N_BINS, mask)
+    norm = IntensityCorrections(solid_angle=True, polarization_factor=0.99).normalization(geometry)
+    corrected = XccaFrameEngine(geometry, rings, N_BINS, mask, normalization=norm)
     baseline = PyFAIBaseline(geometry, mask)
     baseline(frames[0])  # build pyFAI's CSR matrix
     engine.process(frames[0])
+    corrected.process(frames[0])
     if mode == "cached":
         frames = [frames[0]] * len(frames)
     stacks = [np.stack(frames[i : i + 8]) for i in range(0, len(frames) - 7, 8)]
     methods = {
         "engine": (engine.process, frames),
         "batch": (engine.process_batch, stacks),
+        "corrected": (corrected.process, frames),
         "pyFAI": (baseline, frames),
         "sum": (lambda f: f.sum(), frames),
     }
@@ -181,7 +184,8 @@ def main() -> None:
         if m.strip()
     ]
     head = (
-        f"{'size':>4} {'frames':>7} {'shape':>10} {'ring px':>8} {'engine ms':>10} {'batch ms':>9} {'pyFAI ms':>9} {'sum ms':>7} "
+        f"{'size':>4} {'frames':>7} {'shape':>10} {'ring px':>8} {'engine ms':>10} {'batch ms':>9} {'corrected ms':>13} "
+        f"{'pyFAI ms':>9} {'sum ms':>7} "
         f"{'pyFAI/engine':>13} {'engine/sum':>11} {'batch/sum':>10}"
     )
     print(head)
@@ -190,6 +194,7 @@ def main() -> None:
         shape = f"{r['shape'][0]}x{r['shape'][1]}"
         print(
             f"{r['size']:>4} {r['mode']:>7} {shape:>10} {r['ring_pixels']:>8d} {r['engine_ms']:>10.3f} {r['batch_ms']:>9.3f} "
+            f"{r['corrected_ms']:>13.3f} "
             f"{r['pyFAI_ms']:>9.2f} {r['sum_ms']:>7.3f} {r['speedup_vs_pyfai']:>12.1f}x {r['engine_over_sum']:>10.2f}x "
             f"{r['batch_over_sum']:>9.2f}x"
         )

@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     xcca.add_argument("--out", type=Path, required=True, metavar="RESULT.json", help="where to write the result")
     xcca.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write PNG figures into DIR")
     xcca.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    xcca.add_argument("--no-solid-angle", action="store_true",
+                      help="do not correct intensities for the solid angle of each pixel (corrected by default)")
+    xcca.add_argument("--polarization", type=float, default=None, metavar="FACTOR",
+                      help="correct for the beam's polarisation, (Ih-Iv)/(Ih+Iv) in -1..1 as in pyFAI "
+                           "(default: no polarisation correction)")
+    xcca.add_argument("--hot-pixel-frames", type=int, default=None, metavar="K",
+                      help="search the first K frames for hot pixels on the rings and mask them "
+                           "(default 32; 0: no search)")
 
     msc = sub.add_parser("msc", help="magic-size clusters and nanocrystal sizes from UV-Vis spectra (CSV)")
     msc.add_argument("spectra", type=Path, metavar="SPECTRA.csv",

@@ -38,8 +38,17 @@ DEFAULT_Q_SL = 1.72
 DEFAULT_Q_AL = 18.3
 
 
+CORRECTION_KEYS = ("correct_solid_angle", "polarization_factor", "hot_pixel_frames")
+"""Start-metadata keys under ``mc_beamline`` that set the intensity corrections of the run's
+XCCA (the :class:`~mc_beamline.analysis.xcca.pipeline.XccaSettings` fields of the same
+names); a key the run does not have keeps the default, as ``mc-beamline xcca`` without the
+option does."""
+
+
 def analysis_for_start(start_doc: dict, q_sl: float = DEFAULT_Q_SL, q_al: float = DEFAULT_Q_AL) -> XccaAnalysis:
-    """An :class:`XccaAnalysis` configured from a raster run's start metadata."""
+    """An :class:`XccaAnalysis` configured from a raster run's start metadata (geometry, mask,
+    scan, and the corrections of :data:`CORRECTION_KEYS`), so that live analysis, replay and
+    ``mc-beamline xcca`` with the same options agree."""
     md = start_doc["mc_beamline"]
     geometry = DetectorGeometry.from_poni_text(md["detector_poni"])
     if md.get("detector_mask"):
@@ -48,8 +57,9 @@ def analysis_for_start(start_doc: dict, q_sl: float = DEFAULT_Q_SL, q_al: float 
         mask = load_mask(md["detector_mask_file"], geometry.shape)
     else:
         mask = None
+    corrections = {key: md[key] for key in CORRECTION_KEYS if key in md}
     return XccaAnalysis(geometry, mask, q_sl=q_sl, q_al=q_al, scan_shape=md["scan_shape"],
-                        step_um=md["step_um"], snake=bool(md.get("snake", False)))
+                        step_um=md["step_um"], snake=bool(md.get("snake", False)), **corrections)
 
 
 class LiveXcca(QueuedRunAnalysis):
@@ -195,4 +205,4 @@ xcca_router = LiveXcca.router
 """A RunRouter that runs :class:`LiveXcca` on every raster run (:meth:`QueuedRunAnalysis.router`)."""
 
 
-__all__ = ["LiveXcca", "analysis_for_start", "orientation_maps", "xcca_router"]
+__all__ = ["CORRECTION_KEYS", "LiveXcca", "analysis_for_start", "orientation_maps", "xcca_router"]

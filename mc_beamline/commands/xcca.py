@@ -67,6 +67,31 @@ def parse_scan_shape(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
+def correction_options(args) -> dict:
+    """The intensity-correction settings of ``--no-solid-angle``, ``--polarization FACTOR`` and
+    ``--hot-pixel-frames K`` (only those given; the others keep their defaults).
+
+    Raises
+    ------
+    InputError
+        For a factor outside [-1, 1] or a negative K.
+    """
+    options: dict = {}
+    if getattr(args, "no_solid_angle", False):
+        options["correct_solid_angle"] = False
+    factor = getattr(args, "polarization", None)
+    if factor is not None:
+        if not (math.isfinite(factor) and -1.0 <= factor <= 1.0):
+            raise InputError(f"--polarization must be pyFAI's polarisation factor, in -1..1, got {factor:g}.")
+        options["polarization_factor"] = float(factor)
+    k = getattr(args, "hot_pixel_frames", None)
+    if k is not None:
+        if k < 0:
+            raise InputError(f"--hot-pixel-frames must be 0 (no search) or a positive number of frames, got {k}.")
+        options["hot_pixel_frames"] = int(k)
+    return options
+
+
 def _positive(name: str, value: float | None, unit: str) -> None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise InputError(f"{name} must be a positive number of {unit}, got {value:g}.")
@@ -138,7 +163,7 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
 
     ``args`` has the attributes of the command's parser (frames: a path, a glob pattern
     or a list of them; poni (or None); mask; dataset (or None); q_sl, q_al, scan_shape,
-    step_um, snake, out, plot).
+    step_um, snake, out, plot, no_solid_angle, polarization, hot_pixel_frames).
 
     Raises
     ------
@@ -158,6 +183,7 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
     _positive("--q-al", args.q_al, "nm⁻¹")
     _positive("--step-um", args.step_um, "µm")
     scan_shape = parse_scan_shape(args.scan_shape)
+    corrections = correction_options(args)
 
     frames = open_frames(args.frames, args.dataset)
     try:
@@ -177,7 +203,7 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
         try:
             analysis = XccaAnalysis(
                 geometry, mask, q_sl=args.q_sl, q_al=args.q_al, scan_shape=scan_shape, step_um=args.step_um,
-                snake=bool(getattr(args, "snake", False)),
+                snake=bool(getattr(args, "snake", False)), **corrections,
             )
         except RingNotOnDetectorError as exc:
             raise InputError(short_reason(exc) + ".") from None

@@ -247,6 +247,38 @@ class DetectorGeometry:
         phi.setflags(write=False)
         return phi
 
+    @cached_property
+    def solid_angle_map(self) -> np.ndarray:
+        """Relative solid angle of each pixel, cos³ of its incidence angle (1 at the PONI),
+        float32, detector shape: pyFAI's ``solidAngleArray`` (``absolute=False``), the array
+        pyFAI divides intensities by when it corrects for the solid angle."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = self.integrator().solidAngleArray(self.shape, absolute=False)
+        sa = np.ascontiguousarray(values, dtype=np.float32)
+        sa.setflags(write=False)
+        return sa
+
+    def polarization_map(self, factor: float) -> np.ndarray:
+        """Polarisation factor of each pixel for the beam's polarisation ``factor``
+        (Ih - Iv)/(Ih + Iv) in [-1, 1] (0: unpolarised, about 0.95–0.99 at undulator
+        beamlines, polarisation plane along the detector's columns), float32, detector
+        shape: pyFAI's ``polarization(factor=factor, axis_offset=0)``, the array pyFAI
+        divides intensities by.
+
+        Raises
+        ------
+        GeometryError
+            If ``factor`` is not a number in [-1, 1].
+        """
+        factor = float(factor)
+        if not -1.0 <= factor <= 1.0:
+            raise GeometryError(f"Polarisation factor must be in [-1, 1], got {factor:g}.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = self.integrator().polarization(self.shape, factor=factor, axis_offset=0)
+        return np.ascontiguousarray(values, dtype=np.float32)
+
     def q_range(self, mask: np.ndarray | None = None) -> tuple[float, float]:
         """Smallest and largest q (nm⁻¹) on the good pixels."""
         q = self.q_map if mask is None else self.q_map[~mask]

@@ -106,7 +106,9 @@ def nanodiffraction_raster(
     snake : alternate the direction of the fast (x) axis from row to row.
     exposure_s : detector exposure per point in s (default: leave the detector's setting).
     sample : sample description for the metadata.
-    md : extra start-document metadata.
+    md : extra start-document metadata; its ``"mc_beamline"`` entries are added to the plan's
+        own (e.g. ``{"mc_beamline": {"polarization_factor": 0.99}}`` sets a correction of the
+        live analysis, see ``mc_beamline.callbacks.live_xcca.CORRECTION_KEYS``).
 
     The raster waits (up to 30 s) for the devices to answer, e.g. after an IOC restart, and
     is refused before anything moves if it leaves the stage's soft limits.
@@ -138,7 +140,9 @@ def nanodiffraction_raster(
             **geometry,
         },
     }
-    plan_md.update(md or {})
+    extra = dict(md or {})
+    plan_md["mc_beamline"].update(extra.pop("mc_beamline", None) or {})
+    plan_md.update(extra)
     yield from bp.grid_scan(
         [detector],
         stage.y, float(ys[0]), float(ys[-1]), spec.ny,

@@ -381,6 +381,59 @@ def test_frames_read_ahead_give_exactly_the_frame_by_frame_and_offline_result(tm
     assert broken.result["n_frames"] == ny * nx - 1
 
 
+# ------------------------------- 3c. corrections from the start metadata (no IOC, no Tiled)
+def test_start_metadata_set_the_corrections_of_live_replay_and_offline_alike(tmp_path):
+    """A run whose start metadata ask for a polarisation correction, no solid-angle
+    correction and a hot-pixel search of the first 8 frames: the live analysis finds the
+    planted hot pixel and gives exactly the offline result with the same options; without
+    those keys, the defaults apply."""
+    import h5py
+    import hdf5plugin
+    from event_model import compose_run
+
+    from mc_beamline.analysis.detector.masks import encode_mask
+    from mc_beamline.devices.detector import DATASET, RESOURCE_SPEC
+    from mc_beamline.io.result_json import json_ready
+    from mc_beamline.physics.mesocrystal import MesocrystalSimulator, seed_raster_positions
+
+    sim = MesocrystalSimulator()
+    g = sim.geometry
+    ys, xs = seed_raster_positions()
+    n = 12
+    hot = int(np.argmin(np.where(sim.mask, np.inf, (g.q_map - 18.3) ** 2 / 4e-4 + (g.phi_map - 30.0) ** 2)))
+    frames = np.stack([sim.frame(xs[k], ys[2], noise_key=k) for k in range(n)])
+    frames.reshape(n, -1)[:, hot] = 50_000
+    path = tmp_path / "frames.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset(DATASET, data=frames, chunks=(1, *g.shape), **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+    base = {"experiment": "raster", "scan_shape": [1, n], "step_um": 0.4, "snake": False, "image_key": "det_image",
+            "detector_poni": g.to_poni_text(), "detector_mask": encode_mask(sim.mask)}
+    options = {"polarization_factor": 0.99, "correct_solid_angle": False, "hot_pixel_frames": 8}
+    run = compose_run(metadata={"mc_beamline": {**base, **options}})
+    resource = run.compose_resource(spec=RESOURCE_SPEC, root=str(tmp_path), resource_path=path.name,
+                                    resource_kwargs={"dataset": DATASET})
+    descriptor = run.compose_descriptor(name="primary", data_keys={
+        "det_image": {"source": "SIM", "dtype": "array", "shape": list(g.shape), "external": "FILESTORE:"}})
+    live = LiveXcca(run.start_doc)
+    live("descriptor", descriptor.descriptor_doc)
+    live("resource", resource.resource_doc)
+    for k in range(n):
+        datum = resource.compose_datum(datum_kwargs={"point_number": k})
+        live("datum", datum)
+        live("event", descriptor.compose_event(data={"det_image": datum["datum_id"]}, timestamps={"det_image": 0.0}))
+    live("stop", run.compose_stop())
+    assert live.wait(ANALYSIS_WAIT_S) and live.errors == []
+    row, col = divmod(hot, g.shape[1])
+    assert live.result["corrections"] == {"solid_angle": False, "polarization_factor": 0.99,
+                                          "hot_pixels": {"count": 1, "pixels": [[row, col]]}}
+    offline = XccaAnalysis(g, sim.mask, 1.72, 18.3, (1, n), 0.4, **options)  # what `mc-beamline xcca` builds
+    offline.add_frames(list(range(n)), frames)
+    assert live.result == json_ready(offline.result())
+    plain = analysis_for_start(compose_run(metadata={"mc_beamline": base}).start_doc)
+    assert (plain.settings.correct_solid_angle, plain.settings.polarization_factor,
+            plain.settings.hot_pixel_frames) == (True, None, 32)
+
+
 # ------------------------------------------------------- 4. the full seed raster vs truth
 FULL_DEMO = textwrap.dedent(
     """

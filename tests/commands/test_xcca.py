@@ -89,7 +89,10 @@ def test_raster_gives_the_result_of_the_contract(raster, tmp_path):
 
     # keys and types exactly as docs/results.md
     assert set(res) == {"n_frames", "n_selected", "ccf", "ccf_peaks_deg", "superlattice",
-                        "orientational_disorder_fwhm_deg", "misorientation_deg", "domains", "frames"}
+                        "orientational_disorder_fwhm_deg", "misorientation_deg", "domains", "frames",
+                        "corrections"}
+    assert res["corrections"] == {"solid_angle": True, "polarization_factor": None,
+                                  "hot_pixels": {"count": 0, "pixels": []}}
     assert type(res["n_frames"]) is int and res["n_frames"] == N * N
     assert type(res["n_selected"]) is int and 0 < res["n_selected"] <= N * N
     assert set(res["ccf"]) == {"delta_deg", "value"}
@@ -148,6 +151,17 @@ def test_nan_pixels_are_bad_pixels_and_a_2d_dataset_is_one_frame(sim, raster, tm
     assert res["frames"][0]["sl_peaks_deg"]
 
 
+def test_correction_options_reach_the_analysis_and_the_result(raster, tmp_path):
+    out = tmp_path / "RESULT.json"
+    proc = run_xcca(raster["h5"], "--poni", raster["poni"], "--mask", raster["mask"], "--q-sl", "1.72",
+                    "--q-al", "18.3", "--out", out, "--no-progress", "--no-solid-angle", "--polarization", "0.99",
+                    "--hot-pixel-frames", "0")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["corrections"] == {"solid_angle": False, "polarization_factor": 0.99, "hot_pixels": None}
+    assert res["n_frames"] == N * N and res["superlattice"]["lattice"] == "bct"
+
+
 @pytest.fixture(scope="module")
 def bad_files(sim, raster):
     d = raster["dir"] / "bad"
@@ -187,6 +201,8 @@ BAD_INPUTS = {
     "NaN frame": ({"h5": "{bad}/nan.h5"}, "Frame 1"),
     "Eiger data file missing": ({"h5": "{bad}/lost_master.h5"}, "lost_data_000002.h5 does not exist"),
     "no geometry": ({"poni": None}, "give --poni GEOM.poni"),
+    "polarisation factor out of range": ({"polarization": "1.5"}, "--polarization"),
+    "negative hot-pixel frames": ({"hot-pixel-frames": "-1"}, "--hot-pixel-frames"),
 }
 
 

@@ -106,6 +106,24 @@ def test_replayed_documents_give_the_same_frames(stored_raster, tiled):
         assert np.array_equal(frame, frames[seq_num - 1])
 
 
+def test_md_entries_under_mc_beamline_join_the_plans_own(beamline, RE):
+    """Extra ``mc_beamline`` metadata (e.g. the live analysis's corrections) are added to the
+    plan's, which stay; other extra keys go to the top level."""
+    det = beamline.detector
+    starts = []
+    RE.subscribe(lambda name, doc: starts.append(doc) if name == "start" else None)
+    det.time_scale.set(0).wait(5)
+    try:
+        RE(nanodiffraction_raster(det, beamline.stage, ny=1, nx=2, step_um=0.4, exposure_s=0.01,
+                                  md={"mc_beamline": {"polarization_factor": 0.99}, "operator": "test"}))
+    finally:
+        det.time_scale.set(1).wait(5)
+    (start,) = starts
+    md = start["mc_beamline"]
+    assert md["polarization_factor"] == 0.99 and md["scan_shape"] == [1, 2] and md["detector_poni"]
+    assert start["operator"] == "test"
+
+
 def test_raster_beyond_the_stage_limits_is_refused_before_anything_moves(beamline, RE):
     stage = beamline.stage
     before = (stage.x.position, stage.y.position)

@@ -14,6 +14,17 @@ wholly to the bin and ring containing its centre (no pixel splitting).
 Bad pixels: the static mask (``True`` = bad) and, per frame, pixels that read the Eiger
 gap value 2³²-1 (any dtype), the maximum of an unsigned dtype, a negative value in a
 signed integer frame, or a non-finite / ≥ 2³²-1 value in a float frame.
+
+Intensity corrections (optional ``normalization`` n_p = Ω_p·P_p, see
+:mod:`~mc_beamline.analysis.detector.corrections`): each (ring, radial slice, bin) segment's
+sum of counts is multiplied by |segment| / Σ n_p over its good pixels, so that its mean
+becomes pyFAI's corrected intensity Σ v_p / Σ n_p. The factors are fixed by the geometry
+and the mask, computed once; per frame they cost one multiplication per segment, inside
+the compiled gather. For a frame
+with bad pixels of its own, a segment keeps its static factor (the mean normalisation of all
+its good pixels stands for that of the frame's good ones; within a segment of 1° × 1/8 of a
+ring's width, Ω·P varies by at most 0.4 % on a 1 Mpx detector at 110–164 mm, 12.4 keV,
+polarisation factor 0.99).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mc_beamline.analysis.detector.corrections import check_normalization, usable_normalization
 from mc_beamline.analysis.detector.ring_gather import RingGather
 from mc_beamline.instrument.geometry import DetectorGeometry
 
@@ -50,7 +62,8 @@ class RingProfiles:
     Attributes
     ----------
     mean : mean intensity per pixel in each (ring, bin), shape (..., n_rings, N), in the
-        frame's units (counts); NaN where the bin has no good pixel. With radial slices
+        frame's units (counts; with a normalisation, counts per unit of Ω·P); NaN where the
+        bin has no good pixel. With radial slices
         (``n_radial`` > 1) a bin whose good pixels cover only part of the ring's q range
         (gaps, detector edge) is corrected with the ring's radial profile R_j of this frame:
         I(φ) = Σ_j S(φ, j) / Σ_j n(φ, j)·R_j · R̄, S the sums and n the good pixels of the
@@ -113,13 +126,16 @@ class RingPolarOperator:
     mask : static bad-pixel mask of the detector shape, ``True`` = bad (optional).
     n_radial : radial slices per ring used to correct each bin's mean for the q range its
         good pixels sample (see :class:`RingProfiles`); 1 gives the plain mean.
+    normalization : per-pixel normalisation n_p = Ω_p·P_p (detector shape, see
+        :mod:`~mc_beamline.analysis.detector.corrections`) the intensities are corrected for,
+        or None for none; pixels where it is not finite and positive count as masked.
 
     Raises
     ------
     RingNotOnDetectorError
         If a ring has no good pixel on the detector.
     ValueError
-        For a mask of the wrong shape, N < 4 or a non-positive half width.
+        For a mask or normalisation of the wrong shape, N < 4 or a non-positive half width.
     """
 
     def __init__(
@@ -129,6 +145,7 @@ class RingPolarOperator:
         n_bins: int = 360,
         mask: np.ndarray | None = None,
         n_radial: int = 8,
+        normalization: np.ndarray | None = None,
     ):
         if n_bins < 4:
             raise ValueError(f"Need at least 4 azimuthal bins, got {n_bins}.")
@@ -151,6 +168,10 @@ class RingPolarOperator:
         q = geometry.q_map.ravel()
         phi = geometry.phi_map.ravel()
         good = np.ones(q.size, dtype=bool) if mask is None else ~mask.ravel()
+        norm = check_normalization(normalization, self.shape)
+        if norm is not None:
+            norm = norm.ravel()
+            good &= usable_normalization(norm)
         q_lo, q_hi = geometry.q_range(mask)
 
         n_rings, n_bins, n_sub = len(self.rings), self.n_bins, self.n_radial
@@ -178,7 +199,21 @@ class RingPolarOperator:
         self._pix = pix[order].astype(np.intp)
         seg = seg[order]
         counts = np.bincount(seg, minlength=n_rings * n_bins * n_sub)
-        self._gather = RingGather(self._pix, seg, n_rings * n_bins * n_sub)
+        self.segment_scale: np.ndarray | None = None
+        """|segment| / Σ n_p of each (ring, radial slice, bin) segment, flat in segment order
+        (0 for empty segments), or None without normalisation."""
+        self.bin_scale: np.ndarray | None = None
+        """|bin| / Σ n_p of each (ring, bin), (n_rings, N) (1 for empty bins): the factor from
+        counts to corrected intensity of a whole bin, or None without normalisation."""
+        if norm is not None:
+            norm_sum = np.bincount(seg, weights=norm[self._pix], minlength=counts.size)
+            self.segment_scale = np.where(counts > 0, counts / np.where(counts > 0, norm_sum, 1.0), 0.0)
+            bin_norm = norm_sum.reshape(n_rings, n_sub, n_bins).sum(axis=1)
+            bin_n = counts.reshape(n_rings, n_sub, n_bins).sum(axis=1)
+            self.bin_scale = np.where(bin_n > 0, bin_n / np.where(bin_n > 0, bin_norm, 1.0), 1.0)
+            self.segment_scale.setflags(write=False)
+            self.bin_scale.setflags(write=False)
+        self._gather = RingGather(self._pix, seg, n_rings * n_bins * n_sub, self.segment_scale)
         self.n_static_sub = counts.reshape(n_rings, n_sub, n_bins)
         self.n_static = self.n_static_sub.sum(axis=1)
         self._slice_n = self.n_static_sub.sum(axis=2)[None].astype(np.float64)
@@ -200,6 +235,12 @@ class RingPolarOperator:
     def n_pixels(self) -> int:
         """Number of (statically good) pixels read per frame."""
         return int(self._pix.size)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Flat indices of the pixels read per frame, by (ring, radial slice, bin) segment and
+        then by address; segment s holds the next ``n_static_sub.ravel()[s]`` of them."""
+        return self._pix
 
     def _check(self, frames: np.ndarray, ndim: int) -> np.ndarray:
         frames = np.asarray(frames)
@@ -236,7 +277,8 @@ class RingPolarOperator:
 
         Returns
         -------
-        sums : float64 (n_frames, n_rings, n_radial, N), frame units.
+        sums : float64 (n_frames, n_rings, n_radial, N), frame units; with a normalisation,
+            multiplied by :attr:`segment_scale` (sums of corrected intensities).
         n_good : int64 array of the same shape, or None when no pixel of any frame was bad
             (the static counts :attr:`n_static_sub` apply).
         """

@@ -20,7 +20,9 @@ value is not added; they are counted per segment instead.
 Sums are float64 in the frames' units. Integer frames of up to 32 bits are summed exactly in
 int64 per chunk; other frames pixel by pixel in float64, in increasing memory address within
 each segment (the order NumPy's ``add.reduceat`` would use on the address-sorted pixels), so
-integer counts are exact up to 2⁵³ per segment and every sum equals that reference.
+integer counts are exact up to 2⁵³ per segment and every sum equals that reference. An
+optional per-segment ``scale`` (intensity corrections) multiplies each finished sum once, in
+the same compiled pass (the product equals NumPy's ``sums * scale``).
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ def _prefetch(typingctx, array, index):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _gather_kernel(flat, starts, lengths, segments, mode, bad_value, sums, n_bad):
+def _gather_kernel(flat, starts, lengths, segments, mode, bad_value, scale, sums, n_bad):
     """Add the good pixels of chunk c (``lengths[c]`` pixels from ``starts[c]``) of each frame
-    ``flat[f]`` to ``sums[f, segments[c]]`` (zeroed first); count bad pixels in ``n_bad``.
+    ``flat[f]`` to ``sums[f, segments[c]]`` (zeroed first); count bad pixels in ``n_bad``;
+    then multiply each sum by ``scale[segment]`` unless ``scale`` is empty.
 
     ``starts`` ascending. Returns whether any pixel of any frame was bad.
     """
@@ -117,6 +120,9 @@ def _gather_kernel(flat, starts, lengths, segments, mode, bad_value, sums, n_bad
             if n:
                 n_bad[f, s] += n
                 any_bad = True
+        if scale.size:
+            for s in range(out.size):
+                out[s] *= scale[s]
     return any_bad
 
 
@@ -128,9 +134,11 @@ class RingGather:
     pixels : flat pixel indices to read (any order, no duplicates).
     segments : segment index of each pixel, 0 … n_segments-1.
     n_segments : number of segments.
+    scale : factor each segment's sum is multiplied by (n_segments,), or None.
     """
 
-    def __init__(self, pixels: np.ndarray, segments: np.ndarray, n_segments: int):
+    def __init__(self, pixels: np.ndarray, segments: np.ndarray, n_segments: int,
+                 scale: np.ndarray | None = None):
         order = np.argsort(pixels, kind="stable")
         pixels = np.asarray(pixels, dtype=np.int64)[order]
         segments = np.asarray(segments, dtype=np.int64)[order]
@@ -141,13 +149,16 @@ class RingGather:
         self.lengths = np.diff(np.append(first, pixels.size)).astype(np.int64)
         self.chunk_segments = np.ascontiguousarray(segments[first])
         self.n_segments = int(n_segments)
+        if scale is not None and np.shape(scale) != (self.n_segments,):
+            raise ValueError(f"Give one scale factor per segment ({self.n_segments}), got shape {np.shape(scale)}.")
+        self.scale = np.zeros(0) if scale is None else np.ascontiguousarray(scale, dtype=np.float64)
 
     def sums(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-segment sums and bad-pixel counts of frames ``flat`` (n_frames, n_pixels).
 
         Returns
         -------
-        sums : float64 (n_frames, n_segments), in the frames' units.
+        sums : float64 (n_frames, n_segments), in the frames' units (times the scale, if any).
         n_bad : int64 (n_frames, n_segments), or None when no pixel of any frame was bad.
         """
         flat = np.ascontiguousarray(flat)
@@ -155,7 +166,8 @@ class RingGather:
         n_frames = flat.shape[0]
         sums = np.empty((n_frames, self.n_segments), dtype=np.float64)
         n_bad = np.zeros((n_frames, self.n_segments), dtype=np.int64)
-        any_bad = _gather_kernel(flat, self.starts, self.lengths, self.chunk_segments, mode, bad_value, sums, n_bad)
+        any_bad = _gather_kernel(flat, self.starts, self.lengths, self.chunk_segments, mode, bad_value, self.scale,
+                                 sums, n_bad)
         return sums, (n_bad if any_bad else None)
 
 

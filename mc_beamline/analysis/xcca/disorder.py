@@ -11,7 +11,10 @@ against each other does not add to the width.
 
 :class:`PeakCutAccumulator` collects, per frame, the pixels of a band q0 ± ``q_half_width``
 within ± ``phi_half_width`` of that frame's peak azimuth into a (q, Δφ) grid (sums of counts
-and numbers of good pixels; exact and order-independent for integer counts).
+and numbers of good pixels; exact and order-independent for integer counts). With a
+normalisation n = Ω·P (solid angle, polarisation; :mod:`~mc_beamline.analysis.detector.corrections`)
+each pixel adds v / n instead of v: the cells of a cut are aligned on each frame's peak, so
+they hold different pixels in every frame and the correction is per pixel here.
 :func:`fit_peak_widths` then fits the cross sections through the centre of the mean.
 
 The cut of one frame is one compiled pass over the band's pixels of the window
@@ -29,6 +32,7 @@ import numba
 import numpy as np
 from scipy.optimize import curve_fit
 
+from mc_beamline.analysis.detector.corrections import check_normalization, usable_normalization
 from mc_beamline.analysis.detector.polar import GAP_VALUE_U32, bad_value_mask
 from mc_beamline.analysis.xcca.accumulate import SumCountAverage
 from mc_beamline.instrument.geometry import DetectorGeometry, azimuth_ranges_deg
@@ -40,9 +44,12 @@ _BAD_EQUALS_MAX, _BAD_SIGNED, _BAD_FLOAT = 0, 1, 2
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
-def _cut_kernel(flat, pix, phi, qbin, starts, stops, c, step, n_phi, bad_mode, bad_value, gap_possible,
+def _cut_kernel(flat, pix, phi, qbin, inv_norm, starts, stops, c, step, n_phi, bad_mode, bad_value, gap_possible,
                 sums, counts):
     """Accumulate the window's pixels ``pix[starts[k]:stops[k]]`` of ``flat`` into ``sums``/``counts``.
+
+    ``inv_norm``: 1/n of each pixel (same order as ``pix``), or an empty array for no
+    correction; a pixel adds float64(v) · inv_norm[i].
 
     Per pixel, in the order of the NumPy version (so float sums add up identically):
     Δφ = mod(φ - c + 180, 360) - 180, azimuthal bin rint(Δφ / step) + n_phi // 2, cell
@@ -85,7 +92,10 @@ def _cut_kernel(flat, pix, phi, qbin, starts, stops, c, step, n_phi, bad_mode, b
             if pb < 0 or pb >= n_phi:
                 continue
             cell = qbin[i] * n_phi + pb
-            sums[cell] += np.float64(v)
+            if inv_norm.size:
+                sums[cell] += np.float64(v) * inv_norm[i]
+            else:
+                sums[cell] += np.float64(v)
             counts[cell] += 1
 
 
@@ -100,6 +110,8 @@ class PeakCutAccumulator(SumCountAverage):
     q_half_width_nm : half width of the q range of the cut, nm⁻¹.
     phi_half_width_deg : half width of the azimuthal range of the cut, degrees.
     n_q : number of q bins; ``phi_step_deg`` : azimuthal bin width in degrees.
+    normalization : per-pixel n = Ω·P the intensities are corrected for (detector shape), or
+        None; pixels where it is not finite and positive count as masked.
     """
 
     def __init__(
@@ -111,6 +123,7 @@ class PeakCutAccumulator(SumCountAverage):
         phi_half_width_deg: float = 20.0,
         n_q: int = 28,
         phi_step_deg: float = 0.5,
+        normalization: np.ndarray | None = None,
     ):
         self.q0_nm = float(q0_nm)
         self.q_half_width_nm = float(q_half_width_nm)
@@ -126,6 +139,10 @@ class PeakCutAccumulator(SumCountAverage):
         sel = np.abs(q - self.q0_nm) < self.q_half_width_nm
         if mask is not None:
             sel &= ~np.asarray(mask, dtype=bool).ravel()
+        norm = check_normalization(normalization, self.shape)
+        if norm is not None:
+            norm = norm.ravel()
+            sel &= usable_normalization(norm)
         idx = np.flatnonzero(sel)
         phi = geometry.phi_map.ravel()[idx].astype(np.float64)
         order = np.argsort(phi, kind="stable")
@@ -133,9 +150,15 @@ class PeakCutAccumulator(SumCountAverage):
         self._phi = phi[order]
         qb = np.floor((q[self._pix] - self.q_edges[0]) / (self.q_edges[1] - self.q_edges[0])).astype(np.int64)
         self._qbin = np.clip(qb, 0, self.n_q - 1)
+        self._inv_norm = np.zeros(0) if norm is None else 1.0 / norm[self._pix]
         self.sum = np.zeros((self.n_q, self.n_phi), dtype=np.float64)
         self.count = np.zeros((self.n_q, self.n_phi), dtype=np.int64)
         self.n_frames = 0
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Flat indices of the pixels a cut may read (the band's good pixels), by azimuth."""
+        return self._pix
 
     def _window(self, peak_azimuth_deg: float) -> list[tuple[int, int]]:
         """Index ranges into the φ-sorted band pixels of the cut window around an azimuth."""
@@ -144,7 +167,8 @@ class PeakCutAccumulator(SumCountAverage):
         return [tuple(int(i) for i in np.searchsorted(self._phi, r)) for r in azimuth_ranges_deg(c - half, c + half)]
 
     def frame_cut(self, frame: np.ndarray, peak_azimuth_deg: float) -> tuple[np.ndarray, np.ndarray]:
-        """(sum of counts, number of good pixels) on the (q, Δφ) grid of one frame's cut."""
+        """(sum of counts, number of good pixels) on the (q, Δφ) grid of one frame's cut
+        (with a normalisation: sum of counts / n)."""
         frame = np.asarray(frame)
         if frame.shape != self.shape:
             raise ValueError(f"Frame shape {frame.shape} does not match the detector shape {self.shape}.")
@@ -163,7 +187,8 @@ class PeakCutAccumulator(SumCountAverage):
         stops = np.array([b for _, b in window], dtype=np.int64)
         sums = np.zeros(self.n_q * self.n_phi, dtype=np.float64)
         counts = np.zeros(self.n_q * self.n_phi, dtype=np.int64)
-        _cut_kernel(np.ascontiguousarray(frame).reshape(-1), self._pix, self._phi, self._qbin, starts, stops,
+        _cut_kernel(np.ascontiguousarray(frame).reshape(-1), self._pix, self._phi, self._qbin, self._inv_norm,
+                    starts, stops,
                     float(peak_azimuth_deg), self.phi_step_deg, self.n_phi, mode, bad_value, gap_possible,
                     sums, counts)
         return sums.reshape(self.sum.shape), counts.reshape(self.count.shape)
@@ -186,7 +211,10 @@ class PeakCutAccumulator(SumCountAverage):
         pb = np.round(dphi / self.phi_step_deg).astype(np.int64) + self.n_phi // 2
         inside = good & (pb >= 0) & (pb < self.n_phi)
         cell = self._qbin[sel][inside] * self.n_phi + pb[inside]
-        sums = np.bincount(cell, weights=values[inside].astype(np.float64), minlength=size).reshape(self.sum.shape)
+        weights = values[inside].astype(np.float64)
+        if self._inv_norm.size:
+            weights = weights * self._inv_norm[sel][inside]
+        sums = np.bincount(cell, weights=weights, minlength=size).reshape(self.sum.shape)
         counts = np.bincount(cell, minlength=size).reshape(self.count.shape)
         return sums, counts
 

@@ -11,7 +11,14 @@ equal those of :func:`~mc_beamline.analysis.xcca.ccf.masked_ccf` and
 (the tests check this); this module only fuses them for speed.
 
 Conventions: see :mod:`mc_beamline.analysis.xcca.ccf` (C(Δ) = <I(q1, φ) I(q2, φ+Δ)>_φ,
-Δ in (-180°, 180°]) and :mod:`mc_beamline.analysis.detector.polar` (bins, bad pixels).
+Δ in (-180°, 180°]) and :mod:`mc_beamline.analysis.detector.polar` (bins, bad pixels,
+intensity corrections).
+
+With a normalisation n = Ω·P (solid angle, polarisation) the profiles are corrected
+intensities I' = s·I, s = |bin| / Σ n the bin's factor; the noise model of the smoothed
+profiles follows: Poisson counts give var(I') = s·L'/n_good + s²/n_good² at the corrected
+level L', so the peak thresholds (in units of that noise) mean the same with and without
+corrections.
 """
 
 from __future__ import annotations
@@ -93,6 +100,8 @@ class XccaFrameEngine:
     n_radial : radial slices per ring for the q-sampling correction (see polar).
     min_coverage : smoothed bins with less than this fraction of the typical kernel weight
         are invalid for peak finding.
+    normalization : per-pixel n = Ω·P the intensities are corrected for (detector shape), or
+        None (see :class:`~mc_beamline.analysis.detector.polar.RingPolarOperator`).
     """
 
     def __init__(
@@ -104,6 +113,7 @@ class XccaFrameEngine:
         pairs: Sequence[tuple[int, int]] = ((0, 1),),
         n_radial: int = 8,
         min_coverage: float = 0.25,
+        normalization: np.ndarray | None = None,
     ):
         self.rings = tuple(rings)
         self.n_bins = int(n_bins)
@@ -112,7 +122,8 @@ class XccaFrameEngine:
             if not (0 <= i < len(self.rings) and 0 <= j < len(self.rings)):
                 raise ValueError(f"CCF pair {(i, j)} refers to a ring that was not given.")
         self.operator = RingPolarOperator(
-            geometry, [Ring(r.q_nm, r.half_width_nm) for r in self.rings], self.n_bins, mask, n_radial
+            geometry, [Ring(r.q_nm, r.half_width_nm) for r in self.rings], self.n_bins, mask, n_radial,
+            normalization,
         )
         self.azimuth_deg = self.operator.azimuth_deg
         self.delta_deg = delta_grid_deg(self.n_bins)
@@ -150,12 +161,17 @@ class XccaFrameEngine:
         return inv_den, valid, inv_cov
 
     def _variance_terms(self, weight: np.ndarray, n_good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """g² ∗ (w²/n) and g² ∗ (w²/n²): the noise of S at level L is sqrt(L·a + b) / (g ∗ w)."""
+        """g² ∗ (s·w²/n) and g² ∗ (s²·w²/n²) (s: the bins' correction factors, 1 without
+        corrections): the noise of S at level L is sqrt(L·a + b) / (g ∗ w)."""
         n = self.n_bins
         n_good = np.asarray(n_good, dtype=np.float64)
         safe = np.maximum(n_good, 1.0)
         a = np.where(n_good > 0, weight * weight / safe, 0.0)
         b = np.where(n_good > 0, weight * weight / (safe * safe), 0.0)
+        scale = self.operator.bin_scale
+        if scale is not None:
+            a = a * scale
+            b = b * (scale * scale)
         conv = np.fft.irfft(np.fft.rfft(np.stack([a, b]), axis=-1) * self._g2_hat, n=n, axis=-1)
         return conv[0], conv[1]
 

@@ -24,6 +24,22 @@ Across frames (:meth:`XccaAnalysis.result`):
   averaged CCF (which picks β or 90° - β and gives the peak positions);
 * ψ per selected frame, orientational disorder ΔΦ from the aligned average {111} peak,
   SL orientation map and its domains.
+
+Intensity corrections (:class:`XccaSettings`): the solid angle (on by default, as in pyFAI's
+integrators) and, given a polarisation factor, the polarisation of each pixel divide the
+intensities of both rings and of the AL peak cut
+(:mod:`~mc_beamline.analysis.detector.corrections`), folded into the ring operator once.
+
+Hot pixels (:mod:`~mc_beamline.analysis.detector.hot_pixels`) are searched for in the
+first ``hot_pixel_frames`` frames of the scan (indices 0 … K-1) and masked for the whole
+run. Those frames are analysed as they come, and a compact copy of the pixels the analysis
+reads from them is kept (K x ≈ 130 000 pixels for a 1 Mpx detector, ≈ 17 MB for K = 32
+uint32 frames); the search ends when all of them are in, when a frame with index ≥ K is
+added, or at :meth:`XccaAnalysis.details`. If it found hot pixels, the searched frames are
+analysed again with them masked, so every frame of the run is analysed with the same mask.
+Offline, live and replay feed frames in index order, so they search the same frames and
+agree exactly. Frames with index < K added after the search ended are analysed with its
+mask but not searched (out-of-order feeding, merges of partial analyses).
 """
 
 from __future__ import annotations
@@ -35,6 +51,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mc_beamline.analysis.detector.corrections import IntensityCorrections
+from mc_beamline.analysis.detector.hot_pixels import HotPixelSearch
 from mc_beamline.analysis.xcca.ccf import CcfAccumulator
 from mc_beamline.analysis.xcca.disorder import (
     PeakCutAccumulator,
@@ -150,6 +168,9 @@ class XccaDetails:
     (counts per pixel; q in nm⁻¹, Δφ in degrees), NaN where no pixel; None without cuts."""
     n_cut_frames: int
     """Selected frames whose cut went into :attr:`cut_mean`."""
+    hot_pixels: np.ndarray | None
+    """Flat indices (row · columns + column) of the hot pixels masked for the run, increasing;
+    None when the search is off (``hot_pixel_frames`` = 0)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,13 @@ class XccaSettings:
 
     Ring half widths default to 3.5 % (SL) and 3 % (AL) of q; the cut of the AL peak
     spans 2.5 ring half widths radially and ± ``cut_phi_half_width_deg``.
+
+    Corrections: ``correct_solid_angle`` divides by each pixel's relative solid angle;
+    ``polarization_factor`` (Ih - Iv)/(Ih + Iv) in [-1, 1] divides by each pixel's
+    polarisation factor, None: no polarisation correction. ``hot_pixel_frames`` K: the first
+    K frames are searched for hot pixels (0: no search), with the threshold
+    ``hot_pixel_n_sigma`` (robust σ above the neighbourhood median) and the fraction
+    ``hot_pixel_min_fraction`` of frames (see :mod:`~mc_beamline.analysis.detector.hot_pixels`).
     """
 
     q_sl: float
@@ -179,6 +207,11 @@ class XccaSettings:
     cut_phi_half_width_deg: float = 20.0
     cut_min_coverage: float = 0.85
     bcc_tolerance: float = 0.04
+    correct_solid_angle: bool = True
+    polarization_factor: float | None = None
+    hot_pixel_frames: int = 32
+    hot_pixel_n_sigma: float = 10.0
+    hot_pixel_min_fraction: float = 0.5
 
     @property
     def sl_hw(self) -> float:
@@ -187,6 +220,10 @@ class XccaSettings:
     @property
     def al_hw(self) -> float:
         return self.al_half_width_nm if self.al_half_width_nm is not None else 0.03 * self.q_al
+
+
+MAX_LISTED_HOT_PIXELS = 100
+"""Most hot pixels the result lists by position (all are counted)."""
 
 
 def _json_float(x: float | None) -> float | None:
@@ -212,6 +249,8 @@ class XccaAnalysis:
     ------
     RingNotOnDetectorError
         If a ring has no good pixel on the detector.
+    ValueError
+        For settings out of range (scan shape, step, polarisation factor, hot-pixel search).
     """
 
     def __init__(
@@ -234,28 +273,54 @@ class XccaAnalysis:
             q_sl=float(q_sl), q_al=float(q_al), scan_shape=scan_shape, step_um=step_um, **options
         )
         s = self.settings
+        k = s.hot_pixel_frames
+        if isinstance(k, bool) or int(k) != k or k < 0:
+            raise ValueError(f"The number of frames searched for hot pixels must be a whole number ≥ 0, got {k!r}.")
         self.geometry = geometry
         self.mask = None if mask is None else np.asarray(mask, dtype=bool)
+        """The static mask given (True = bad); hot pixels found are in :attr:`hot_pixels`."""
+        self.corrections = IntensityCorrections(bool(s.correct_solid_angle), s.polarization_factor)
+        self._normalization = self.corrections.normalization(geometry)
+        self._build(self.mask)
+        self.delta_deg = self.engine.delta_deg
+        self.records: dict[int, FrameRecord] = {}
+        self.running_ccf = CcfAccumulator(s.n_bins)
+        """Live average of the CCF over frames with peaks on both rings (arrival order)."""
+        self._search: HotPixelSearch | None = (
+            HotPixelSearch(self.engine.operator, self.mask, s.hot_pixel_n_sigma, s.hot_pixel_min_fraction)
+            if k > 0
+            else None
+        )
+        self.hot_pixels: np.ndarray | None = None if k > 0 else np.zeros(0, dtype=np.int64)
+        """Flat indices of the hot pixels masked for the run, increasing; None while the search runs."""
+        self._held: dict[int, np.ndarray] = {}
+        self._held_pixels = np.union1d(self.engine.operator.pixels, self._cut.pixels) if k > 0 else None
+
+    def _build(self, mask: np.ndarray | None) -> None:
+        """The frame engine and the AL peak cut for a mask (True = bad)."""
+        s = self.settings
         self.engine = XccaFrameEngine(
-            geometry,
+            self.geometry,
             [
                 RingSettings(s.q_sl, s.sl_hw, s.sl_smooth_deg, s.min_snr),
                 RingSettings(s.q_al, s.al_hw, s.al_smooth_deg, s.min_snr),
             ],
             n_bins=s.n_bins,
-            mask=self.mask,
+            mask=mask,
+            normalization=self._normalization,
         )
-        self.delta_deg = self.engine.delta_deg
         self._cut = PeakCutAccumulator(
-            geometry, self.mask, s.q_al, 2.5 * s.al_hw, phi_half_width_deg=s.cut_phi_half_width_deg
+            self.geometry, mask, s.q_al, 2.5 * s.al_hw, phi_half_width_deg=s.cut_phi_half_width_deg,
+            normalization=self._normalization,
         )
-        self.records: dict[int, FrameRecord] = {}
-        self.running_ccf = CcfAccumulator(s.n_bins)
-        """Live average of the CCF over frames with peaks on both rings (arrival order)."""
 
     # ------------------------------------------------------------------ ingest
     def add_frame(self, index: int, frame: np.ndarray) -> FrameRecord:
         """Analyse one frame (detector shape, counts) at raster ``index``; returns its record.
+
+        A frame searched for hot pixels (index < ``hot_pixel_frames`` while the search runs)
+        gets a new record when the search ends with hot pixels; :attr:`records` holds the
+        current one.
 
         Raises
         ------
@@ -263,20 +328,86 @@ class XccaAnalysis:
             For a frame of the wrong shape, an index outside the scan, or a repeated index.
         """
         self._check_index(index)
+        index = int(index)
         frame = np.asarray(frame)
-        return self._ingest(int(index), frame, self.engine.process(frame))
+        if self._search is not None and index >= self.settings.hot_pixel_frames:
+            self._end_search()
+        self._ingest(index, frame, self.engine.process(frame))
+        if self._search is not None:
+            self._search_frames([index], frame[None])
+        return self.records[index]
 
     def add_frames(self, indices: Sequence[int], frames: np.ndarray) -> list[FrameRecord]:
-        """Analyse a stack of frames (n, rows, columns) at ``indices`` (vectorised)."""
+        """Analyse a stack of frames (n, rows, columns) at ``indices`` (vectorised).
+
+        While the hot-pixel search runs, the batch's frames with index < ``hot_pixel_frames``
+        are searched before any other frame of the batch is analysed.
+        """
         frames = np.asarray(frames)
         if len(indices) != frames.shape[0]:
             raise ValueError("Give one index per frame.")
         for i in indices:
             self._check_index(i)
-        if len(set(int(i) for i in indices)) != len(indices):
+        indices = [int(i) for i in indices]
+        if len(set(indices)) != len(indices):
             raise ValueError("Frame indices within a batch must be distinct.")
+        if self._search is not None:
+            k = self.settings.hot_pixel_frames
+            searched = [n for n, i in enumerate(indices) if i < k]
+            later = [n for n, i in enumerate(indices) if i >= k]
+            if searched and later:
+                self._add_batch([indices[n] for n in searched], frames[searched])
+                self._end_search()
+                self._add_batch([indices[n] for n in later], frames[later])
+                return [self.records[i] for i in indices]
+            if later:
+                self._end_search()
+        self._add_batch(indices, frames)
+        return [self.records[i] for i in indices]
+
+    def _add_batch(self, indices: list[int], frames: np.ndarray) -> None:
         results = self.engine.process_batch(frames)
-        return [self._ingest(int(i), f, r) for i, f, r in zip(indices, frames, results)]
+        for i, f, r in zip(indices, frames, results):
+            self._ingest(i, f, r)
+        if self._search is not None:
+            self._search_frames(indices, frames)
+
+    # ------------------------------------------------------------- hot pixels
+    def _search_frames(self, indices: list[int], frames: np.ndarray) -> None:
+        """Search frames (all with index < K) for hot pixels and keep their pixels; end the
+        search when every frame with index < K of the scan is in."""
+        for i, f in zip(indices, frames):
+            self._search.add(f)
+            self._held[i] = f.reshape(-1)[self._held_pixels]
+        k = self.settings.hot_pixel_frames
+        shape = self.settings.scan_shape
+        if len(self._held) >= (k if shape is None else min(k, shape[0] * shape[1])):
+            self._end_search()
+
+    def _end_search(self) -> None:
+        """Mask the hot pixels found; analyse the searched frames again if there are any."""
+        if self._search is None:
+            return
+        hot, held = self._search.hot_pixels(), self._held
+        self._search, self._held = None, {}
+        self._mask_hot_pixels(hot)
+        if hot.size == 0:
+            return
+        self.running_ccf = CcfAccumulator(self.settings.n_bins)
+        size = self.geometry.shape[0] * self.geometry.shape[1]
+        for index in sorted(held):
+            frame = np.zeros(size, dtype=held[index].dtype)
+            frame[self._held_pixels] = held[index]
+            frame = frame.reshape(self.geometry.shape)
+            self._ingest(index, frame, self.engine.process(frame))
+
+    def _mask_hot_pixels(self, hot: np.ndarray) -> None:
+        """Set :attr:`hot_pixels` and rebuild the engine and the cut with them masked."""
+        self.hot_pixels = np.asarray(hot, dtype=np.int64)
+        if self.hot_pixels.size:
+            mask = np.zeros(self.geometry.shape, dtype=bool) if self.mask is None else self.mask.copy()
+            mask.reshape(-1)[self.hot_pixels] = True
+            self._build(mask)
 
     def _check_index(self, index: int) -> None:
         if int(index) != index or index < 0:
@@ -309,12 +440,19 @@ class XccaAnalysis:
 
     # ------------------------------------------------------------------- merge
     def merge(self, other: "XccaAnalysis") -> "XccaAnalysis":
-        """Add the frames of another analysis of the same setup (disjoint indices); returns self."""
+        """Add the frames of another analysis of the same setup (disjoint indices); returns self.
+
+        Ends the hot-pixel search of both; they must have masked the same hot pixels.
+        """
         if other.settings != self.settings:
             raise ValueError("Cannot merge XCCA analyses with different settings.")
         dup = set(self.records) & set(other.records)
         if dup:
             raise ValueError(f"Both analyses hold frame(s) {sorted(dup)[:5]}.")
+        self._end_search()
+        other._end_search()
+        if not np.array_equal(self.hot_pixels, other.hot_pixels):
+            raise ValueError("Cannot merge XCCA analyses that masked different hot pixels.")
         self.records.update(other.records)
         self.running_ccf.merge(other.running_ccf)
         return self
@@ -336,6 +474,12 @@ class XccaAnalysis:
                 for r in recs
             ],
             "running_ccf": self.running_ccf.to_state(),
+            "hot_pixels": None if self.hot_pixels is None else self.hot_pixels.copy(),
+            "hot_pixel_search": None if self._search is None else {
+                "exceed": self._search.exceed.copy(),
+                "n_frames": self._search.n_frames,
+                "held": [{"index": i, "values": v.copy()} for i, v in sorted(self._held.items())],
+            },
         }
 
     @classmethod
@@ -347,6 +491,14 @@ class XccaAnalysis:
         q_sl, q_al = settings.pop("q_sl"), settings.pop("q_al")
         scan_shape, step_um = settings.pop("scan_shape"), settings.pop("step_um")
         ana = cls(geometry, mask, q_sl, q_al, scan_shape, step_um, **settings)
+        if state["hot_pixels"] is not None:
+            ana._search, ana._held = None, {}
+            ana._mask_hot_pixels(np.asarray(state["hot_pixels"], dtype=np.int64))
+        else:
+            search = state["hot_pixel_search"]
+            ana._search.exceed[:] = np.asarray(search["exceed"], dtype=np.int64)
+            ana._search.n_frames = int(search["n_frames"])
+            ana._held = {int(h["index"]): np.asarray(h["values"]) for h in search["held"]}
         for f in state["frames"]:
             ana.records[int(f["index"])] = FrameRecord(
                 index=int(f["index"]),
@@ -373,7 +525,11 @@ class XccaAnalysis:
         return row, col
 
     def details(self) -> XccaDetails:
-        """Everything :meth:`result` derives, with intermediate values (for plots and tests)."""
+        """Everything :meth:`result` derives, with intermediate values (for plots and tests).
+
+        Ends the hot-pixel search (frames added later are analysed with its mask).
+        """
+        self._end_search()
         s = self.settings
         recs = [self.records[i] for i in sorted(self.records)]
         cands = [r for r in recs if r.candidate]
@@ -461,6 +617,7 @@ class XccaAnalysis:
             widths=widths,
             cut_mean=cut_mean,
             n_cut_frames=n_cut,
+            hot_pixels=None if s.hot_pixel_frames == 0 else self.hot_pixels.copy(),
         )
 
     def result(self, details: XccaDetails | None = None) -> dict:
@@ -517,7 +674,15 @@ class XccaAnalysis:
             "misorientation_deg": mis,
             "domains": {"count": int(d.domains.count), "mean_area_um2": _json_float(d.domains.mean_area_um2)},
             "frames": frames,
+            "corrections": {**self.corrections.as_json(), "hot_pixels": self._hot_pixels_json(d.hot_pixels)},
         }
+
+    def _hot_pixels_json(self, hot: np.ndarray | None) -> dict | None:
+        """``{"count": int, "pixels": [[row, column], ...]}`` (at most MAX_LISTED_HOT_PIXELS), or None."""
+        if hot is None:
+            return None
+        rows, cols = np.divmod(hot[:MAX_LISTED_HOT_PIXELS], self.geometry.shape[1])
+        return {"count": int(hot.size), "pixels": [[int(r), int(c)] for r, c in zip(rows, cols)]}
 
 
 __all__ = ["XccaAnalysis", "XccaDetails", "XccaSettings", "FrameRecord"]

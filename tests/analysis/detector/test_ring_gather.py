@@ -70,3 +70,18 @@ def test_boolean_frames_are_refused(layout):
     n_pixels, pixels, segments, n_seg = layout
     with pytest.raises(TypeError, match="not supported"):
         RingGather(pixels, segments, n_seg).sums(np.zeros((1, n_pixels), dtype=bool))
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.float32])
+def test_a_segment_scale_multiplies_each_finished_sum(layout, dtype):
+    n_pixels, pixels, segments, n_seg = layout
+    rng = np.random.default_rng(2)
+    flat = rng.integers(0, 1000, (2, n_pixels)).astype(dtype)
+    flat[1, pixels[::29]] = np.iinfo(np.uint32).max if dtype == np.uint32 else np.nan
+    scale = rng.uniform(0.5, 2.0, n_seg)
+    sums, n_bad = RingGather(pixels, segments, n_seg, scale).sums(flat)
+    plain, plain_bad = RingGather(pixels, segments, n_seg).sums(flat)
+    np.testing.assert_array_equal(sums, plain * scale)
+    np.testing.assert_array_equal(n_bad, plain_bad)
+    with pytest.raises(ValueError, match="one scale factor per segment"):
+        RingGather(pixels, segments, n_seg, scale[:-1])

@@ -60,8 +60,11 @@ def test_result_follows_the_json_contract(analysed):
     back = json.loads(text)
     assert set(back) == {
         "n_frames", "n_selected", "ccf", "ccf_peaks_deg", "superlattice",
-        "orientational_disorder_fwhm_deg", "misorientation_deg", "domains", "frames",
+        "orientational_disorder_fwhm_deg", "misorientation_deg", "domains", "frames", "corrections",
     }
+    # solid angle corrected by default; the simulated sample has no hot pixel
+    assert back["corrections"] == {"solid_angle": True, "polarization_factor": None,
+                                   "hot_pixels": {"count": 0, "pixels": []}}
     assert back["n_frames"] == 1785 and len(back["frames"]) == 1785
     assert len(back["ccf"]["delta_deg"]) == len(back["ccf"]["value"]) == 360
     assert all(-180 < d <= 180 for d in back["ccf"]["delta_deg"] + back["ccf_peaks_deg"])
