@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from mc_beamline.materials.lattice_angles import (
     THETA_111_DEG,
@@ -194,6 +193,8 @@ def _refine(delta, y, x0, lower, upper, fixed_ca=None):
     if fixed_ca is not None:
         x0, lower, upper = x0[1:], lower[1:], upper[1:]
     x0 = np.clip(x0, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
+    from scipy.optimize import least_squares  # only for the result: not before the first frame
+
     sol = least_squares(resid, x0, bounds=(lower, upper), x_scale="jac")
     params = sol.x if fixed_ca is None else np.concatenate([[fixed_ca], sol.x])
     return params, sol
