@@ -39,6 +39,9 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 def wrap180(angle_deg):
     """Wrap angles (degrees) to (-180, 180]."""
+    if isinstance(angle_deg, (float, int)):  # one angle: Python's float % is NumPy's np.mod, bit for bit
+        a = (float(angle_deg) + 180.0) % 360.0 - 180.0
+        return a + 360.0 if a <= -180.0 else a
     a = np.mod(np.asarray(angle_deg, dtype=np.float64) + 180.0, 360.0) - 180.0
     a = np.where(a <= -180.0, a + 360.0, a)
     return a if a.ndim else float(a)
@@ -46,6 +49,9 @@ def wrap180(angle_deg):
 
 def wrap90(angle_deg):
     """Wrap angles (degrees) to (-90, 90] (orientations of centrosymmetric patterns)."""
+    if isinstance(angle_deg, (float, int)):  # one angle (called per peak pair in the result): no arrays
+        a = (float(angle_deg) + 90.0) % 180.0 - 90.0
+        return a + 180.0 if a <= -90.0 else a
     a = np.mod(np.asarray(angle_deg, dtype=np.float64) + 90.0, 180.0) - 90.0
     a = np.where(a <= -90.0, a + 180.0, a)
     return a if a.ndim else float(a)
