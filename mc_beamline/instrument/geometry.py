@@ -8,10 +8,19 @@ Conventions used everywhere in mc-beamline:
   vertical axis (increasing row index, "dim 1"), i.e. counter-clockwise when the frame is
   drawn with ``origin="lower"``.
 * Masks are boolean arrays of the detector shape with ``True`` = bad pixel.
+
+PONI files that carry the detector's pixel sizes themselves (pyFAI's generic "Detector",
+as ``pyFAI-calib2`` writes it for a detector given by its pixels) are read directly; any
+other (a detector known to pyFAI by name, a spline file, an unusual orientation) and any
+file with a missing or unreadable value is read by pyFAI. The q and φ maps are computed
+with NumPy from pyFAI's flat-detector formulas (``Geometry.calc_pos_zyx`` and the ``q_nm^-1``
+and ``chi_deg`` units); the tests check them against pyFAI's ``center_array``, value for
+value. So nothing of pyFAI is imported before the first frame of ``mc-beamline xcca``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,6 +35,65 @@ HC_KEV_NM = 1.2398419843320026
 
 class GeometryError(ValueError):
     """A PONI file or geometry that cannot be used."""
+
+
+_PONI_ANGLES = ("rot1", "rot2", "rot3")
+_PLAIN_DETECTOR_KEYS = {"pixel1", "pixel2", "max_shape", "orientation", "splinefile"}
+
+
+def _poni_entries(path: Path) -> dict[str, str]:
+    """``key: value`` lines of a PONI file as pyFAI's ``PoniFile`` reads them (keys in lower
+    case, the last of repeated keys, comment lines and lines without a colon skipped)."""
+    entries: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if ":" not in line or line.startswith("#"):
+                continue
+            key, value = line.split(":", 1)
+            entries[key.strip().lower()] = value.strip()
+    return entries
+
+
+def _plain_poni(path: Path, shape: tuple[int, int] | None) -> dict | None:
+    """The :class:`DetectorGeometry` fields of a PONI file whose detector is given by its
+    pixels (no named detector, no spline, orientation 3), all values present and valid, or
+    None: then pyFAI reads it (and reports what is wrong with it)."""
+    try:
+        config = _poni_entries(path)
+        version = float(config.get("poni_version", 1))
+        if version > 3:
+            return None
+        if version >= 2:
+            if config.get("detector", "").lower() != "detector" or "detector_config" not in config:
+                return None
+            det = json.loads(config["detector_config"])
+            if not isinstance(det, dict) or not set(det) <= _PLAIN_DETECTOR_KEYS or det.get("splinefile"):
+                return None
+            if det.get("orientation", 3) not in (0, 3):
+                return None
+            pixel1, pixel2 = float(det["pixel1"]), float(det["pixel2"])
+            max_shape = det.get("max_shape")
+        else:
+            if "detector" in config or config.get("splinefile", "none").lower() != "none":
+                return None
+            pixel1, pixel2 = float(config["pixelsize1"]), float(config["pixelsize2"])
+            max_shape = None
+        det_shape = tuple(int(n) for n in max_shape) if max_shape else shape
+        fields = {
+            "dist_m": float(config["distance"] if "distance" in config else config["dist"]),
+            "poni1_m": float(config["poni1"]),
+            "poni2_m": float(config["poni2"]),
+            "wavelength_m": float(config["wavelength"]),
+            **{name: float(config[name]) for name in _PONI_ANGLES},
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if det_shape is None or len(det_shape) != 2 or min(det_shape) < 1:
+        return None
+    values = [pixel1, pixel2, *fields.values()]
+    if not all(math.isfinite(v) for v in values) or min(pixel1, pixel2, fields["dist_m"], fields["wavelength_m"]) <= 0:
+        return None
+    return {"shape": (int(det_shape[0]), int(det_shape[1])), "pixel1_m": pixel1, "pixel2_m": pixel2, **fields}
 
 
 
@@ -132,6 +200,9 @@ class DetectorGeometry:
         path = Path(path)
         if not path.is_file():
             raise GeometryError(f"PONI file {path} does not exist.")
+        plain = _plain_poni(path, shape)
+        if plain is not None:
+            return cls(**plain)
         try:
             import pyFAI
 
@@ -225,27 +296,47 @@ class DetectorGeometry:
         two_theta = 2 * math.asin(sin_theta)
         return self.dist_m * math.tan(two_theta) / self.pixel1_m
 
-    def _center_array(self, unit: str) -> np.ndarray:
-        """pyFAI's value of ``unit`` at each pixel centre, float32, C-contiguous, detector shape."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = self.integrator().center_array(self.shape, unit=unit)
-        return np.ascontiguousarray(values, dtype=np.float32)
+    def _lab_positions(self, rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(t1, t2, t3) in m of the pixel centres of detector ``rows``, float64, as pyFAI's
+        ``Geometry.calc_pos_zyx`` computes them for a flat detector of orientation 3: t3 along
+        the beam, t1 along the rows, t2 along the columns, after the rotations rot1-rot3."""
+        p1 = ((np.arange(rows.start, rows.stop, dtype=np.float64) + 0.5) * self.pixel1_m - self.poni1_m)[:, None]
+        p2 = ((np.arange(self.shape[1], dtype=np.float64) + 0.5) * self.pixel2_m - self.poni2_m)[None, :]
+        c1, c2, c3 = math.cos(self.rot1), math.cos(self.rot2), math.cos(self.rot3)
+        s1, s2, s3 = math.sin(self.rot1), math.sin(self.rot2), math.sin(self.rot3)
+        dist = self.dist_m
+        t1 = p1 * (c2 * c3) + p2 * (c3 * s1 * s2 - c1 * s3) - dist * (c1 * c3 * s2 + s1 * s3)
+        t2 = p1 * (c2 * s3) + p2 * (c1 * c3 + s1 * s2 * s3) - dist * (-c3 * s1 + c1 * s2 * s3)
+        t3 = p1 * s2 - p2 * (c2 * s1) + dist * (c1 * c2)
+        return t1, t2, t3
 
     @cached_property
-    def q_map(self) -> np.ndarray:
-        """Momentum transfer of each pixel centre, nm⁻¹, float32, detector shape."""
-        q = self._center_array("q_nm^-1")
-        q.setflags(write=False)
-        return q
-
-    @cached_property
-    def phi_map(self) -> np.ndarray:
-        """Azimuth φ of each pixel centre in degrees, (-180, 180], float32, detector shape."""
-        phi = self._center_array("chi_deg")
+    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(q in nm⁻¹, φ in degrees) of each pixel centre, float32, read-only (blocks of rows,
+        so that the float64 intermediates stay small)."""
+        q = np.empty(self.shape, dtype=np.float32)
+        phi = np.empty(self.shape, dtype=np.float32)
+        step = max(1, 2**16 // max(self.shape[1], 1))
+        for r0 in range(0, self.shape[0], step):
+            rows = slice(r0, min(r0 + step, self.shape[0]))
+            t1, t2, t3 = self._lab_positions(rows)
+            two_theta = np.arctan2(np.sqrt(t2 * t2 + t1 * t1), t3)
+            q[rows] = 4.0e-9 * math.pi * np.sin(two_theta / 2.0) / self.wavelength_m  # pyFAI's eq_q
+            phi[rows] = np.rad2deg(np.arctan2(t1, t2))  # pyFAI's eq_chi, in degrees
         phi[phi <= -180.0] += 360.0
+        q.setflags(write=False)
         phi.setflags(write=False)
-        return phi
+        return q, phi
+
+    @property
+    def q_map(self) -> np.ndarray:
+        """Momentum transfer of each pixel centre, nm⁻¹, float32, detector shape (read-only)."""
+        return self._maps[0]
+
+    @property
+    def phi_map(self) -> np.ndarray:
+        """Azimuth φ of each pixel centre in degrees, (-180, 180], float32, detector shape (read-only)."""
+        return self._maps[1]
 
     @cached_property
     def solid_angle_map(self) -> np.ndarray:

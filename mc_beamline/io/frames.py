@@ -4,13 +4,15 @@
 files still being written are readable), as the live analysis and replay need them;
 :class:`FrameStack` reads a stack of frames in batches for the offline command.
 
-Eiger-style files (one frame per chunk, Bitshuffle/LZ4) are read as raw chunks
-(``H5Dread_chunk``) and decompressed by the Bitshuffle filter's own C function from
-hdf5plugin's filter library, called through ctypes: the same bytes as an h5py read,
-without HDF5's filter pipeline and copies, and without holding the GIL, so that a small
-thread pool can decompress the next frames while the current one is analysed
-(:meth:`Hdf5FrameReader.request`). Any other layout or
-filter, a chunk not (yet) stored, or a chunk that does not decode is read by h5py as
+Both read Eiger-style datasets (one frame per chunk, Bitshuffle/LZ4) the same way, through
+:class:`_BitshuffleLz4Frames`: raw chunks (``H5Dread_chunk``) decompressed by the Bitshuffle
+filter's own C function from hdf5plugin's filter library, called through ctypes: the same
+bytes as an h5py read, without HDF5's filter pipeline and copies, and without holding the
+GIL, so that a small thread pool decompresses several frames at once, straight into the
+arrays they are analysed from. :class:`Hdf5FrameReader` decompresses the next frames while
+the current one is analysed (:meth:`Hdf5FrameReader.request`); :meth:`FrameStack.read_into`
+decompresses the frames of a batch in parallel into the caller's buffer. Any other layout
+or filter, a chunk not (yet) stored, or a chunk that does not decode is read by h5py as
 before. Frames decompressed ahead go into a few reused arrays: one that its user gives
 back (:meth:`Hdf5FrameReader.recycle`) is reused only if nothing else refers to it any more.
 """
@@ -23,7 +25,8 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Callable
 
@@ -121,6 +124,50 @@ class _BitshuffleLz4Frames:
         if used != len(raw) - _BSHUF_HEADER:
             raise OSError(f"Bitshuffle/LZ4 chunk does not decode (code {used}).")
         return out
+
+    @staticmethod
+    def raw_chunk(ds, index: int) -> bytes | None:
+        """The stored (filtered) chunk of frame ``index`` of ``ds``, or None where h5py must read it."""
+        try:
+            filter_mask, raw = ds.id.read_direct_chunk((index,) + (0,) * (ds.ndim - 1))
+        except Exception:  # noqa: BLE001 - e.g. a chunk not stored (yet): h5py reads the fill value
+            return None
+        return raw if filter_mask == 0 else None
+
+    def fits(self, out: np.ndarray) -> bool:
+        """Whether frames can be decoded straight into ``out`` (frames, *frame shape), C-contiguous."""
+        return out.dtype == self.dtype and tuple(out.shape[1:]) == self.shape and out.flags.c_contiguous
+
+    def decode_range(self, ds, start: int, stop: int, out: np.ndarray, executor: Executor | None) -> list[int]:
+        """Decode frames ``start:stop`` of ``ds`` into ``out[0 : stop - start]`` (:meth:`fits`).
+
+        The raw chunks are read in the calling thread, in order; they are decompressed in
+        ``executor``'s threads (here if None). Returns the indices that h5py must read: chunks
+        not stored, stored unfiltered, or that do not decode. Every decompression has ended
+        when this returns, also when it raises.
+        """
+        redo: list[int] = []
+        futures: dict[Future, int] = {}
+        try:
+            for k, index in enumerate(range(start, stop)):
+                raw = self.raw_chunk(ds, index)
+                if raw is None:
+                    redo.append(index)
+                elif executor is None:
+                    try:
+                        self.decode(raw, out[k])
+                    except OSError:
+                        redo.append(index)
+                else:
+                    futures[executor.submit(self.decode, raw, out[k])] = index
+        finally:
+            wait_futures(futures)  # nothing writes into ``out`` once this returns
+        for future, index in futures.items():
+            if future.exception() is not None:
+                if not isinstance(future.exception(), OSError):
+                    raise future.exception()
+                redo.append(index)
+        return sorted(redo)
 
 
 def ready(value: np.ndarray) -> Callable[[], np.ndarray]:
@@ -223,20 +270,10 @@ class Hdf5FrameReader:
             raise FrameNotFoundError(f"Detector file {path} holds {ds.shape[0]} frames, not frame {index}.")
         return ds, decoder
 
-    def _raw_chunk(self, ds, decoder, index: int) -> bytes | None:
-        """The stored (filtered) chunk of frame ``index``, or None where h5py must read it."""
-        if decoder is None:
-            return None
-        try:
-            filter_mask, raw = ds.id.read_direct_chunk((index,) + (0,) * (ds.ndim - 1))
-        except Exception:  # noqa: BLE001 - e.g. a chunk not stored yet: h5py reads the fill value
-            return None
-        return raw if filter_mask == 0 else None
-
     def read(self, path: str, dataset: str, index: int) -> np.ndarray:
         """Frame ``index`` of ``dataset`` in file ``path``, read now."""
         ds, decoder = self._dataset(path, dataset, index)
-        raw = self._raw_chunk(ds, decoder, index)
+        raw = None if decoder is None else decoder.raw_chunk(ds, index)
         if raw is not None:
             try:
                 return decoder.decode(raw)
@@ -255,7 +292,7 @@ class Hdf5FrameReader:
         if self._executor is None:
             return ready(self.read(path, dataset, index))
         ds, decoder = self._dataset(path, dataset, index)
-        raw = self._raw_chunk(ds, decoder, index)
+        raw = None if decoder is None else decoder.raw_chunk(ds, index)
         if raw is None:
             return ready(ds[index])
         # the array comes from this thread (as an h5py read's would), so that its memory goes
@@ -291,13 +328,32 @@ def _frame_dtype_ok(dtype: np.dtype) -> bool:
     return dtype.kind in "uif" and dtype.itemsize <= 8
 
 
+MAX_DECODE_THREADS = 8
+
+
+def decode_threads() -> int:
+    """Threads that decompress frames: the CPUs this process may run on, at most
+    :data:`MAX_DECODE_THREADS`."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_DECODE_THREADS, n))
+
+
 class FrameStack:
     """Read access to a stack of frames in an HDF5 dataset.
+
+    One-frame-per-chunk Bitshuffle/LZ4 datasets (Eiger files) are read as raw chunks and
+    decompressed by a small thread pool straight into the caller's buffer
+    (:meth:`read_into`); every other dataset is read by h5py. Both give the same arrays.
 
     Parameters
     ----------
     path : HDF5 file.
     dataset : path of the dataset in the file, shape (n, rows, columns) or (rows, columns).
+    threads : threads decompressing Bitshuffle/LZ4 frames (default :func:`decode_threads`;
+        1: in the reading thread, no pool).
 
     Raises
     ------
@@ -306,7 +362,7 @@ class FrameStack:
         or not integer/float counts.
     """
 
-    def __init__(self, path: Path, dataset: str):
+    def __init__(self, path: Path, dataset: str, *, threads: int | None = None):
         import h5py
         import hdf5plugin  # noqa: F401 - registers the Bitshuffle/LZ4 (and other) filters
 
@@ -350,9 +406,12 @@ class FrameStack:
             self.chunk_frames = int(ds.chunks[0]) if (ds.chunks and not self.single) else 1
             if self.n_frames == 0 or 0 in self.frame_shape:
                 raise InputError(f"Dataset {dataset} in {self.path} holds no frames (shape {ds.shape}).")
+            self._decoder = None if self.single else _BitshuffleLz4Frames.for_dataset(ds)
         except BaseException:
             self._file.close()
             raise
+        self._threads = decode_threads() if threads is None else max(1, int(threads))
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def frame_bytes(self) -> int:
@@ -361,12 +420,32 @@ class FrameStack:
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         """Read frames ``start:stop`` into ``out[: stop - start]`` and return that view.
 
+        Bitshuffle/LZ4 frames are decompressed in parallel straight into ``out`` when it is
+        a C-contiguous array of the dataset's dtype; otherwise (and for frames whose chunk is
+        not stored or does not decode) h5py reads them. ``out`` is not written to any more
+        once this returns or raises.
+
         Raises
         ------
         InputError
             If HDF5 cannot read or decompress them.
         """
         view = out[: stop - start]
+        if self._decoder is not None and self._decoder.fits(view):
+            for index in self._decoder.decode_range(self.ds, start, stop, view, self._executor()):
+                self._read_h5py(index, index + 1, view[index - start : index - start + 1])
+        else:
+            self._read_h5py(start, stop, view)
+        return view
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        if self._threads <= 1:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="mc-frames-decode")
+        return self._pool
+
+    def _read_h5py(self, start: int, stop: int, view: np.ndarray) -> None:
         try:
             if self.single:
                 self.ds.read_direct(view[0])
@@ -375,9 +454,11 @@ class FrameStack:
         except (OSError, ValueError, TypeError) as exc:
             which = f"frame {start}" if stop - start == 1 else f"frames {start}-{stop - 1}"
             raise InputError(f"Cannot read {which} of {self.path}:{self.dataset_name} ({short_reason(exc)}).") from None
-        return view
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._file.close()
 
     def __enter__(self) -> "FrameStack":

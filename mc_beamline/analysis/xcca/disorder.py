@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from scipy.optimize import curve_fit
 
 from mc_beamline.analysis.detector.corrections import check_normalization, usable_normalization
 from mc_beamline.analysis.detector.polar import GAP_VALUE_U32, bad_value_mask
@@ -268,6 +267,8 @@ def _fit_gauss(x, y, s0):
     b0 = float(np.percentile(y, 10))
     a0 = float(y.max() - b0)
     x0 = float(x[np.argmax(y)])
+    from scipy.optimize import curve_fit  # only for the result: not before the first frame
+
     p, _ = curve_fit(_gauss, x, y, p0=[a0, x0, s0, b0], maxfev=5000)
     return p[0], p[1], abs(p[2]), p[3]
 

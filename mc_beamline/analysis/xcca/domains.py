@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from mc_beamline.analysis.xcca.structure import wrap90
 
@@ -118,6 +116,9 @@ def segment_domains(
     ea = np.concatenate(edges_a)
     eb = np.concatenate(edges_b)
     n_pos = rows * cols
+    from scipy.sparse import coo_matrix  # only for the result: not before the first frame
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(ea.size), (ea, eb)), shape=(n_pos, n_pos))
     _, comp = connected_components(graph, directed=False)
     comp = np.where(has.ravel(), comp, -1)

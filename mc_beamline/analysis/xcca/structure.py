@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from mc_beamline.materials.lattice_angles import (
     THETA_111_DEG,
@@ -40,6 +39,9 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 def wrap180(angle_deg):
     """Wrap angles (degrees) to (-180, 180]."""
+    if isinstance(angle_deg, (float, int)):  # one angle: Python's float % is NumPy's np.mod, bit for bit
+        a = (float(angle_deg) + 180.0) % 360.0 - 180.0
+        return a + 360.0 if a <= -180.0 else a
     a = np.mod(np.asarray(angle_deg, dtype=np.float64) + 180.0, 360.0) - 180.0
     a = np.where(a <= -180.0, a + 360.0, a)
     return a if a.ndim else float(a)
@@ -47,6 +49,9 @@ def wrap180(angle_deg):
 
 def wrap90(angle_deg):
     """Wrap angles (degrees) to (-90, 90] (orientations of centrosymmetric patterns)."""
+    if isinstance(angle_deg, (float, int)):  # one angle (called per peak pair in the result): no arrays
+        a = (float(angle_deg) + 90.0) % 180.0 - 90.0
+        return a + 180.0 if a <= -90.0 else a
     a = np.mod(np.asarray(angle_deg, dtype=np.float64) + 90.0, 180.0) - 90.0
     a = np.where(a <= -90.0, a + 180.0, a)
     return a if a.ndim else float(a)
@@ -194,6 +199,8 @@ def _refine(delta, y, x0, lower, upper, fixed_ca=None):
     if fixed_ca is not None:
         x0, lower, upper = x0[1:], lower[1:], upper[1:]
     x0 = np.clip(x0, np.array(lower) + 1e-9, np.array(upper) - 1e-9)
+    from scipy.optimize import least_squares  # only for the result: not before the first frame
+
     sol = least_squares(resid, x0, bounds=(lower, upper), x_scale="jac")
     params = sol.x if fixed_ca is None else np.concatenate([[fixed_ca], sol.x])
     return params, sol
