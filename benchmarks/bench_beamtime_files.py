@@ -64,6 +64,9 @@ import hdf5plugin
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+TREE = HERE.parent
+"""The source tree this benchmark belongs to: the package it measures (children get it as
+PYTHONPATH; the rows measured in this process put it first on sys.path)."""
 DATASET = "/entry/data/data"
 Q_SL, Q_AL = 1.72, 18.3
 SCAN = "35x51"
@@ -195,7 +198,10 @@ def child_first_frame(argv: list[str]) -> None:
     finally:
         batches.close()
         job.close()
-    print(json.dumps({"setup": t_setup, "read": t_read, "analysed": t_analysed, "batch": int(frames.shape[0])}))
+    import mc_beamline
+
+    print(json.dumps({"setup": t_setup, "read": t_read, "analysed": t_analysed, "batch": int(frames.shape[0]),
+                      "package": str(Path(mc_beamline.__file__).parent)}))
 
 
 # ------------------------------------------------------------------ measurements
@@ -213,7 +219,9 @@ def run_child(argv: list[str], env: dict | None = None, row: str | None = None) 
     cpu0 = children_cpu()
     started = time.time()
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    # cwd: not a source tree, which ``python -m`` would put first on sys.path (before PYTHONPATH)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                          cwd=tempfile.gettempdir())
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{proc.stderr}")
@@ -223,10 +231,9 @@ def run_child(argv: list[str], env: dict | None = None, row: str | None = None) 
     return started, wall, (json.loads(lines[-1]) if lines else {})
 
 
-def env_for(tree: Path | None) -> dict:
+def env_for(tree: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
+    env["PYTHONPATH"] = str(tree)
     return env
 
 
@@ -300,7 +307,7 @@ def analyse_linked(stacks, batch: int, iter_batches) -> float:
 def import_profile(stack: Path, tmp: Path, env: dict) -> tuple[float, list[tuple[str, float]]]:
     """(sum of every module's own import time, the largest top-level imports) of one command run."""
     argv = [sys.executable, "-X", "importtime", "-m", "mc_beamline.cli", "xcca", *command_argv(stack, tmp / "imp.json")]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, cwd=tmp)
     total, top = 0, {}
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -331,6 +338,7 @@ def main() -> None:
         {"plain": lambda: child_plain(*rest), "pyfai": lambda: child_pyfai(*rest),
          "first": lambda: child_first_frame(rest)}[kind]()
         return
+    sys.path.insert(0, str(TREE))
 
     if args.pyfai_rounds is None:
         args.pyfai_rounds = args.rounds
@@ -339,7 +347,7 @@ def main() -> None:
         n = f[DATASET].shape[0]
         shape = f[DATASET].shape[1:]
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]
-    trees = {"this tree": None}
+    trees = {"this tree": TREE}
     if args.compare_tree is not None:
         trees[f"{args.compare_tree}"] = args.compare_tree.resolve()
     import pyFAI
@@ -353,32 +361,34 @@ def main() -> None:
     extra: dict[str, list[float]] = {}
     loads = [load()]
     results = {}
+    packages: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench_beamtime_") as tmp_name:
         tmp = Path(tmp_name)
         for r in range(args.rounds):
-            for label, tree in trees.items():
+            for label, tree in (list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]):  # alternate the order
                 out = tmp / f"result_{r}_{len(results)}.json"
                 _, wall, _ = run_child([sys.executable, "-m", "mc_beamline.cli", "xcca", *command_argv(stack, out)],
                                        env_for(tree), row=f"command ({label})")
                 samples.setdefault(f"command ({label})", []).append(wall)
                 results[(label, r)] = out.read_text()
                 started, _, t = run_child([*me, "first", *command_argv(stack, tmp / "first.json")], env_for(tree))
+                packages[label] = t["package"]
                 samples.setdefault(f"first batch in memory ({label})", []).append(t["read"] - started)
                 samples.setdefault(f"first frame analysed ({label})", []).append(t["analysed"] - started)
             for mode in ("getitem", "read_direct"):
-                _, wall, t = run_child([*me, "plain", str(stack), mode], env_for(None), row=f"plain read {mode} (loop)")
+                _, wall, t = run_child([*me, "plain", str(stack), mode], env_for(TREE), row=f"plain read {mode} (loop)")
                 samples.setdefault(f"plain read {mode} (loop)", []).append(t["loop_s"])
                 extra.setdefault(f"plain read {mode} (loop)", []).append(wall)
             if r < args.pyfai_rounds:
                 _, wall, _ = run_child([*me, "pyfai", str(stack), str(stack.parent / "geometry.poni"),
-                                        str(stack.parent / "mask.npy")], env_for(None), row="pyFAI pipeline")
+                                        str(stack.parent / "mask.npy")], env_for(TREE), row="pyFAI pipeline")
                 samples.setdefault("pyFAI pipeline", []).append(wall)
             rows = master_rows(master)
             for key in ("plain", "framestack", "analysis"):
                 samples.setdefault(f"master {key}", []).append(rows[key])
             loads.append(load())
             print(f"# round {r + 1} done, {loads[-1]}", flush=True)
-        imp_total, imp_top = import_profile(stack, tmp, env_for(None))
+        imp_total, imp_top = import_profile(stack, tmp, env_for(TREE))
 
     distinct = {v for v in results.values()}
     if len({json.dumps(json.loads(v), sort_keys=True) for v in distinct}) != 1:
@@ -386,7 +396,8 @@ def main() -> None:
 
     best = {k: min(v) for k, v in samples.items()}
     plain = min(best["plain read getitem (loop)"], best["plain read read_direct (loop)"])
-    print(f"\nloads during the rounds: {'; '.join(loads)}")
+    print("\n" + "; ".join(f"{label}: package {path}" for label, path in packages.items()))
+    print(f"loads during the rounds: {'; '.join(loads)}")
     head = f"{'':46s} {'seconds':>8s} {'frames/s':>9s} {'vs plain':>9s} {'CPU s':>6s} {'median s':>9s}"
     print(head)
     print("-" * len(head))
