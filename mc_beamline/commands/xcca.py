@@ -242,7 +242,8 @@ def _check_finite(batch: np.ndarray, good: np.ndarray | None, first_index: int, 
 def iter_batches(stack: FrameSource, batch: int, timings: dict | None = None,
                  prefetch: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first index, frames) batches of ``stack``, reading the next batch while the
-    caller works on this one (HDF5 decompression releases the GIL).
+    caller works on this one (decompression releases the GIL; :meth:`FrameStack.read_into`
+    decompresses the Bitshuffle/LZ4 frames of a batch in a thread pool, straight into the buffer).
 
     Two buffers are used alternately: a yielded array is valid until the next iteration.
     """
