@@ -110,6 +110,23 @@ def wait_for_running(api, item_uid, timeout=60.0):
         time.sleep(0.05)
 
 
+def wait_for_frames(directory: Path, n: int, timeout: float = 60.0) -> None:
+    """Wait until the detector files below ``directory`` hold at least ``n`` frames together."""
+    deadline = time.monotonic() + timeout
+    while True:
+        total = 0
+        for path in directory.rglob("*.h5"):
+            try:
+                with h5py.File(path, "r", swmr=True) as f:
+                    total += f["/entry/data/data"].shape[0]
+            except (OSError, KeyError):  # a file being created: counted on the next look
+                pass
+        if total >= n:
+            return
+        assert time.monotonic() < deadline, f"only {total} of {n} frames written after {timeout:g} s"
+        time.sleep(0.05)
+
+
 def wait_until_stored(client, run_uids, timeout=RESEND_WAIT_S):
     """Wait until every run is in Tiled with its stop document (resent from the backup if need be)."""
     deadline = time.monotonic() + timeout
@@ -128,7 +145,8 @@ def test_ioc_killed_mid_scan_fails_that_run_keeps_its_frames_and_the_queue_goes_
                 BPlan("nanodiffraction_raster", "det", "stage", **QUICK))
     assert api.queue_start()["success"]
     wait_for_running(api, items[1])
-    time.sleep(1.5)  # a few points into the slow raster
+    # a few points into the slow raster: the first raster's 12 frames and at least 2 of its own are written
+    wait_for_frames(beamline.data_dir / "detector", 12 + 2)
     beamline.kill_ioc()
     api.wait_for_idle(timeout=180)
 

@@ -295,7 +295,8 @@ def test_master_pixel_mask_keeps_a_hot_pixel_out_of_the_ccf(sim, raster, beamtim
     masked = xcca_here(write_eiger(d / "masked", "scan", frames, per_file=16, pixel_mask=hot_mask), *common,
                        "--out", d / "masked.json")
     unmasked = xcca_here(write_eiger(d / "unmasked", "scan", frames, per_file=16,
-                                     pixel_mask=np.zeros_like(hot_mask)), *common, "--out", d / "unmasked.json")
+                                     pixel_mask=np.zeros_like(hot_mask)), *common, "--hot-pixel-frames", "0",
+                         "--out", d / "unmasked.json")  # no hot-pixel search either
     # the same frames as one HDF5 stack, with the hot pixel in the --mask file
     np.save(d / "mask_and_hot.npy", (sim.mask | (hot_mask != 0)).astype(np.uint8))
     both = xcca_here(write_frames(d / "stack.h5", frames), "--poni", raster["poni"], "--mask", d / "mask_and_hot.npy",
