@@ -22,7 +22,8 @@ Rows of the table (per frame, minimum over ``--rounds`` passes over all frames):
                            the command run without prefetch (read and analysis in turn);
 * command, sequential   -- the command's streaming phase, read then analyse each batch;
 * command, prefetch     -- the command as shipped: the next batch is read in a thread while
-                           this one is analysed (HDF5 releases the GIL while it decompresses);
+                           this one is analysed (its Bitshuffle/LZ4 frames decompressed by
+                           FrameStack's thread pool, outside the GIL);
 * command, CLI total    -- ``python -m mc_beamline.cli xcca`` wall time over all frames,
                            with interpreter start, PONI/mask/ring set-up, result and JSON.
 
