@@ -36,8 +36,9 @@ from typing import Sequence
 
 import numpy as np
 
+from mc_beamline.analysis.detector.masks import ImageReadError, read_single_image
 from mc_beamline.instrument.geometry import DetectorGeometry
-from mc_beamline.io.frames import DEFAULT_DATASET, FrameStack, _frame_dtype_ok
+from mc_beamline.io.frames import DEFAULT_DATASET, FrameStack, frame_dtype_ok
 from mc_beamline.io.inputs import InputError, short_reason
 
 IMAGE_SUFFIXES = (".cbf", ".edf", ".tif", ".tiff")
@@ -358,26 +359,20 @@ class ImageSeriesSource(FrameSource):
         first = self._image(0)
         if first.ndim != 2 or 0 in first.shape:
             raise InputError(f"Image {self.files[0]} has shape {first.shape}, not (rows, columns).")
-        if not _frame_dtype_ok(first.dtype):
+        if not frame_dtype_ok(first.dtype):
             raise InputError(f"Image {self.files[0]} holds {first.dtype}, not integer or float counts.")
         self.frame_shape = (int(first.shape[0]), int(first.shape[1]))
         self.dtype = first.dtype
 
     def _image(self, k: int) -> np.ndarray:
         """The data of image ``k``."""
-        import fabio
-
         path = self.files[k]
         try:
-            image = fabio.open(str(path))
-        except Exception as exc:  # noqa: BLE001 - fabio raises many types for unreadable files
-            raise InputError(f"Image {path} cannot be read ({short_reason(exc)}).") from None
-        try:
-            if image.nframes != 1:
-                raise InputError(f"Image {path} holds {image.nframes} frames; a series needs one frame per file.")
-            return np.asarray(image.data)
-        finally:
-            image.close()
+            return read_single_image(path)
+        except ImageReadError as exc:
+            if exc.frames:
+                raise InputError(f"Image {path} holds {exc.frames} frames; a series needs one frame per file.") from None
+            raise InputError(f"Image {path} cannot be read ({exc}).") from None
 
     def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         view = out[: stop - start]

@@ -324,7 +324,8 @@ class Hdf5FrameReader:
             self._buffers.clear()
 
 
-def _frame_dtype_ok(dtype: np.dtype) -> bool:
+def frame_dtype_ok(dtype: np.dtype) -> bool:
+    """Whether frames of ``dtype`` are counts the analysis takes: integer or float, at most 8 bytes."""
     return dtype.kind in "uif" and dtype.itemsize <= 8
 
 
@@ -396,7 +397,7 @@ class FrameStack:
                     f"Dataset {dataset} in {self.path} has shape {ds.shape}; frames must be (n, rows, columns) "
                     "or one (rows, columns) frame."
                 )
-            if not _frame_dtype_ok(ds.dtype):
+            if not frame_dtype_ok(ds.dtype):
                 raise InputError(f"Dataset {dataset} in {self.path} holds {ds.dtype}, not integer or float counts.")
             self.ds = ds
             self.single = ds.ndim == 2

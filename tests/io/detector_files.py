@@ -93,3 +93,21 @@ def write_series(directory: Path, frames: np.ndarray, fmt: str, prefix: str = "i
         image_class(data=np.ascontiguousarray(frame)).write(str(path))
         paths.append(path)
     return paths
+
+
+def random_frames(n: int, shape: tuple[int, int], dtype, seed: int = 0, mean: float = 0.3) -> np.ndarray:
+    """Sparse Eiger-like counts (Poisson, ``mean`` per pixel) with a gap column of 2³²-1, a few
+    large values, and -1 or NaN where ``dtype`` holds them."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    frames = rng.poisson(mean, (n, *shape)).astype(np.float64)
+    frames[:, :, shape[1] // 3] = 2**32 - 1  # a gap column
+    frames[rng.random(frames.shape) < 0.01] = rng.integers(0, 2**31, 1)[0]
+    if dt.kind in "ui":
+        frames = np.minimum(frames, np.iinfo(dt).max)
+    if dt.kind == "i":
+        frames[rng.random(frames.shape) < 0.01] = -1
+    out = frames.astype(dt)
+    if dt.kind == "f":
+        out[rng.random(frames.shape) < 0.01] = np.nan
+    return out

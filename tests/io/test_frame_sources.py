@@ -12,7 +12,12 @@ import pytest
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from mc_beamline.instrument.geometry import DetectorGeometry
-from mc_beamline.io.frame_sources import Hdf5FrameSource, ImageSeriesSource, natural_key, open_frames
+from mc_beamline.io.frame_sources import (
+    Hdf5FrameSource,
+    ImageSeriesSource,
+    natural_key,
+    open_frames,
+)
 from mc_beamline.io.inputs import InputError
 from tests.io.detector_files import nxmx_header, write_eiger, write_series
 

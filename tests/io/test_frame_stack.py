@@ -17,27 +17,10 @@ import pytest
 
 from mc_beamline.io.frames import FrameStack, _bitshuffle_lz4_decoder
 from mc_beamline.io.inputs import InputError
+from tests.io.detector_files import random_frames
 
 DATASET = "/entry/data/data"
 BSLZ4 = hdf5plugin.Bitshuffle(nelems=0, cname="lz4")
-
-
-def random_frames(n: int, shape: tuple[int, int], dtype, seed: int = 0) -> np.ndarray:
-    """Sparse Eiger-like counts with a gap column, a few large values, negatives and NaNs
-    where the dtype holds them."""
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype)
-    frames = rng.poisson(0.4, (n, *shape)).astype(np.float64)
-    frames[:, :, shape[1] // 3] = 2**32 - 1
-    frames[rng.random(frames.shape) < 0.01] = rng.integers(0, 2**31, 1)[0]
-    if dt.kind in "ui":
-        frames = np.minimum(frames, np.iinfo(dt).max)
-    if dt.kind == "i":
-        frames[rng.random(frames.shape) < 0.01] = -1
-    out = frames.astype(dt)
-    if dt.kind == "f":
-        out[rng.random(frames.shape) < 0.01] = np.nan
-    return out
 
 
 def h5py_frames(path, start: int, stop: int) -> np.ndarray:
@@ -76,7 +59,7 @@ def _bitshuffle_available():
 @pytest.mark.parametrize("shape", [(37, 45), (64, 64), (101, 83)])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_bitshuffle_frames_are_decoded_as_h5py_decodes_them(tmp_path, dtype, shape, threads):
-    frames = random_frames(11, shape, dtype)
+    frames = random_frames(11, shape, dtype, mean=0.4)
     path = tmp_path / "frames.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset(DATASET, data=frames, chunks=(1, *shape), **BSLZ4)
@@ -92,7 +75,7 @@ def test_bitshuffle_frames_are_decoded_as_h5py_decodes_them(tmp_path, dtype, sha
 
 
 def test_the_block_size_the_writer_chose_is_honoured(tmp_path):
-    frames = random_frames(5, (50, 70), "<u4", seed=3)
+    frames = random_frames(5, (50, 70), "<u4", seed=3, mean=0.4)
     path = tmp_path / "frames.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset(DATASET, data=frames, chunks=(1, 50, 70), **hdf5plugin.Bitshuffle(nelems=256, cname="lz4"))
@@ -118,7 +101,7 @@ LAYOUTS = {
 @pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_other_layouts_are_read_by_h5py_with_the_same_result(tmp_path, layout):
     layout = dict(layout)
-    frames = random_frames(7, (40, 30), layout.pop("dtype", "<u4"), seed=1)
+    frames = random_frames(7, (40, 30), layout.pop("dtype", "<u4"), seed=1, mean=0.4)
     path = tmp_path / "frames.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset(DATASET, data=frames, **layout)
@@ -129,7 +112,7 @@ def test_other_layouts_are_read_by_h5py_with_the_same_result(tmp_path, layout):
 
 
 def test_a_single_2d_frame(tmp_path):
-    frame = random_frames(1, (40, 30), "<f4", seed=6)[0]
+    frame = random_frames(1, (40, 30), "<f4", seed=6, mean=0.4)[0]
     path = tmp_path / "one.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset(DATASET, data=frame, chunks=(40, 30), **BSLZ4)
@@ -141,7 +124,7 @@ def test_a_single_2d_frame(tmp_path):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_chunk_never_written_reads_as_the_fill_value(tmp_path, threads):
-    frames = random_frames(6, (30, 20), "<u4", seed=2)
+    frames = random_frames(6, (30, 20), "<u4", seed=2, mean=0.4)
     path = tmp_path / "frames.h5"
     with h5py.File(path, "w") as f:
         ds = f.create_dataset(DATASET, shape=frames.shape, chunks=(1, 30, 20), dtype="<u4", fillvalue=5, **BSLZ4)
@@ -164,7 +147,7 @@ def write_with_corrupt_chunk(path, frames: np.ndarray, bad: int) -> None:
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_a_chunk_that_does_not_decode_names_its_frame(tmp_path, threads):
-    frames = random_frames(6, (40, 50), "<u4", seed=4)
+    frames = random_frames(6, (40, 50), "<u4", seed=4, mean=0.4)
     path = tmp_path / "frames.h5"
     write_with_corrupt_chunk(path, frames, bad=3)
     with h5py.File(path, "r") as f, pytest.raises(OSError):
@@ -179,7 +162,7 @@ def test_a_chunk_that_does_not_decode_names_its_frame(tmp_path, threads):
 
 
 def test_a_buffer_of_another_dtype_is_filled_by_h5py(tmp_path):
-    frames = random_frames(5, (30, 40), "<u2", seed=5)
+    frames = random_frames(5, (30, 40), "<u2", seed=5, mean=0.4)
     path = tmp_path / "frames.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset(DATASET, data=frames, chunks=(1, 30, 40), **BSLZ4)

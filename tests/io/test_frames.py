@@ -29,25 +29,9 @@ from mc_beamline.io.frames import (
     _bitshuffle_lz4_decoder,
     _BitshuffleLz4Frames,
 )
+from tests.io.detector_files import random_frames
 
 DATASET = "/entry/data/data"
-
-
-def random_frames(n: int, shape: tuple[int, int], dtype, seed: int = 0) -> np.ndarray:
-    """Sparse Eiger-like counts with gap values and a few large values, in ``dtype``."""
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype)
-    frames = rng.poisson(0.3, (n, *shape)).astype(np.float64)
-    frames[:, :, shape[1] // 3] = 2**32 - 1  # a gap column
-    frames[rng.random(frames.shape) < 0.01] = rng.integers(0, 2**31, 1)[0]
-    if dt.kind in "ui":
-        frames = np.minimum(frames, np.iinfo(dt).max)
-    if dt.kind == "i":
-        frames[rng.random(frames.shape) < 0.01] = -1
-    out = frames.astype(dt)
-    if dt.kind == "f":
-        out[rng.random(frames.shape) < 0.01] = np.nan
-    return out
 
 
 def write(path, frames: np.ndarray, **filters) -> None:

@@ -24,21 +24,42 @@ MASK_IMAGE_SUFFIXES = (".edf", ".tif", ".tiff")
 """Mask file name endings read as images by fabio (any other mask file is read as ``.npy``)."""
 
 
-def _read_mask_image(path: Path) -> np.ndarray:
-    """The one frame of an EDF or TIFF mask image."""
+class ImageReadError(ValueError):
+    """An image file fabio cannot read, or one that holds more than one frame.
+
+    ``frames`` is the number of frames it holds (0 when it does not read at all); the
+    message is fabio's reason, or says how many frames it holds."""
+
+    def __init__(self, message: str, frames: int = 0):
+        super().__init__(message)
+        self.frames = frames
+
+
+def read_single_image(path: str | Path) -> np.ndarray:
+    """The one frame of a CBF, EDF or TIFF file, read by fabio; ImageReadError if there is not
+    exactly one readable frame."""
     import fabio
 
     try:
         image = fabio.open(str(path))
     except Exception as exc:  # noqa: BLE001 - fabio raises many types for unreadable files
-        reason = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-        raise MaskError(f"Mask file {path} does not read as an EDF or TIFF image ({reason}).") from None
+        raise ImageReadError(" ".join(str(exc).split()).rstrip(".") or type(exc).__name__) from None
     try:
         if image.nframes != 1:
-            raise MaskError(f"Mask file {path} holds {image.nframes} images, not one.")
+            raise ImageReadError(f"{image.nframes} frames", frames=image.nframes)
         return np.asarray(image.data)
     finally:
         image.close()
+
+
+def _read_mask_image(path: Path) -> np.ndarray:
+    """The one frame of an EDF or TIFF mask image."""
+    try:
+        return read_single_image(path)
+    except ImageReadError as exc:
+        if exc.frames:
+            raise MaskError(f"Mask file {path} holds {exc.frames} images, not one.") from None
+        raise MaskError(f"Mask file {path} does not read as an EDF or TIFF image ({exc}).") from None
 
 
 def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:

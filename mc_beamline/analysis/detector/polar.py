@@ -34,7 +34,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mc_beamline.analysis.detector.corrections import check_normalization, usable_normalization
+from mc_beamline.analysis.detector.corrections import (
+    check_normalization,
+    usable_normalization,
+)
 from mc_beamline.analysis.detector.ring_gather import RingGather
 from mc_beamline.instrument.geometry import DetectorGeometry
 

@@ -9,19 +9,19 @@ from mc_beamline.analysis.detector.hot_pixels import (
     neighbourhood_half_widths,
 )
 from mc_beamline.analysis.detector.polar import GAP_VALUE_U32, RingPolarOperator
-from mc_beamline.instrument.geometry import DetectorGeometry
+from tests.analysis.detector.conftest import SMALL_RINGS
 
-RINGS = [(3.0, 0.15), (6.0, 0.2)]
-
-
-@pytest.fixture(scope="module")
-def geom():
-    return DetectorGeometry.from_beam_center((240, 250), (120.0, 124.0), dist_m=0.05, energy_kev=12.4)
+RINGS = SMALL_RINGS
 
 
 @pytest.fixture(scope="module")
-def op(geom):
-    return RingPolarOperator(geom, RINGS, n_bins=180)
+def geom(small_geometry):
+    return small_geometry
+
+
+@pytest.fixture(scope="module")
+def op(small_operator):
+    return small_operator
 
 
 def _pixel_at(geom, q, phi):

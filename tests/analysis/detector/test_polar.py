@@ -10,20 +10,19 @@ from mc_beamline.analysis.detector.polar import (
     azimuth_bin_centers_deg,
     azimuth_bin_index,
 )
-from mc_beamline.instrument.geometry import DetectorGeometry
+from tests.analysis.detector.conftest import SMALL_RINGS
 
-RINGS = [(3.0, 0.15), (6.0, 0.2)]
-
-
-@pytest.fixture(scope="module")
-def geom():
-    # 12.4 keV, 50 mm, beam in the middle of a 240 x 250 detector: q up to ~9 nm⁻¹
-    return DetectorGeometry.from_beam_center((240, 250), (120.0, 124.0), dist_m=0.05, energy_kev=12.4)
+RINGS = SMALL_RINGS
 
 
 @pytest.fixture(scope="module")
-def op(geom):
-    return RingPolarOperator(geom, RINGS, n_bins=180)
+def geom(small_geometry):
+    return small_geometry
+
+
+@pytest.fixture(scope="module")
+def op(small_operator):
+    return small_operator
 
 
 def test_bin_centres_and_indices_cover_minus_180_to_180():
