@@ -29,12 +29,10 @@ on the machine disturbs all of them alike; the tables give the minimum over roun
                      until the first batch of frames is in memory and until its first frame
                      is analysed;
 * master file     -- in this process, through ``seed_master.h5`` and its links: the plain
-                     h5py loop (``ds[i]``) over every linked dataset, :class:`FrameStack` on
-                     each linked dataset (raw chunks, decompressed in a thread pool), and the
-                     command's read loop (``iter_batches`` + ``XccaAnalysis.add_frames``, no
-                     result) over the links chained together. The package has no frame source
-                     for master files on this branch, so the links are opened as datasets
-                     of the master file through h5py.
+                     h5py loop (``ds[i]``) over every linked dataset, the command's frame
+                     source for the master file (``open_frames``: raw chunks of every linked
+                     file, decompressed in a thread pool), and the command's read loop
+                     (``iter_batches`` + ``XccaAnalysis.add_frames``, no result) on it.
 
 ``--compare-tree SRC`` also runs the command and the first-frame measurement with the
 package from another source tree (e.g. an export of an older commit), in the same rounds.
@@ -244,9 +242,10 @@ def command_argv(stack: Path, out: Path) -> list[str]:
 
 
 def master_rows(master: Path) -> dict[str, float]:
-    """Seconds through the master file: plain h5py, FrameStack, and the command's read loop + analysis."""
-    from mc_beamline.commands.xcca import MAX_BATCH_FRAMES, DEFAULT_BATCH_BYTES, iter_batches
-    from mc_beamline.io.frames import FrameStack
+    """Seconds through the master file: plain h5py over its links, the package's master-file
+    frame source (``open_frames``), and the command's read loop + per-frame analysis on it."""
+    from mc_beamline.commands.xcca import DEFAULT_BATCH_BYTES, MAX_BATCH_FRAMES, iter_batches
+    from mc_beamline.io.frame_sources import open_frames
 
     names = linked_datasets(master)
     rows = {}
@@ -261,46 +260,41 @@ def master_rows(master: Path) -> dict[str, float]:
     rows["plain"] = time.perf_counter() - t0
     CPU.setdefault("master plain", []).append(time.process_time() - c0)
 
-    stacks = [FrameStack(master, name) for name in names]
+    source = open_frames(master)
     try:
-        batch = max(1, min(MAX_BATCH_FRAMES, DEFAULT_BATCH_BYTES // stacks[0].frame_bytes))
-        buf = np.empty((batch, *stacks[0].frame_shape), dtype=stacks[0].dtype)
+        batch = max(1, min(MAX_BATCH_FRAMES, DEFAULT_BATCH_BYTES // source.frame_bytes))
+        buf = np.empty((batch, *source.frame_shape), dtype=source.dtype)
         c0, t0 = time.process_time(), time.perf_counter()
-        for s in stacks:
-            for i in range(0, s.n_frames, batch):
-                s.read_into(i, min(i + batch, s.n_frames), buf)
-        rows["framestack"] = time.perf_counter() - t0
-        CPU.setdefault("master framestack", []).append(time.process_time() - c0)
-        rows["analysis"] = analyse_linked(stacks, batch, iter_batches)
+        for i in range(0, source.n_frames, batch):
+            source.read_into(i, min(i + batch, source.n_frames), buf)
+        rows["source"] = time.perf_counter() - t0
+        CPU.setdefault("master source", []).append(time.process_time() - c0)
+        rows["analysis"] = analyse_source(source, master.parent, batch, iter_batches)
     finally:
-        for s in stacks:
-            s.close()
+        source.close()
     rows["n"] = n
     return rows
 
 
-def analyse_linked(stacks, batch: int, iter_batches) -> float:
-    """Seconds of the command's read loop and per-frame analysis over the linked stacks, one
-    after the other (frame indices continue from one data file to the next)."""
+def analyse_source(source, directory: Path, batch: int, iter_batches) -> float:
+    """Seconds of the command's read loop and per-frame analysis over ``source`` (compiled
+    kernels loaded before the clock starts; geometry and mask from ``directory``)."""
     from mc_beamline.analysis.detector.masks import load_mask
     from mc_beamline.analysis.xcca.pipeline import XccaAnalysis
     from mc_beamline.instrument.geometry import DetectorGeometry
 
-    d = stacks[0].path.parent
-    geometry = DetectorGeometry.from_poni(d / "geometry.poni", shape=stacks[0].frame_shape)
+    d = directory
+    geometry = DetectorGeometry.from_poni(d / "geometry.poni", shape=source.frame_shape)
     analysis = XccaAnalysis(geometry, load_mask(d / "mask.npy", geometry.shape), q_sl=Q_SL, q_al=Q_AL,
                             scan_shape=(35, 51), step_um=0.4)
-    analysis.add_frame(0, np.zeros(geometry.shape, dtype=stacks[0].dtype))  # load the compiled kernels
+    analysis.add_frame(0, np.zeros(geometry.shape, dtype=source.dtype))  # load the compiled kernels
     analysis.records.clear()
     c0, t0 = time.process_time(), time.perf_counter()
-    base = 0
-    for s in stacks:
-        for start, frames in iter_batches(s, batch):
-            analysis.add_frames(range(base + start, base + start + frames.shape[0]), frames)
-        base += s.n_frames
+    for start, frames in iter_batches(source, batch):
+        analysis.add_frames(range(start, start + frames.shape[0]), frames)
     seconds = time.perf_counter() - t0
     CPU.setdefault("master analysis", []).append(time.process_time() - c0)
-    assert len(analysis.records) == base
+    assert len(analysis.records) == source.n_frames
     return seconds
 
 
@@ -384,7 +378,7 @@ def main() -> None:
                                         str(stack.parent / "mask.npy")], env_for(TREE), row="pyFAI pipeline")
                 samples.setdefault("pyFAI pipeline", []).append(wall)
             rows = master_rows(master)
-            for key in ("plain", "framestack", "analysis"):
+            for key in ("plain", "source", "analysis"):
                 samples.setdefault(f"master {key}", []).append(rows[key])
             loads.append(load())
             print(f"# round {r + 1} done, {loads[-1]}", flush=True)
@@ -410,7 +404,7 @@ def main() -> None:
     print("(seconds: minimum over rounds; CPU s: user + system of the process, all threads, minimum over rounds)")
     print(f"\nthrough {master.name} ({len(linked_datasets(master))} linked data files, {n} frames):")
     for key, text in (("master plain", "plain h5py ds[i] over the links"),
-                      ("master framestack", "FrameStack per link (raw chunks, thread pool)"),
+                      ("master source", "open_frames(master): the command's frame source"),
                       ("master analysis", "iter_batches + XccaAnalysis.add_frames")):
         print(f"  {text:46s} {best[key]:6.2f} s {n / best[key]:6.0f} frames/s  CPU {min(CPU[key]):5.2f} s")
     print("\ntime to the first frame (from starting the process):")

@@ -170,6 +170,7 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
     InputError
         With one sentence naming the first bad input.
     """
+    from mc_beamline.analysis.kernel_warmup import start_kernel_warmup
     from mc_beamline.analysis.xcca.pipeline import XccaAnalysis
 
     out = Path(args.out)
@@ -186,6 +187,7 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
     corrections = correction_options(args)
 
     frames = open_frames(args.frames, args.dataset)
+    start_kernel_warmup()
     try:
         geometry, geometry_note = _geometry(args.poni, frames)
         mask = frames.pixel_mask

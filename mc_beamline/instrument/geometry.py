@@ -14,8 +14,9 @@ as ``pyFAI-calib2`` writes it for a detector given by its pixels) are read direc
 other (a detector known to pyFAI by name, a spline file, an unusual orientation) and any
 file with a missing or unreadable value is read by pyFAI. The q and φ maps are computed
 with NumPy from pyFAI's flat-detector formulas (``Geometry.calc_pos_zyx`` and the ``q_nm^-1``
-and ``chi_deg`` units); the tests check them against pyFAI's ``center_array``, value for
-value. So nothing of pyFAI is imported before the first frame of ``mc-beamline xcca``.
+and ``chi_deg`` units), and so are the solid-angle and polarisation arrays
+(``solidAngleArray``, ``polarization``); the tests check them against pyFAI's arrays, value
+for value. So nothing of pyFAI is imported before the first frame of ``mc-beamline xcca``.
 """
 
 from __future__ import annotations
@@ -310,15 +311,19 @@ class DetectorGeometry:
         t3 = p1 * s2 - p2 * (c2 * s1) + dist * (c1 * c2)
         return t1, t2, t3
 
-    @cached_property
-    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
-        """(q in nm⁻¹, φ in degrees) of each pixel centre, float32, read-only (blocks of rows,
-        so that the float64 intermediates stay small)."""
-        q = np.empty(self.shape, dtype=np.float32)
-        phi = np.empty(self.shape, dtype=np.float32)
+    def _row_blocks(self):
+        """Slices of detector rows, about 64 k pixels each, so that the float64
+        intermediates of the per-pixel maps stay small."""
         step = max(1, 2**16 // max(self.shape[1], 1))
         for r0 in range(0, self.shape[0], step):
-            rows = slice(r0, min(r0 + step, self.shape[0]))
+            yield slice(r0, min(r0 + step, self.shape[0]))
+
+    @cached_property
+    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(q in nm⁻¹, φ in degrees) of each pixel centre, float32, read-only."""
+        q = np.empty(self.shape, dtype=np.float32)
+        phi = np.empty(self.shape, dtype=np.float32)
+        for rows in self._row_blocks():
             t1, t2, t3 = self._lab_positions(rows)
             two_theta = np.arctan2(np.sqrt(t2 * t2 + t1 * t1), t3)
             q[rows] = 4.0e-9 * math.pi * np.sin(two_theta / 2.0) / self.wavelength_m  # pyFAI's eq_q
@@ -341,12 +346,17 @@ class DetectorGeometry:
     @cached_property
     def solid_angle_map(self) -> np.ndarray:
         """Relative solid angle of each pixel, cos³ of its incidence angle (1 at the PONI),
-        float32, detector shape: pyFAI's ``solidAngleArray`` (``absolute=False``), the array
-        pyFAI divides intensities by when it corrects for the solid angle."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = self.integrator().solidAngleArray(self.shape, absolute=False)
-        sa = np.ascontiguousarray(values, dtype=np.float32)
+        float32, detector shape, read-only: pyFAI's ``solidAngleArray`` (``absolute=False``),
+        the array pyFAI divides intensities by when it corrects for the solid angle. For a
+        flat detector cos α = d / sqrt(d² + p1² + p2²), d the sample-to-plane distance and
+        (p1, p2) the pixel centre relative to the PONI in the detector plane."""
+        sa = np.empty(self.shape, dtype=np.float32)
+        p2 = (np.arange(self.shape[1], dtype=np.float64) + 0.5) * self.pixel2_m - self.poni2_m
+        d2 = self.dist_m * self.dist_m
+        for rows in self._row_blocks():
+            p1 = (np.arange(rows.start, rows.stop, dtype=np.float64) + 0.5) * self.pixel1_m - self.poni1_m
+            r2 = d2 + p1[:, None] ** 2 + (p2 * p2)[None, :]
+            sa[rows] = (d2 / r2) ** 1.5
         sa.setflags(write=False)
         return sa
 
@@ -355,7 +365,7 @@ class DetectorGeometry:
         (Ih - Iv)/(Ih + Iv) in [-1, 1] (0: unpolarised, about 0.95–0.99 at undulator
         beamlines, polarisation plane along the detector's columns), float32, detector
         shape: pyFAI's ``polarization(factor=factor, axis_offset=0)``, the array pyFAI
-        divides intensities by.
+        divides intensities by, P = ½ (1 + cos²2θ − f cos 2χ sin²2θ), χ = φ.
 
         Raises
         ------
@@ -365,10 +375,13 @@ class DetectorGeometry:
         factor = float(factor)
         if not -1.0 <= factor <= 1.0:
             raise GeometryError(f"Polarisation factor must be in [-1, 1], got {factor:g}.")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values = self.integrator().polarization(self.shape, factor=factor, axis_offset=0)
-        return np.ascontiguousarray(values, dtype=np.float32)
+        pol = np.empty(self.shape, dtype=np.float32)
+        for rows in self._row_blocks():
+            t1, t2, t3 = self._lab_positions(rows)
+            cos2_tth = t3 * t3 / (t1 * t1 + t2 * t2 + t3 * t3)
+            chi = np.arctan2(t1, t2)
+            pol[rows] = 0.5 * (1.0 + cos2_tth - factor * np.cos(2.0 * chi) * (1.0 - cos2_tth))
+        return pol
 
     def q_range(self, mask: np.ndarray | None = None) -> tuple[float, float]:
         """Smallest and largest q (nm⁻¹) on the good pixels."""

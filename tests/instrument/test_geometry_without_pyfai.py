@@ -5,7 +5,8 @@ itself and leaves every other file to pyFAI; the q and φ maps are NumPy version
 pyFAI's formulas. Checked here: the same fields as through ``pyFAI.load`` for plain files of
 every PONI version, the pyFAI route for named detectors, splines and other orientations,
 the maps equal to pyFAI's ``center_array`` value for value for tilted and untilted
-detectors, and that the plain route imports nothing of pyFAI.
+detectors, the solid-angle and polarisation arrays equal to pyFAI's, and that the plain
+route (maps and corrections) imports nothing of pyFAI.
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ def test_maps_equal_pyfai_center_arrays_value_for_value(geometry):
     assert np.array_equal(geometry.q_map.view(np.uint32), q.view(np.uint32))
     assert np.array_equal(geometry.phi_map.view(np.uint32), phi.view(np.uint32))
     assert not geometry.q_map.flags.writeable and not geometry.phi_map.flags.writeable
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+def test_correction_arrays_equal_pyfai_arrays(geometry):
+    """Solid angle to float32 rounding (pyFAI evaluates cos³α in single precision: a few
+    units in the last place), polarisation value for value."""
+    ai = geometry.integrator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        solid = np.asarray(ai.solidAngleArray(geometry.shape, absolute=False), dtype=np.float64)
+        pol = {f: ai.polarization(geometry.shape, factor=f, axis_offset=0) for f in (0.99, 0.0, -0.6)}
+    assert geometry.solid_angle_map.dtype == np.float32 and not geometry.solid_angle_map.flags.writeable
+    np.testing.assert_allclose(geometry.solid_angle_map, solid, rtol=5e-7, atol=0)
+    assert solid.min() < 0.999  # the maps are not trivially one
+    for factor, expected in pol.items():
+        np.testing.assert_allclose(geometry.polarization_map(factor), expected, rtol=2e-7, atol=0,
+                                   err_msg=f"factor {factor}")
 
 
 def pyfai_fields(path) -> dict:
@@ -141,11 +159,12 @@ def test_files_with_a_bad_value_are_left_to_pyfai(tmp_path, broken):
     assert _plain_poni(path, None) is None
 
 
-def test_reading_a_plain_file_and_computing_the_maps_imports_nothing_of_pyfai(tmp_path):
+def test_reading_a_plain_file_and_computing_maps_and_corrections_imports_nothing_of_pyfai(tmp_path):
     path = tmp_path / "det.poni"
     path.write_text(PLAIN["2.1"])
     code = ("import sys, json\nfrom mc_beamline.instrument.geometry import DetectorGeometry\n"
-            f"g = DetectorGeometry.from_poni({str(path)!r})\ng.q_map, g.phi_map\n"
+            f"g = DetectorGeometry.from_poni({str(path)!r})\n"
+            "g.q_map, g.phi_map, g.solid_angle_map, g.polarization_map(0.99)\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('pyFAI', 'scipy'))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(proc.stdout) == []

@@ -73,28 +73,27 @@ def orientation_candidates(
     if phi.size == 0:
         return []
     refl = np.asarray(reflection_angles_deg, dtype=np.float64)
+    # distinct proposals modulo 180°: each proposal not within the tolerance of an earlier seed
     proposals = wrap90(phi[:, None] - refl[None, :]).ravel()
-    # distinct proposals modulo 180°
-    seeds: list[float] = []
-    for p in proposals:
-        if all(abs(wrap90(p - q)) > tolerance_deg for q in seeds):
-            seeds.append(float(p))
-    cands = []
-    for u in seeds:
-        # for every peak, its best-matching reflection given u
-        dev = wrap90(phi[:, None] - refl[None, :] - u)
-        best = np.argmin(np.abs(dev), axis=1)
-        d = dev[np.arange(phi.size), best]
-        hit = np.abs(d) <= tolerance_deg
-        if not hit.any():
-            continue
-        u_ref = _circular_mean_180(u + d[hit], w[hit])
-        # re-evaluate support at the refined orientation
-        dev = wrap90(phi[:, None] - refl[None, :] - u_ref)
-        hit = np.abs(dev).min(axis=1) <= tolerance_deg
-        cands.append(OrientationCandidate(u_ref, float(w[hit].sum()), int(hit.sum())))
-    if not cands:
+    seeds = np.array(_first_distinct(proposals, tolerance_deg))
+    # every seed at once (seeds x peaks x reflections): each peak's best-matching reflection
+    dev = wrap90(phi[None, :, None] - refl[None, None, :] - seeds[:, None, None])
+    best = np.argmin(np.abs(dev), axis=2)
+    d = np.take_along_axis(dev, best[..., None], axis=2)[..., 0]
+    hit = np.abs(d) <= tolerance_deg
+    found = hit.any(axis=1)
+    if not found.any():
         return []
+    seeds, d, hit = seeds[found], d[found], hit[found]
+    # refine: prominence-weighted circular mean (period 180°) of the explained peaks' proposals
+    weight = np.where(hit, w[None, :], 0.0)
+    ang = np.radians(2.0 * (seeds[:, None] + d))
+    u_ref = wrap90(np.degrees(np.arctan2((weight * np.sin(ang)).sum(axis=1), (weight * np.cos(ang)).sum(axis=1))) / 2.0)
+    # support at the refined orientations
+    dev = wrap90(phi[None, :, None] - refl[None, None, :] - u_ref[:, None, None])
+    hit = np.abs(dev).min(axis=2) <= tolerance_deg
+    scores = np.where(hit, w[None, :], 0.0).sum(axis=1)
+    cands = [OrientationCandidate(float(u), float(sc), int(n)) for u, sc, n in zip(u_ref, scores, hit.sum(axis=1))]
     # merge candidates that converged to the same orientation
     cands.sort(key=lambda c: -c.score)
     merged: list[OrientationCandidate] = []
@@ -103,6 +102,17 @@ def orientation_candidates(
             merged.append(c)
     top = merged[0].score
     return [c for c in merged if c.score >= min_ratio * top]
+
+
+def _first_distinct(values: np.ndarray, tolerance_deg: float) -> list[float]:
+    """``values`` (degrees) in order, leaving out each one within ``tolerance_deg``
+    (modulo 180°) of a value already kept."""
+    near = (np.abs(wrap90(values[:, None] - values[None, :])) <= tolerance_deg).tolist()
+    kept: list[int] = []
+    for i, row in enumerate(near):
+        if not any(row[j] for j in kept):
+            kept.append(i)
+    return [float(values[i]) for i in kept]
 
 
 def sl_orientation_candidates(
