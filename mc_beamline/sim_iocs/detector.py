@@ -8,6 +8,9 @@ Acquire / Acquire_RBV      enum Done/Acquire; put 1 takes NumImages frames, put-
 AcquireTime(_RBV)          exposure per frame, s (≥ 0); sets the counts of the frame
 TimeScale                  wall-clock seconds per exposure second (default 1; 0 = no wait)
 NumImages(_RBV)            frames per Acquire (≥ 1)
+TriggerMode                enum Internal / External Gate: in External Gate mode Acquire
+                           arms the detector, and each gate of the stage's fly controller
+                           (:mod:`.fly_controller`) exposes one frame for the gate's length
 ArrayCounter(_RBV)         image counter; each frame increments it and uses the new value
                            as ``noise_key`` of :meth:`MesocrystalSimulator.frame`
 DetectorState_RBV          areaDetector states (Idle, Acquire, Error, Initializing, ...)
@@ -22,7 +25,9 @@ ArraySizeX_RBV/Y_RBV       columns / rows of a frame
 SimSeed_RBV, Geometry_RBV  sample seed and geometry name of the simulation
 =========================  ==============================================================
 
-Frames are computed at the stage's readback position at the start of each exposure, in a
+Frames are computed at the stage's readback position at the start of each exposure (in
+External Gate mode: integrated over the beam's travel between the encoder positions the
+controller latched at the gate's edges, :meth:`MesocrystalSimulator.peaks_along`), in a
 single worker thread (the simulator and h5py are not re-entrant), so the IOC's event loop
 keeps serving Channel Access meanwhile. The wall-clock exposure (AcquireTime x TimeScale)
 runs concurrently with the computation. While the stage moves, the worker draws the
@@ -30,7 +35,9 @@ Poisson background of the next image counter in advance (it does not depend on t
 position); the result is identical to ``MesocrystalSimulator.frame`` (checked at start-up,
 otherwise the plain call is used). Capture files (:class:`~.file_plugin.FrameFileWriter`)
 hold uint32 frames and per frame, under ``/entry/instrument/NDAttributes``: NDArrayUniqueId
-(noise key), NDArrayTimeStamp (s), SampleX/Y/Z (µm), AcquireTime (s); the pixel mask and
+(noise key), NDArrayTimeStamp (s, start of the exposure), SampleX/Y/Z (µm; x: the mean
+position during the exposure), SampleXStart/SampleXEnd (µm, x when the exposure started
+and ended), AcquireTime (s); the pixel mask and
 the PONI text are stored with them.
 """
 
@@ -50,6 +57,7 @@ from caproto.server import pvproperty
 
 from mc_beamline.physics.detector_model import GAP_VALUE
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator
+from mc_beamline.sim_iocs.fly_controller import GatePulse
 from mc_beamline.sim_iocs.file_plugin import (
     ATTRS_GROUP,
     DATASET,
@@ -57,12 +65,13 @@ from mc_beamline.sim_iocs.file_plugin import (
     FrameFileWriter,
     Hdf5FilePlugin,
 )
-from mc_beamline.sim_iocs.pv_helpers import text_pv
+from mc_beamline.sim_iocs.pv_helpers import enum_pv, text_pv
 
 DETECTOR_STATES = (
     "Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting",
     "Error", "Waiting", "Initializing", "Disconnected", "Aborted",
 )
+TRIGGER_MODES = ("Internal", "External Gate")
 PONI_NAME = "geometry.poni"
 MASK_NAME = "mask.npy"
 FRAME_ATTRIBUTES = {
@@ -71,6 +80,8 @@ FRAME_ATTRIBUTES = {
     "SampleX": "f8",
     "SampleY": "f8",
     "SampleZ": "f8",
+    "SampleXStart": "f8",
+    "SampleXEnd": "f8",
     "AcquireTime": "f8",
 }
 """Per-frame values of a capture file (``/entry/instrument/NDAttributes``): name → dtype."""
@@ -116,6 +127,7 @@ class PixelDetectorIOC(Hdf5FilePlugin):
                             doc="Wall-clock seconds per exposure second (0: no waiting)")
     num_images = pvproperty(name="NumImages", value=1, doc="Frames per Acquire")
     num_images_rbv = pvproperty(name="NumImages_RBV", value=1, read_only=True)
+    trigger_mode = enum_pv("TriggerMode", "Internal", TRIGGER_MODES, doc="Internal, or one frame per external gate")
     array_counter = pvproperty(name="ArrayCounter", value=0, doc="Image counter (noise key of the last frame)")
     array_counter_rbv = pvproperty(name="ArrayCounter_RBV", value=0, read_only=True)
     detector_state = pvproperty(name="DetectorState_RBV", value="Initializing", dtype=ChannelType.ENUM,
@@ -150,6 +162,7 @@ class PixelDetectorIOC(Hdf5FilePlugin):
         self._prefetched = None
         self._counter = 0
         self._acquiring: asyncio.Event | None = None  # set when the running acquisition ends
+        self._gates: asyncio.Queue | None = None  # gate pulses while armed in External Gate mode
         self._stop = False
         rows, cols = simulator.geometry.shape
         # Static PV values (published at startup, before any client connects).
@@ -172,22 +185,24 @@ class PixelDetectorIOC(Hdf5FilePlugin):
     # point, the worker draws the background of the next image counter in advance and
     # adds the position-dependent Bragg peaks when the exposure is taken.
 
-    def _compute_frame(self, x: float, y: float, exposure: float, counter: int) -> np.ndarray:
-        """Worker thread: the frame ``MesocrystalSimulator.frame(x, y, exposure, counter)``."""
+    def _compute_frame(self, x: float, y: float, exposure: float, counter: int,
+                       x_end: float | None = None) -> np.ndarray:
+        """Worker thread: the frame ``MesocrystalSimulator.frame(x, y, exposure, counter, x_end)``."""
         if exposure <= 0:
             return self._blank_frame()
         pre, self._prefetched = self._prefetched, None
         if pre is None or (pre.exposure_s, pre.noise_key) != (exposure, counter):
             pre = self.sim.noisy_background(exposure, counter)
-        return self.sim.add_bragg_peaks(pre, x, y)
+        return self.sim.add_bragg_peaks(pre, x, y, x_end)
 
     def _prefetch(self, exposure: float, counter: int) -> None:
         """Worker thread: draw the background of image ``counter`` ahead of its exposure."""
         self._prefetched = self.sim.noisy_background(exposure, counter) if exposure > 0 else None
 
-    def _expose(self, x: float, y: float, exposure: float, counter: int, meta: dict) -> int | None:
+    def _expose(self, x: float, y: float, exposure: float, counter: int, meta: dict,
+                x_end: float | None = None) -> int | None:
         """Worker thread: compute one frame and append it to the open file (index or None)."""
-        return self.write_frame(self._compute_frame(x, y, exposure, counter), meta)
+        return self.write_frame(self._compute_frame(x, y, exposure, counter, x_end), meta)
 
     async def _run_in_worker(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -243,8 +258,52 @@ class PixelDetectorIOC(Hdf5FilePlugin):
             done.set()
         return "Done"
 
+    def gate(self, pulse: GatePulse) -> None:
+        """A gate of the fly controller closed: expose one frame for it, if armed (event loop)."""
+        if self._gates is not None:
+            self._gates.put_nowait(pulse)
+
+    async def _frame_done(self, counter: int, index: int | None) -> None:
+        self._counter = counter
+        await self.array_counter.write(counter, verify_value=False)
+        await self.array_counter_rbv.write(counter)
+        await self.frame_captured(index)
+
+    async def _acquire_gated(self, n_images: int) -> None:
+        """External Gate mode: one frame per gate pulse until ``n_images`` (or a stop).
+
+        Pulses queue up while the worker computes earlier frames, as in a detector's buffer.
+        """
+        gates = self._gates = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        await self.detector_state.write("Waiting")
+        try:
+            taken = 0
+            while taken < n_images and not self._stop:
+                try:
+                    pulse = await asyncio.wait_for(gates.get(), timeout=0.05)
+                except asyncio.TimeoutError:
+                    continue
+                counter = self._counter + 1
+                x_mid = 0.5 * (pulse.x_open_um + pulse.x_close_um)
+                meta = {
+                    "NDArrayUniqueId": counter, "NDArrayTimeStamp": pulse.time_open,
+                    "SampleX": x_mid, "SampleY": pulse.y_um, "SampleZ": pulse.z_um,
+                    "SampleXStart": pulse.x_open_um, "SampleXEnd": pulse.x_close_um,
+                    "AcquireTime": pulse.exposure_s,
+                }
+                index = await loop.run_in_executor(self._executor, self._expose, pulse.x_open_um, pulse.y_um,
+                                                   pulse.exposure_s, counter, meta, pulse.x_close_um)
+                await self._frame_done(counter, index)
+                taken += 1
+        finally:
+            self._gates = None
+
     async def _acquire_frames(self) -> None:
         n_images = max(int(self.num_images.value), 1)
+        if self.trigger_mode.value in ("External Gate", 1):
+            await self._acquire_gated(n_images)
+            return
         exposure = float(self.acquire_time.value)
         scale = float(self.time_scale.value)
         loop = asyncio.get_running_loop()
@@ -255,7 +314,8 @@ class PixelDetectorIOC(Hdf5FilePlugin):
             x, y, z = self.position_source()
             meta = {
                 "NDArrayUniqueId": counter, "NDArrayTimeStamp": time.time(),
-                "SampleX": x, "SampleY": y, "SampleZ": z, "AcquireTime": exposure,
+                "SampleX": x, "SampleY": y, "SampleZ": z, "SampleXStart": x, "SampleXEnd": x,
+                "AcquireTime": exposure,
             }
             job = loop.run_in_executor(self._executor, self._expose, x, y, exposure, counter, meta)
             wall = exposure * scale
@@ -263,11 +323,8 @@ class PixelDetectorIOC(Hdf5FilePlugin):
                 index, _ = await asyncio.gather(job, asyncio.sleep(wall))
             else:
                 index = await job
-            self._counter = counter
             loop.run_in_executor(self._executor, self._prefetch, exposure, counter + 1)
-            await self.array_counter.write(counter, verify_value=False)
-            await self.array_counter_rbv.write(counter)
-            await self.frame_captured(index)
+            await self._frame_done(counter, index)
 
     # ------------------------------------------------------------- parameters
     @acquire_time.putter
