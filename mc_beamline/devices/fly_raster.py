@@ -54,15 +54,17 @@ class FlyRow:
     """Gate length per pixel, s."""
     velocity_um_s: float
     """x velocity across the row, µm/s."""
+    accel_time_s: float
+    """Acceleration time of the x axis (its ACCL), s."""
     frames_total: int
     """Frames of the whole map (the detector is armed for them with row 0)."""
     last: bool
     """Whether this is the map's last row."""
 
-    def profile(self, accel_time_s: float) -> FlyRowProfile:
-        """The row's move for an axis with acceleration time ``accel_time_s`` (s)."""
+    def profile(self) -> FlyRowProfile:
+        """The row's move: run-up start, gates, run-down end."""
         return FlyRowProfile(self.first_center_um, self.step_um, self.n_pixels, self.exposure_s,
-                             self.velocity_um_s, accel_time_s)
+                             self.velocity_um_s, self.accel_time_s)
 
 
 class FlyController(Device):
@@ -114,6 +116,7 @@ class FlyRaster(Device):
         self._gathered = 0  # frames of the run that have a Datum
         self._events: list[dict] = []
         self._lock = threading.Lock()
+        self._row_settings: dict = {}  # what the controller holds already (fewer puts per row)
 
     # ------------------------------------------------------------ stage
     def stage(self):
@@ -146,13 +149,19 @@ class FlyRaster(Device):
         ctl, put_timeout = self.controller, self.detector.put_timeout
         if row.index == 0:
             self._arm(row)
-        profile = row.profile(float(self.stage_device.x.acceleration.get()))
+            self._row_settings = {}
         for signal, value in ((ctl.first_center, row.first_center_um), (ctl.step, row.step_um),
                               (ctl.num_pulses, row.n_pixels), (ctl.gate_time, row.exposure_s),
                               (ctl.velocity, row.velocity_um_s)):
-            signal.put(value, use_complete=True, wait=True, timeout=put_timeout)
+            if self._row_settings.get(signal.attr_name) != value:
+                signal.put(value, use_complete=True, wait=True, timeout=put_timeout)
+                self._row_settings[signal.attr_name] = value
         self._row = row
-        return AndStatus(self.stage_device.y.set(row.y_um), self.stage_device.x.set(profile.start_um))
+        x, y = self.stage_device.x, self.stage_device.y
+        start = row.profile().start_um
+        if abs(x.position - start) < 1e-4:  # a snake's next row starts where the last one ended
+            return y.set(row.y_um)
+        return AndStatus(y.set(row.y_um), x.set(start))
 
     def _arm(self, row: FlyRow) -> None:
         det = self.detector
@@ -180,7 +189,7 @@ class FlyRaster(Device):
         row = self._row
         if row is None:
             raise RuntimeError(f"{self.name}: prepare a row before kickoff.")
-        timeout = self.detector.put_timeout + 2 * row.profile(0.0).duration_s + 1.0
+        timeout = self.detector.put_timeout + 2 * row.profile().duration_s + 1.0
         status = self._row_status = DeviceStatus(self, timeout=timeout)
 
         def row_done():

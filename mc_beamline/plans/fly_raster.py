@@ -26,17 +26,18 @@ from mc_beamline.plans.readiness import wait_for_devices
 from mc_beamline.plans.validation import PlanArgumentError, require_positive, require_within
 
 
-def fly_rows(spec: RasterSpec, exposure_s: float) -> list[FlyRow]:
+def fly_rows(spec: RasterSpec, exposure_s: float, accel_time_s: float) -> list[FlyRow]:
     """The rows of ``spec`` in travel order (odd rows reversed when it snakes), each flown at
-    ``spec.step_um / exposure_s`` µm/s with ``exposure_s`` gates."""
+    ``spec.step_um / exposure_s`` µm/s with ``exposure_s`` gates by an x axis with acceleration
+    time ``accel_time_s`` (s)."""
     xs, ys = spec.x_um, spec.y_um
     velocity = spec.step_um / exposure_s
     rows = []
     for i, y in enumerate(ys):
         backwards = spec.snake and i % 2 == 1
         first, step = (float(xs[-1]), -spec.step_um) if backwards else (float(xs[0]), spec.step_um)
-        rows.append(FlyRow(i, float(y), first, step, spec.nx, exposure_s, velocity, spec.ny * spec.nx,
-                           last=i == spec.ny - 1))
+        rows.append(FlyRow(i, float(y), first, step, spec.nx, exposure_s, velocity, accel_time_s,
+                           spec.ny * spec.nx, last=i == spec.ny - 1))
     return rows
 
 
@@ -74,16 +75,16 @@ def nanodiffraction_fly_raster(
     yield from wait_for_devices(detector, stage, flyer, timeout_s=DEVICE_WAIT_S)
     yield from check_raster_limits(spec, stage)
     exposure = exposure_s if exposure_s is not None else float((yield from bps.rd(detector.acquire_time)))
-    rows = fly_rows(spec, exposure)
+    accel_s = float((yield from bps.rd(stage.x.acceleration)))
+    rows = fly_rows(spec, exposure, accel_s)
     velocity = rows[0].velocity_um_s
     vmax = float((yield from bps.rd(flyer.x_max_velocity)))
     if vmax > 0 and velocity > vmax:
         raise PlanArgumentError(
             f"Flying {spec.step_um:g} µm per {exposure:g} s exposure needs {velocity:g} µm/s, faster than the "
             f"x axis' maximum {vmax:g} µm/s; use a longer exposure or the step raster. Nothing was moved.")
-    accel_s = float((yield from bps.rd(stage.x.acceleration)))
     x_limits = yield from soft_limits(stage.x)
-    profiles = [row.profile(accel_s) for row in rows]
+    profiles = [row.profile() for row in rows]
     low = min(min(p.start_um, p.end_um) for p in profiles)
     high = max(max(p.start_um, p.end_um) for p in profiles)
     require_within("stage x with the fly turnarounds", low, high, x_limits, " µm")

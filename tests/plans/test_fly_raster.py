@@ -89,6 +89,16 @@ def test_live_result_equals_stored_result_and_replay(fly_run, tiled):
     assert replay(tiled, uid) == stored
 
 
+def test_maps_are_placed_at_the_measured_positions(fly_run, tiled):
+    uid, _, live = fly_run
+    maps = live._maps
+    xs, ys = read_stream_array(tiled, uid, "stage_x"), read_stream_array(tiled, uid, "stage_y")
+    for seq_num in (1, 7, 15):  # frame 7: the third pixel of the reversed second row
+        row, col = live.analysis.position(seq_num - 1)
+        assert (maps["x_um"][row, col], maps["y_um"][row, col]) == (xs[seq_num - 1], ys[seq_num - 1])
+    assert np.all(np.diff(maps["x_um"], axis=1) > 0.39)  # the snake is undone: x grows along every row
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"center_x_um": 49.0}, "outside its limits"),  # the map itself
     ({"nx": 5, "center_x_um": 49.0 - 0.2}, "fly turnarounds"),  # the map fits, its run-up does not
@@ -104,3 +114,43 @@ def test_out_of_limit_or_too_fast_requests_are_refused_before_anything_moves(bea
         RE(nanodiffraction_fly_raster(beamline.detector, stage, **{**SMALL, **kwargs}), lambda n, d: docs.append(n))
     assert docs == []
     assert stage.x.position == pytest.approx(0.8) and stage.y.position == pytest.approx(0.4)
+
+
+SEED_FLY_DEMO = """
+import io, json, sys
+from pathlib import Path
+from mc_beamline.commands.demo import raster_demo
+
+out = io.StringIO()
+demo = raster_demo(Path(sys.argv[1]), quick=False, out=out, fly=True)
+json.dump({"uid": demo.uid, "n_points": demo.n_points, "result": demo.result, "truth": demo.truth,
+           "errors": [e["message"] for e in demo.analysis_errors], "summary": out.getvalue()}, sys.stdout)
+"""
+
+
+@pytest.mark.slow
+def test_seed_fly_raster_recovers_the_simulator_truth(tmp_path):
+    """The 35 x 51 seed raster flown at 10 ms per point (`demo raster --fly`) in its own process
+    with its own IOC and Tiled server: the live XCCA finds the truth within the tolerances of
+    the step raster's test (tests/callbacks/test_live_xcca.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    proc = subprocess.run([sys.executable, "-c", SEED_FLY_DEMO, str(tmp_path / "data")], capture_output=True,
+                          text=True, timeout=900, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    demo = json.loads(proc.stdout)
+    result, truth, summary = demo["result"], demo["truth"], demo["summary"]
+    print(summary)
+    assert demo["n_points"] == 35 * 51 and "Stored 1785 frames in" in summary
+    assert demo["errors"] == [], summary
+    assert result["n_frames"] == 35 * 51
+    assert result["superlattice"]["lattice"] == "bct"
+    assert abs(result["superlattice"]["c_over_a"] - truth["c_over_a"]) <= 0.02, summary
+    assert abs(result["orientational_disorder_fwhm_deg"] - truth["disorder_fwhm_deg"]) <= 2.0, summary
+    assert abs(result["misorientation_deg"]["std"] - truth["psi_std_deg"]) <= 1.0, summary
+    assert abs(result["domains"]["count"] - truth["grains"]) <= 0.2 * truth["grains"], summary
+    assert f"uid: {demo['uid']}" in summary
