@@ -34,6 +34,8 @@ from ophyd.status import AndStatus, DeviceStatus
 from mc_beamline.physics.fly_motion import FlyRowProfile
 
 STREAM = "primary"
+FRAME_TIMEOUT_S = 0.5
+"""Longest a map's acquisition may take per frame before the flyer reports it failed, s."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class FlyRaster(Device):
 
     def unstage(self):
         try:
+            if self._row_status is not None and not self._row_status.done and self.connected:
+                self.controller.go.put(0, use_complete=False)  # stop an aborted row
             if self._acquisition is not None and not self._acquisition.done:
                 self.detector.acquire.put(0, use_complete=False)  # disarm an aborted map
             self.detector.unstage()
@@ -169,8 +173,10 @@ class FlyRaster(Device):
         det.num_images.put(row.frames_total, use_complete=True, wait=True, timeout=det.put_timeout)
         self._first_frame = int(det.num_captured.get(use_monitor=False))
         self._positions, self._gathered, self._events = [], 0, []
-        # The acquisition ends when every gate of the map has its frame: the rows' time plus slack.
-        status = self._acquisition = DeviceStatus(det)
+        # The acquisition ends when every gate of the map has its frame; a detector that falls
+        # behind (a busy simulator) may take longer than the rows, hence the generous bound.
+        timeout = det.put_timeout + row.frames_total * FRAME_TIMEOUT_S
+        status = self._acquisition = DeviceStatus(det, timeout=timeout)
 
         def acquired(*args, **kwargs):
             written = int(det.num_captured.get(use_monitor=False)) - self._first_frame
