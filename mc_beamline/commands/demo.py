@@ -82,7 +82,11 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, f
         MesocrystalSimulator,
         raster_truth_summary,
     )
-    from mc_beamline.plans import RasterSpec, nanodiffraction_fly_raster, nanodiffraction_raster
+    from mc_beamline.plans import (
+        RasterSpec,
+        nanodiffraction_fly_raster,
+        nanodiffraction_raster,
+    )
     from mc_beamline.sim_iocs.server import GEOMETRIES
 
     ny, nx, step = QUICK_RASTER if quick else SEED_RASTER

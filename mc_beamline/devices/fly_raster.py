@@ -23,7 +23,6 @@ with a later collect; the frames of a run keep the order of the gates, so event
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 from ophyd import Component as Cpt

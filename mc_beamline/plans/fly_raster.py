@@ -17,13 +17,17 @@ from mc_beamline.devices.fly_raster import FlyRow, fly_raster_flyer
 from mc_beamline.plans.raster import (
     DEVICE_WAIT_S,
     RasterSpec,
-    soft_limits,
     check_raster_limits,
     detector_geometry,
     raster_start_metadata,
+    soft_limits,
 )
 from mc_beamline.plans.readiness import wait_for_devices
-from mc_beamline.plans.validation import PlanArgumentError, require_positive, require_within
+from mc_beamline.plans.validation import (
+    PlanArgumentError,
+    require_positive,
+    require_within,
+)
 
 
 def fly_rows(spec: RasterSpec, exposure_s: float, accel_time_s: float) -> list[FlyRow]:

@@ -57,7 +57,6 @@ from caproto.server import pvproperty
 
 from mc_beamline.physics.detector_model import GAP_VALUE
 from mc_beamline.physics.mesocrystal import MesocrystalSimulator
-from mc_beamline.sim_iocs.fly_controller import GatePulse
 from mc_beamline.sim_iocs.file_plugin import (
     ATTRS_GROUP,
     DATASET,
@@ -65,6 +64,7 @@ from mc_beamline.sim_iocs.file_plugin import (
     FrameFileWriter,
     Hdf5FilePlugin,
 )
+from mc_beamline.sim_iocs.fly_controller import GatePulse
 from mc_beamline.sim_iocs.pv_helpers import enum_pv, text_pv
 
 DETECTOR_STATES = (
