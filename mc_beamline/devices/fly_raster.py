@@ -15,8 +15,8 @@ bluesky's Preparable, Flyable and Collectable protocols, one row at a time:
   with the image's datum id and the measured position: ``{x}`` the mean x encoder over the
   gate, ``{y}`` the y encoder (µm), from the controller's latched values, not set points.
 
-The detector works while the stage goes on to the next row, so a row's frames may come
-with a later collect; the frames of a run keep the order of the gates, so event
+The detector works while the stage goes on to the next row, and a plan may collect while
+a row flies, so a row's frames may come with a later collect; the frames of a run keep the order of the gates, so event
 ``seq_num`` = frame index + 1 as in the step raster.
 """
 

@@ -5,7 +5,9 @@ same validation, same start metadata plus ``mc_beamline.fly``): rows along y, co
 x, end points included. Each row is flown at ``step_um / exposure_s`` µm/s; the stage
 controller's position compare opens one detector gate per pixel, centred on it, and the
 detector writes the frames of the whole map into one file while the stage turns around
-(outside the map) and flies the next row. Events carry the measured positions.
+(outside the map) and flies the next row. The frames written so far are collected (events
+with the measured positions, one Datum each) while the next row flies, so storing them
+does not lengthen the turnarounds.
 """
 
 from __future__ import annotations
@@ -105,8 +107,10 @@ def nanodiffraction_fly_raster(
         for row in rows:
             yield from bps.prepare(flyer, row, wait=True)
             yield from bps.kickoff(flyer, wait=True)
+            if row.index > 0:  # the earlier rows' frames are stored while this row flies
+                yield from bps.collect(flyer)
             yield from bps.complete(flyer, wait=True)
-            yield from bps.collect(flyer)
+        yield from bps.collect(flyer)
 
     return (yield from fly())
 
