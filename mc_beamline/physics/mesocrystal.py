@@ -372,11 +372,13 @@ class MesocrystalSimulator:
         return peaks
 
     def _sampler(self, exposure_s: float) -> FixedMeanPoissonSampler:
+        """The background sampler of ``exposure_s`` (the last one is kept; safe across threads)."""
         key = round(float(exposure_s), 9)
-        if key not in self._samplers:
-            self._samplers.clear()
-            self._samplers[key] = FixedMeanPoissonSampler(self.background_expected * exposure_s)
-        return self._samplers[key]
+        sampler = self._samplers.get(key)
+        if sampler is None:
+            sampler = FixedMeanPoissonSampler(self.background_expected * exposure_s)
+            self._samplers = {key: sampler}
+        return sampler
 
     def frame(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S, noise_key: int = 0,
               x_end_um: float | None = None) -> np.ndarray:
