@@ -10,17 +10,29 @@ measures the parts of one point in isolation on the same beamline:
 * trigger: the detector's acquisition as ophyd sees it (generation + write + CA round trips);
 * document handling: the TiledWriter fed the run's recorded documents again (new uids).
 
-Usage: ``python benchmarks/bench_raster.py [--full] [--data-dir DIR]``. Prints a table.
+Then the step raster and the fly raster (``nanodiffraction_fly_raster``) of the same map run
+one after the other on the same beamline, each with the live XCCA in its own process as in
+``mc-beamline demo raster [--fly]``: seconds until the RunEngine returns (every frame
+stored), the ratio to the exposure floor (points x exposure), and how long the analysis
+took after that. For the fly raster also the part spent flying: from the first gate to the
+last (motion, rows and turnarounds) and the median turnaround between rows, from the gate
+time stamps in the detector file.
+
+Usage: ``python benchmarks/bench_raster.py [--full] [--data-dir DIR]``. Prints two tables
+and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import h5py
 import hdf5plugin
@@ -125,6 +137,52 @@ def _with_new_uids(docs):
     return out
 
 
+def fly_motion(client, uid: str) -> tuple[float, float]:
+    """(first gate to last gate, median turnaround between rows) of a fly raster run, s,
+    from the gate time stamps its detector file holds."""
+    from mc_beamline.storage import run_documents
+
+    for name, doc in run_documents(client, uid):
+        if name == "stream_resource":
+            path = unquote(urlparse(doc["uri"]).path)
+            break
+    with h5py.File(path, "r", swmr=True) as f:
+        stamps = f["/entry/instrument/NDAttributes/NDArrayTimeStamp"][:]
+    ny, nx = client[uid].metadata["start"]["mc_beamline"]["scan_shape"]
+    rows = stamps.reshape(ny, nx)
+    turnarounds = rows[1:, 0] - rows[:-1, -1]
+    return float(stamps[-1] - stamps[0]), float(statistics.median(turnarounds)) if len(turnarounds) else 0.0
+
+
+def step_versus_fly(beamline, RE, client, shape: tuple[int, int], analysis_timeout_s: float = 600.0) -> dict:
+    """Run the step and the fly raster of ``shape`` (0.4 µm, 10 ms) with live XCCA in its own
+    process; seconds to store every frame, analysis lag after that, fly motion and turnaround."""
+    from mc_beamline.callbacks.analysis_process import AnalysisProcess
+    from mc_beamline.plans import nanodiffraction_fly_raster, nanodiffraction_raster
+
+    ny, nx = shape
+    det = beamline.detector
+    out = {"points": ny * nx, "floor_s": ny * nx * 0.01}
+    with AnalysisProcess(client.uri, client.context.api_key) as analysis:
+        token = RE.subscribe(analysis)
+        det.time_scale.set(0).wait(5)  # as in the demo: the step raster's frames need no wall-clock wait
+        try:
+            for label, plan in (("step", nanodiffraction_raster), ("fly", nanodiffraction_fly_raster)):
+                t0 = time.perf_counter()
+                (uid,) = RE(plan(det, beamline.stage, ny=ny, nx=nx, step_um=0.4, exposure_s=0.01))
+                out[f"{label}_s"] = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                report = analysis.summary(uid, analysis_timeout_s)
+                out[f"{label}_lag_s"] = time.perf_counter() - t1
+                out[f"{label}_errors"] = len(report["errors"])
+                if label == "fly":
+                    out["fly_motion_s"], out["turnaround_s"] = fly_motion(client, uid)
+        finally:
+            det.time_scale.set(1).wait(5)
+            RE.unsubscribe(token)
+    return out
+
+
 def run(full: bool, data_dir: Path) -> None:
     from mc_beamline.commands.demo import simulated_beamline
     from mc_beamline.plans import nanodiffraction_raster
@@ -145,6 +203,7 @@ def run(full: bool, data_dir: Path) -> None:
             RE.unsubscribe(token)
             doc_s = time_documents(client, docs)
             rows.append((f"{ny} x {nx}", ny * nx, total, doc_s))
+        compared = [(shape, step_versus_fly(beamline, RE, client, shape)) for shape in shapes]
     print(f"{'raster':>8} {'points':>7} {'s/point':>8} {'move':>7} {'frame':>7} {'write':>7} {'trigger':>8} {'docs':>7} {'other':>7}")
     for label, n, total, doc_s in rows:
         per = total / n
@@ -153,6 +212,19 @@ def run(full: bool, data_dir: Path) -> None:
         print(f"{label:>8} {n:>7} {per * 1e3:>7.1f}ms {move_s * 1e3:>6.1f}ms {frame_s * 1e3:>6.1f}ms "
               f"{write_s * 1e3:>6.1f}ms {trigger_s * 1e3:>7.1f}ms {docs_per * 1e3:>6.1f}ms {other * 1e3:>6.1f}ms")
     print("trigger includes frame + write + CA; other = s/point - move - trigger - docs (RunEngine, reads).")
+    print()
+    print(f"{'raster':>8} {'floor':>7} {'step':>8} {'x floor':>8} {'fly':>8} {'x floor':>8} {'flying':>8} "
+          f"{'turn':>7} {'lag step':>9} {'lag fly':>8}")
+    for (ny, nx), r in compared:
+        print(f"{ny:>3} x {nx:<3} {r['floor_s']:>6.1f}s {r['step_s']:>7.1f}s {r['step_s'] / r['floor_s']:>7.2f}x "
+              f"{r['fly_s']:>7.1f}s {r['fly_s'] / r['floor_s']:>7.2f}x {r['fly_motion_s']:>7.1f}s "
+              f"{r['turnaround_s'] * 1e3:>5.0f}ms {r['step_lag_s']:>8.1f}s {r['fly_lag_s']:>7.1f}s")
+        if r["step_errors"] or r["fly_errors"]:
+            print(f"  analysis errors: step {r['step_errors']}, fly {r['fly_errors']}")
+    print("floor = points x 10 ms exposure; step raster with the demo's zero exposure wait; flying = first to "
+          "last gate (rows and turnarounds); turn = median turnaround between rows; lag = analysis finished "
+          "after the RunEngine returned (every frame stored).")
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:

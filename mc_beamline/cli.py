@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(flow-synthesis series with live MSC map) or assembly (self-assembly series "
                            "with live phase fractions and superlattice symmetry)")
     demo.add_argument("--quick", action="store_true", help="a small version that finishes in seconds")
+    demo.add_argument("--fly", action="store_true",
+                      help="raster: fly the stage along each row with one gated exposure per point")
     _add_data_dir(demo)
 
     xcca = sub.add_parser(

@@ -25,6 +25,7 @@ from bluesky_queueserver import is_re_worker_active
 from mc_beamline.queue_server.plans import (  # noqa: F401
            assembly_series,
            flow_series,
+           nanodiffraction_fly_raster,
            nanodiffraction_raster,
 )
 from mc_beamline.queue_server.session import StartupConfig, start_session

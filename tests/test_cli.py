@@ -59,6 +59,7 @@ def test_quick_assembly_demo_reports_the_truth_for_its_four_series(tmp_path):
     [
         (["demo", "nonsense"], "invalid choice"),
         (["serve", "--port", "notaport"], "invalid int"),
+        (["demo", "flow", "--fly"], "--fly applies to the raster demo, not to flow."),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(args, message):

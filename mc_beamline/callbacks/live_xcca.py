@@ -101,6 +101,9 @@ class LiveXcca(QueuedRunAnalysis):
         self._last_draw = time.monotonic()
         self._details: XccaDetails | None = None
         self._maps: dict[str, np.ndarray] | None = None
+        motors = start_doc["mc_beamline"].get("motors", {})
+        self._position_keys = (motors.get("x"), motors.get("y"))
+        self._positions: dict[int, tuple[float, float]] = {}  # seq_num -> measured (x, y), µm
         try:
             self.analysis = analysis_factory(start_doc)
         except Exception as exc:  # noqa: BLE001 - recorded, never raised into the scan
@@ -110,7 +113,23 @@ class LiveXcca(QueuedRunAnalysis):
     # --------------------------------------------------------------- worker side
     def _document(self, name: str, doc: dict, queued: float) -> None:
         if self.analysis is not None:  # else set-up failed (recorded); reading frames would be wasted work
+            self._record_positions(name, doc)
             self._source = (name, doc, self._locator.locate(name, doc), queued)
+
+    def _record_positions(self, name: str, doc: dict) -> None:
+        """Keep the measured stage position of every event (the motors' readbacks of a step
+        raster, the latched encoder values of a fly raster) for the maps."""
+        x_key, y_key = self._position_keys
+        if name == "event":
+            pages = {k: [v] for k, v in doc["data"].items()}
+            seq_nums = [doc["seq_num"]]
+        elif name == "event_page":
+            pages, seq_nums = doc["data"], doc["seq_num"]
+        else:
+            return
+        if x_key in pages and y_key in pages:
+            for seq_num, x, y in zip(seq_nums, pages[x_key], pages[y_key]):
+                self._positions[int(seq_num)] = (float(x), float(y))
 
     def _step(self, idle: bool) -> bool:
         """Keep up to ``prefetch`` located frames pending; analyse the oldest.
@@ -166,7 +185,7 @@ class LiveXcca(QueuedRunAnalysis):
         self._details = self.analysis.details()
         result = json_ready(self.analysis.result(self._details))
         try:
-            self._maps = orientation_maps(self.analysis, self._details)
+            self._maps = orientation_maps(self.analysis, self._details, self._positions)
         except Exception as exc:  # noqa: BLE001 - the result is stored without the maps
             self._record("result", exc)
         return result
@@ -193,12 +212,23 @@ class LiveXcca(QueuedRunAnalysis):
         self._last_draw = time.monotonic()
 
 
-def orientation_maps(analysis: XccaAnalysis, details: XccaDetails) -> dict[str, np.ndarray]:
-    """Raster-shaped SL orientation (degrees, NaN where unknown) and domain labels (-1: none)."""
+def orientation_maps(analysis: XccaAnalysis, details: XccaDetails,
+                     positions: dict[int, tuple[float, float]] | None = None) -> dict[str, np.ndarray]:
+    """Raster-shaped SL orientation (degrees, NaN where unknown) and domain labels (-1: none);
+    with ``positions`` (event ``seq_num`` → measured stage (x, y), µm) also ``x_um`` and
+    ``y_um``: where each map pixel was measured (NaN where no event said)."""
     orientation = np.full(details.shape, np.nan)
     for index, candidates in details.orientation.items():
         orientation[analysis.position(index)] = candidates[0]
-    return {"orientation_deg": orientation, "domain": np.asarray(details.domains.labels, dtype=np.int64)}
+    maps = {"orientation_deg": orientation, "domain": np.asarray(details.domains.labels, dtype=np.int64)}
+    if positions:
+        x_um, y_um = np.full(details.shape, np.nan), np.full(details.shape, np.nan)
+        for seq_num, (x, y) in positions.items():
+            row, col = analysis.position(seq_num - 1)
+            if 0 <= row < details.shape[0] and 0 <= col < details.shape[1]:
+                x_um[row, col], y_um[row, col] = x, y
+        maps.update(x_um=x_um, y_um=y_um)
+    return maps
 
 
 xcca_router = LiveXcca.router

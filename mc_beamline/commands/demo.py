@@ -69,15 +69,24 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
                 yield beamline, RE, client
 
 
-def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> RasterDemoResult:
-    """Run the seed-000 raster (or the quick one) with live XCCA and store both in Tiled."""
+def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, fly: bool = False) -> RasterDemoResult:
+    """Run the seed-000 raster (or the quick one) with live XCCA and store both in Tiled.
+
+    With ``fly`` the raster is a fly scan (:func:`~mc_beamline.plans.nanodiffraction_fly_raster`):
+    the stage moves continuously along each row and the detector takes one gated exposure
+    per point, so the scan takes about the exposure time per point.
+    """
     from mc_beamline.callbacks.analysis_process import AnalysisProcess
     from mc_beamline.physics.mesocrystal import (
         MesocrystalParams,
         MesocrystalSimulator,
         raster_truth_summary,
     )
-    from mc_beamline.plans import RasterSpec, nanodiffraction_raster
+    from mc_beamline.plans import (
+        RasterSpec,
+        nanodiffraction_fly_raster,
+        nanodiffraction_raster,
+    )
     from mc_beamline.sim_iocs.server import GEOMETRIES
 
     ny, nx, step = QUICK_RASTER if quick else SEED_RASTER
@@ -88,10 +97,12 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -
             RE.subscribe(analysis)
             # Simulated exposures need no wall-clock wait: the demo measures the software, not the shutter.
             det.time_scale.set(0).wait(5)
-            print(f"Raster {ny} x {nx} points, {step} µm steps ({(ny - 1) * step:.1f} x {(nx - 1) * step:.1f} µm), "
+            kind = "Fly raster" if fly else "Raster"
+            print(f"{kind} {ny} x {nx} points, {step} µm steps ({(ny - 1) * step:.1f} x {(nx - 1) * step:.1f} µm), "
                   f"{det.acquire_time.get():g} s exposures, live XCCA; data in {data_dir}", file=out, flush=True)
+            plan = nanodiffraction_fly_raster if fly else nanodiffraction_raster
             t0 = time.perf_counter()
-            (uid,) = RE(nanodiffraction_raster(det, beamline.stage, ny=ny, nx=nx, step_um=step))
+            (uid,) = RE(plan(det, beamline.stage, ny=ny, nx=nx, step_um=step))
             scan_s = time.perf_counter() - t0
             report = analysis.summary(uid, ANALYSIS_TIMEOUT_S)
             lag_s = time.perf_counter() - t0 - scan_s
@@ -374,5 +385,10 @@ def _print_assembly_summary(reports: list[AssemblySeriesReport], out: TextIO) ->
 
 def run_demo(args) -> None:
     """What ``mc-beamline demo [raster|flow|assembly] [--quick] [--data-dir DIR]`` runs."""
+    if getattr(args, "fly", False):
+        if args.experiment != "raster":
+            raise ValueError(f"--fly applies to the raster demo, not to {args.experiment}.")
+        raster_demo(args.data_dir.resolve(), quick=args.quick, fly=True)
+        return
     run = {"raster": raster_demo, "flow": flow_demo, "assembly": assembly_demo}[args.experiment]
     run(args.data_dir.resolve(), quick=args.quick)

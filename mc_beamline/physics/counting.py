@@ -11,6 +11,7 @@ probability is bounded by ``tail``.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from scipy import stats
@@ -55,12 +56,17 @@ class FixedMeanPoissonSampler:
             term = term * small / (k + 1)
             acc = acc + term
         self._cdf = cdf
-        self._counts = np.zeros(flat.size, dtype=np.uint8)
+        self._buffers = threading.local()  # a count buffer per thread: threads may draw at the same time
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """One Poisson realisation of the expected map, as a new uint32 array of its shape."""
+        """One Poisson realisation of the expected map, as a new uint32 array of its shape.
+
+        Threads that draw with their own generators may call it at the same time.
+        """
         u = rng.random(self._cdf.shape[1], dtype=np.float32)
-        counts = self._counts
+        counts = getattr(self._buffers, "counts", None)
+        if counts is None:
+            counts = self._buffers.counts = np.zeros(self._cdf.shape[1], dtype=np.uint8)
         counts[...] = 0
         for k in range(self.depth):
             np.add(counts, u > self._cdf[k], out=counts, casting="unsafe")

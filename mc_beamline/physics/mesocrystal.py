@@ -46,6 +46,9 @@ SEED_STEP_UM = 0.4
 SEED_FRAMES_WITH_111 = 412
 DEFAULT_EXPOSURE_S = 0.01
 """Default exposure per frame in s (nanofocus flux: ~10⁴ photons/s in a superlattice peak pixel)."""
+TRAVEL_SAMPLE_FWHM = 0.25
+"""A frame taken while the beam moves integrates over its travel with one sample per at most
+this many beam FWHMs (0.1 µm for the 0.4 µm beam)."""
 
 
 def seed_raster_positions(shape: tuple[int, int] = SEED_SCAN_SHAPE, step_um: float = SEED_STEP_UM):
@@ -369,13 +372,16 @@ class MesocrystalSimulator:
         return peaks
 
     def _sampler(self, exposure_s: float) -> FixedMeanPoissonSampler:
+        """The background sampler of ``exposure_s`` (the last one is kept; safe across threads)."""
         key = round(float(exposure_s), 9)
-        if key not in self._samplers:
-            self._samplers.clear()
-            self._samplers[key] = FixedMeanPoissonSampler(self.background_expected * exposure_s)
-        return self._samplers[key]
+        sampler = self._samplers.get(key)
+        if sampler is None:
+            sampler = FixedMeanPoissonSampler(self.background_expected * exposure_s)
+            self._samplers = {key: sampler}
+        return sampler
 
-    def frame(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S, noise_key: int = 0) -> np.ndarray:
+    def frame(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S, noise_key: int = 0,
+              x_end_um: float | None = None) -> np.ndarray:
         """One detector frame (uint32 counts, detector shape) at stage position (x, y) µm.
 
         The Poisson noise is drawn from a generator seeded by (sample seed, ``noise_key``):
@@ -383,9 +389,11 @@ class MesocrystalSimulator:
         any frame can be recomputed exactly from its position and counter. The frame is
         :meth:`noisy_background` followed by :meth:`add_bragg_peaks`; a detector may draw
         the background (most of the cost, independent of the position) ahead of time.
+        With ``x_end_um`` the beam moves from ``x_um`` to ``x_end_um`` during the exposure
+        (see :meth:`peaks_along`).
         """
         background = self.noisy_background(exposure_s, noise_key)
-        return self.add_bragg_peaks(background, x_um, y_um)
+        return self.add_bragg_peaks(background, x_um, y_um, x_end_um)
 
     def noisy_background(self, exposure_s: float, noise_key: int) -> "NoisyBackground":
         """Poisson-sampled background of image ``noise_key``; does not depend on the position."""
@@ -395,13 +403,38 @@ class MesocrystalSimulator:
         counts = self._sampler(exposure_s).sample(rng).reshape(-1)
         return NoisyBackground(exposure_s=float(exposure_s), noise_key=int(noise_key), rng=rng, counts=counts)
 
-    def add_bragg_peaks(self, background: "NoisyBackground", x_um: float, y_um: float) -> np.ndarray:
+    def peaks_along(self, x_start_um: float, x_end_um: float, y_um: float,
+                    exposure_s: float = DEFAULT_EXPOSURE_S) -> list[_Peak]:
+        """The Bragg peaks of an exposure during which the beam moves from ``x_start_um`` to
+        ``x_end_um`` (µm) at constant speed: the integral over the travel by the midpoint rule,
+        one sample per at most :data:`TRAVEL_SAMPLE_FWHM` beam widths, each with its share of
+        ``exposure_s``; the same peak (a grain seen at several samples) is summed.
+
+        A beam at rest (``x_end_um == x_start_um``) gives :meth:`peaks_at`.
+        """
+        travel = abs(x_end_um - x_start_um)
+        n = max(1, math.ceil(travel / (TRAVEL_SAMPLE_FWHM * self.params.beam_fwhm_um) - 1e-9))
+        if n == 1 and travel == 0:
+            return self.peaks_at(x_start_um, y_um, exposure_s)
+        summed: dict[tuple[int, float, float], float] = {}
+        for k in range(n):
+            x = x_start_um + (k + 0.5) / n * (x_end_um - x_start_um)
+            for peak in self.peaks_at(x, y_um, exposure_s / n):
+                key = (peak.band, peak.phi_deg, peak.sigma_phi_deg)
+                summed[key] = summed.get(key, 0.0) + peak.counts
+        return [_Peak(band, phi, sigma, counts) for (band, phi, sigma), counts in summed.items()]
+
+    def add_bragg_peaks(self, background: "NoisyBackground", x_um: float, y_um: float,
+                        x_end_um: float | None = None) -> np.ndarray:
         """Finish a frame: add the Poisson-sampled Bragg peaks at (x, y) to ``background``.
 
-        Consumes ``background`` (its counts become the returned frame).
+        With ``x_end_um`` the beam moves from ``x_um`` to ``x_end_um`` during the exposure
+        (a fly scan) and the peaks are those of :meth:`peaks_along`. Consumes ``background``
+        (its counts become the returned frame).
         """
         flat, rng = background.counts, background.rng
-        for peak in self.peaks_at(x_um, y_um, background.exposure_s):
+        x_end = x_um if x_end_um is None else x_end_um
+        for peak in self.peaks_along(x_um, x_end, y_um, background.exposure_s):
             index, lam = self._peak_expected(peak)
             if index.size:
                 flat[index] += rng.poisson(lam).astype(np.uint32)
@@ -409,10 +442,11 @@ class MesocrystalSimulator:
         frame[self.gap_mask] = GAP_VALUE
         return frame
 
-    def expected_frame(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S) -> np.ndarray:
-        """Noise-free expected counts (float64) at (x, y); gap pixels are 0."""
+    def expected_frame(self, x_um: float, y_um: float, exposure_s: float = DEFAULT_EXPOSURE_S,
+                       x_end_um: float | None = None) -> np.ndarray:
+        """Noise-free expected counts (float64) at (x, y), or over the travel to ``x_end_um``; gap pixels are 0."""
         flat = (self.background_expected * exposure_s).reshape(-1).copy()
-        for peak in self.peaks_at(x_um, y_um, exposure_s):
+        for peak in self.peaks_along(x_um, x_um if x_end_um is None else x_end_um, y_um, exposure_s):
             index, lam = self._peak_expected(peak)
             flat[index] += lam
         return flat.reshape(self.geometry.shape)

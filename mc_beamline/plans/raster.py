@@ -74,7 +74,8 @@ class RasterSpec:
         }
 
 
-def _limits(motor):
+def soft_limits(motor):
+    """The (low, high) soft limits of an EpicsMotor, µm, read inside the plan."""
     low = yield from bps.rd(motor.low_limit_travel)
     high = yield from bps.rd(motor.high_limit_travel)
     return float(low), float(high)
@@ -120,29 +121,14 @@ def nanodiffraction_raster(
         exposure_s = require_positive("exposure_s", exposure_s, " s")
     ys, xs = spec.y_um, spec.x_um
     yield from wait_for_devices(detector, stage, timeout_s=DEVICE_WAIT_S)
-    for label, motor, axis in (("stage y", stage.y, ys), ("stage x", stage.x, xs)):
-        limits = yield from _limits(motor)
-        require_within(label, float(axis.min()), float(axis.max()), limits, " µm")
+    yield from check_raster_limits(spec, stage)
 
-    geometry = yield from _detector_geometry(detector)
+    geometry = yield from detector_geometry(detector)
     if exposure_s is not None:
         yield from bps.mv(detector.acquire_time, exposure_s)
     exposure = yield from bps.rd(detector.acquire_time)
-    plan_md = {
-        "plan_name": "nanodiffraction_raster",
-        "sample": sample,
-        "mc_beamline": {
-            "experiment": "raster",
-            **spec.metadata(),
-            "exposure_s": float(exposure),
-            "image_key": detector.image_key,
-            "motors": {"x": stage.x.name, "y": stage.y.name},
-            **geometry,
-        },
-    }
-    extra = dict(md or {})
-    plan_md["mc_beamline"].update(extra.pop("mc_beamline", None) or {})
-    plan_md.update(extra)
+    plan_md = raster_start_metadata("nanodiffraction_raster", spec, float(exposure), detector, stage, geometry,
+                                    sample, md)
     yield from bp.grid_scan(
         [detector],
         stage.y, float(ys[0]), float(ys[-1]), spec.ny,
@@ -152,7 +138,37 @@ def nanodiffraction_raster(
     )
 
 
-def _detector_geometry(detector):
+def check_raster_limits(spec: RasterSpec, stage):
+    """Refuse (before anything moves) a raster whose rows or columns leave the stage's soft limits."""
+    for label, motor, axis in (("stage y", stage.y, spec.y_um), ("stage x", stage.x, spec.x_um)):
+        limits = yield from soft_limits(motor)
+        require_within(label, float(axis.min()), float(axis.max()), limits, " µm")
+
+
+def raster_start_metadata(plan_name: str, spec: RasterSpec, exposure_s: float, detector, stage, geometry: dict,
+                          sample: str, md: dict | None, **extra_mc) -> dict:
+    """Start metadata of a raster run: scan, exposure (s), image key, motors and detector geometry
+    under ``mc_beamline`` (plus ``extra_mc``); ``md`` adds to it (its ``mc_beamline`` entries too)."""
+    plan_md = {
+        "plan_name": plan_name,
+        "sample": sample,
+        "mc_beamline": {
+            "experiment": "raster",
+            **spec.metadata(),
+            "exposure_s": float(exposure_s),
+            "image_key": detector.image_key,
+            "motors": {"x": stage.x.name, "y": stage.y.name},
+            **geometry,
+            **extra_mc,
+        },
+    }
+    extra = dict(md or {})
+    plan_md["mc_beamline"].update(extra.pop("mc_beamline", None) or {})
+    plan_md.update(extra)
+    return plan_md
+
+
+def detector_geometry(detector):
     """Geometry metadata read from the detector over CA, inside the plan."""
     poni = yield from bps.rd(detector.poni_text)
     poni_file = yield from bps.rd(detector.poni_file)
@@ -175,4 +191,5 @@ def _detector_geometry(detector):
     return geometry
 
 
-__all__ = ["RasterSpec", "nanodiffraction_raster", "PlanArgumentError"]
+__all__ = ["RasterSpec", "check_raster_limits", "detector_geometry", "nanodiffraction_raster", "raster_start_metadata",
+           "PlanArgumentError"]

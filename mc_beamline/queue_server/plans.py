@@ -73,25 +73,35 @@ def queue_plan(plan, annotation: dict):
 _SAMPLE = {"description": "sample description for the metadata"}
 _MD = {"description": "extra start-document metadata"}
 
+_RASTER_PARAMETERS = {  # the step and the fly raster take the same arguments
+    "detector": {"description": "pixel detector", "annotation": "Detectors",
+                 "devices": {"Detectors": DETECTORS}},
+    "stage": {"description": "nanofocus sample stage (x, y in µm)", "annotation": "Stages",
+              "devices": {"Stages": STAGES}},
+    "ny": {"description": "rows (along y)", "min": 1, "max": MAX_RASTER_POINTS},
+    "nx": {"description": "columns (along x)", "min": 1, "max": MAX_RASTER_POINTS},
+    "step_um": {"description": "distance between neighbouring points, µm", "min": 0.001, "max": 100.0},
+    "center_x_um": {"description": "raster centre x, µm (must keep the raster in the stage limits)"},
+    "center_y_um": {"description": "raster centre y, µm (must keep the raster in the stage limits)"},
+    "snake": {"description": "reverse every other row"},
+    "exposure_s": {"description": "exposure per point, s (default: the detector's setting)",
+                   "min": 0.0001, "max": 3600.0},
+    "sample": _SAMPLE,
+    "md": _MD,
+}
+
 nanodiffraction_raster = queue_plan(plans.nanodiffraction_raster, {
     "description": "Nanodiffraction raster: ny x nx points, step_um apart, one detector frame per point; "
                    "stored in Tiled with the detector geometry in the start metadata.",
-    "parameters": {
-        "detector": {"description": "pixel detector", "annotation": "Detectors",
-                     "devices": {"Detectors": DETECTORS}},
-        "stage": {"description": "nanofocus sample stage (x, y in µm)", "annotation": "Stages",
-                  "devices": {"Stages": STAGES}},
-        "ny": {"description": "rows (along y)", "min": 1, "max": MAX_RASTER_POINTS},
-        "nx": {"description": "columns (along x)", "min": 1, "max": MAX_RASTER_POINTS},
-        "step_um": {"description": "distance between neighbouring points, µm", "min": 0.001, "max": 100.0},
-        "center_x_um": {"description": "raster centre x, µm (must keep the raster in the stage limits)"},
-        "center_y_um": {"description": "raster centre y, µm (must keep the raster in the stage limits)"},
-        "snake": {"description": "reverse every other row"},
-        "exposure_s": {"description": "exposure per point, s (default: the detector's setting)",
-                       "min": 0.0001, "max": 3600.0},
-        "sample": _SAMPLE,
-        "md": _MD,
-    },
+    "parameters": _RASTER_PARAMETERS,
+})
+
+nanodiffraction_fly_raster = queue_plan(plans.nanodiffraction_fly_raster, {
+    "description": "Fly-scan nanodiffraction raster: the same map as nanodiffraction_raster, each row flown at "
+                   "step_um / exposure_s with one gated detector frame per point at its measured position; "
+                   "refused before anything moves if too fast for the stage or if its turnarounds leave the "
+                   "stage limits.",
+    "parameters": _RASTER_PARAMETERS,
 })
 
 flow_series = queue_plan(plans.flow_series, {
@@ -152,9 +162,10 @@ assembly_series = queue_plan(plans.assembly_series, {
     },
 })
 
-QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster, "flow_series": flow_series,
+QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster,
+               "nanodiffraction_fly_raster": nanodiffraction_fly_raster, "flow_series": flow_series,
                "assembly_series": assembly_series}
 """Every plan the startup offers, by name (the permissions allow exactly these)."""
 
-__all__ = ["nanodiffraction_raster", "flow_series", "assembly_series", "QUEUE_PLANS", "queue_plan",
+__all__ = ["nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "assembly_series", "QUEUE_PLANS", "queue_plan",
            "queue_signature", "DETECTORS", "STAGES", "REACTORS", "CELLS"]

@@ -8,6 +8,9 @@ Acquire / Acquire_RBV      enum Done/Acquire; put 1 takes NumImages frames, put-
 AcquireTime(_RBV)          exposure per frame, s (≥ 0); sets the counts of the frame
 TimeScale                  wall-clock seconds per exposure second (default 1; 0 = no wait)
 NumImages(_RBV)            frames per Acquire (≥ 1)
+TriggerMode                enum Internal / External Gate: in External Gate mode Acquire
+                           arms the detector, and each gate of the stage's fly controller
+                           (:mod:`.fly_controller`) exposes one frame for the gate's length
 ArrayCounter(_RBV)         image counter; each frame increments it and uses the new value
                            as ``noise_key`` of :meth:`MesocrystalSimulator.frame`
 DetectorState_RBV          areaDetector states (Idle, Acquire, Error, Initializing, ...)
@@ -22,15 +25,21 @@ ArraySizeX_RBV/Y_RBV       columns / rows of a frame
 SimSeed_RBV, Geometry_RBV  sample seed and geometry name of the simulation
 =========================  ==============================================================
 
-Frames are computed at the stage's readback position at the start of each exposure, in a
+Frames are computed at the stage's readback position at the start of each exposure (in
+External Gate mode: integrated over the beam's travel between the encoder positions the
+controller latched at the gate's edges, :meth:`MesocrystalSimulator.peaks_along`), in a
 single worker thread (the simulator and h5py are not re-entrant), so the IOC's event loop
 keeps serving Channel Access meanwhile. The wall-clock exposure (AcquireTime x TimeScale)
 runs concurrently with the computation. While the stage moves, the worker draws the
 Poisson background of the next image counter in advance (it does not depend on the
 position); the result is identical to ``MesocrystalSimulator.frame`` (checked at start-up,
-otherwise the plain call is used). Capture files (:class:`~.file_plugin.FrameFileWriter`)
+otherwise the plain call is used). In External Gate mode a second thread draws the
+backgrounds of the next queued gates while the worker finishes the current frame.
+Capture files (:class:`~.file_plugin.FrameFileWriter`)
 hold uint32 frames and per frame, under ``/entry/instrument/NDAttributes``: NDArrayUniqueId
-(noise key), NDArrayTimeStamp (s), SampleX/Y/Z (µm), AcquireTime (s); the pixel mask and
+(noise key), NDArrayTimeStamp (s, start of the exposure), SampleX/Y/Z (µm; x: the mean
+position during the exposure), SampleXStart/SampleXEnd (µm, x when the exposure started
+and ended), AcquireTime (s); the pixel mask and
 the PONI text are stored with them.
 """
 
@@ -40,6 +49,7 @@ import asyncio
 import math
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -49,7 +59,7 @@ from caproto import ChannelType, SkipWrite
 from caproto.server import pvproperty
 
 from mc_beamline.physics.detector_model import GAP_VALUE
-from mc_beamline.physics.mesocrystal import MesocrystalSimulator
+from mc_beamline.physics.mesocrystal import MesocrystalSimulator, NoisyBackground
 from mc_beamline.sim_iocs.file_plugin import (
     ATTRS_GROUP,
     DATASET,
@@ -57,12 +67,16 @@ from mc_beamline.sim_iocs.file_plugin import (
     FrameFileWriter,
     Hdf5FilePlugin,
 )
-from mc_beamline.sim_iocs.pv_helpers import text_pv
+from mc_beamline.sim_iocs.fly_controller import GatePulse
+from mc_beamline.sim_iocs.pv_helpers import enum_pv, text_pv
 
 DETECTOR_STATES = (
     "Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting",
     "Error", "Waiting", "Initializing", "Disconnected", "Aborted",
 )
+TRIGGER_MODES = ("Internal", "External Gate")
+GATE_LOOKAHEAD = 4
+"""Gates whose backgrounds are drawn ahead in External Gate mode (a 1 Mpx background is 4 MiB)."""
 PONI_NAME = "geometry.poni"
 MASK_NAME = "mask.npy"
 FRAME_ATTRIBUTES = {
@@ -71,6 +85,8 @@ FRAME_ATTRIBUTES = {
     "SampleX": "f8",
     "SampleY": "f8",
     "SampleZ": "f8",
+    "SampleXStart": "f8",
+    "SampleXEnd": "f8",
     "AcquireTime": "f8",
 }
 """Per-frame values of a capture file (``/entry/instrument/NDAttributes``): name → dtype."""
@@ -116,6 +132,7 @@ class PixelDetectorIOC(Hdf5FilePlugin):
                             doc="Wall-clock seconds per exposure second (0: no waiting)")
     num_images = pvproperty(name="NumImages", value=1, doc="Frames per Acquire")
     num_images_rbv = pvproperty(name="NumImages_RBV", value=1, read_only=True)
+    trigger_mode = enum_pv("TriggerMode", "Internal", TRIGGER_MODES, doc="Internal, or one frame per external gate")
     array_counter = pvproperty(name="ArrayCounter", value=0, doc="Image counter (noise key of the last frame)")
     array_counter_rbv = pvproperty(name="ArrayCounter_RBV", value=0, read_only=True)
     detector_state = pvproperty(name="DetectorState_RBV", value="Initializing", dtype=ChannelType.ENUM,
@@ -147,9 +164,11 @@ class PixelDetectorIOC(Hdf5FilePlugin):
         self.poni_path, self.mask_path, self._poni_text = write_geometry_files(simulator, self.root)
         self._mask = simulator.mask.astype(np.uint8)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det")
+        self._noise_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det-noise")
         self._prefetched = None
         self._counter = 0
         self._acquiring: asyncio.Event | None = None  # set when the running acquisition ends
+        self._gates: asyncio.Queue | None = None  # gate pulses while armed in External Gate mode
         self._stop = False
         rows, cols = simulator.geometry.shape
         # Static PV values (published at startup, before any client connects).
@@ -189,6 +208,11 @@ class PixelDetectorIOC(Hdf5FilePlugin):
         """Worker thread: compute one frame and append it to the open file (index or None)."""
         return self.write_frame(self._compute_frame(x, y, exposure, counter), meta)
 
+    def _expose_gate(self, background: NoisyBackground, pulse: GatePulse, meta: dict) -> int | None:
+        """Worker thread: a gate's frame, integrated over the x travel its encoder latched, appended."""
+        return self.write_frame(self.sim.add_bragg_peaks(background, pulse.x_open_um, pulse.y_um, pulse.x_close_um),
+                                meta)
+
     async def _run_in_worker(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
@@ -209,6 +233,7 @@ class PixelDetectorIOC(Hdf5FilePlugin):
 
     def close(self) -> None:
         """Synchronously close the capture file and stop the worker (process exit)."""
+        self._noise_executor.shutdown(wait=True)
         self._executor.shutdown(wait=True)
         self.close_file()
 
@@ -243,8 +268,68 @@ class PixelDetectorIOC(Hdf5FilePlugin):
             done.set()
         return "Done"
 
+    def gate(self, pulse: GatePulse) -> None:
+        """A gate of the fly controller closed: expose one frame for it, if armed (event loop)."""
+        if self._gates is not None:
+            self._gates.put_nowait(pulse)
+
+    async def _frame_done(self, counter: int, index: int | None) -> None:
+        self._counter = counter
+        await self.array_counter.write(counter, verify_value=False)
+        await self.array_counter_rbv.write(counter)
+        await self.frame_captured(index)
+
+    async def _acquire_gated(self, n_images: int) -> None:
+        """External Gate mode: one frame per gate pulse until ``n_images`` (or a stop).
+
+        Pulses queue up while the worker computes earlier frames, as in a detector's buffer.
+        The Poisson backgrounds of the next queued gates (at most :data:`GATE_LOOKAHEAD`) are
+        drawn in a second thread while the worker adds the Bragg peaks of the current one and
+        writes it, so a frame costs about the larger of the two, not their sum.
+        """
+        gates = self._gates = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        ahead: deque[tuple[GatePulse, int, asyncio.Future]] = deque()
+        counter = self._counter
+
+        def draw(pulse: GatePulse) -> None:
+            nonlocal counter
+            counter += 1
+            ahead.append((pulse, counter, loop.run_in_executor(self._noise_executor, self.sim.noisy_background,
+                                                               pulse.exposure_s, counter)))
+
+        await self.detector_state.write("Waiting")
+        try:
+            taken = 0
+            while taken < n_images and not self._stop:
+                while not gates.empty() and len(ahead) < GATE_LOOKAHEAD and taken + len(ahead) < n_images:
+                    draw(gates.get_nowait())
+                if not ahead:
+                    try:
+                        draw(await asyncio.wait_for(gates.get(), timeout=0.05))
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                pulse, key, background = ahead.popleft()
+                meta = {
+                    "NDArrayUniqueId": key, "NDArrayTimeStamp": pulse.time_open,
+                    "SampleX": 0.5 * (pulse.x_open_um + pulse.x_close_um), "SampleY": pulse.y_um,
+                    "SampleZ": pulse.z_um, "SampleXStart": pulse.x_open_um, "SampleXEnd": pulse.x_close_um,
+                    "AcquireTime": pulse.exposure_s,
+                }
+                index = await loop.run_in_executor(self._executor, self._expose_gate, await background, pulse, meta)
+                await self._frame_done(key, index)
+                taken += 1
+        finally:
+            self._gates = None
+            for *_, background in ahead:  # a stopped acquisition leaves the background thread idle
+                await asyncio.gather(background, return_exceptions=True)
+
     async def _acquire_frames(self) -> None:
         n_images = max(int(self.num_images.value), 1)
+        if self.trigger_mode.value in ("External Gate", 1):
+            await self._acquire_gated(n_images)
+            return
         exposure = float(self.acquire_time.value)
         scale = float(self.time_scale.value)
         loop = asyncio.get_running_loop()
@@ -255,7 +340,8 @@ class PixelDetectorIOC(Hdf5FilePlugin):
             x, y, z = self.position_source()
             meta = {
                 "NDArrayUniqueId": counter, "NDArrayTimeStamp": time.time(),
-                "SampleX": x, "SampleY": y, "SampleZ": z, "AcquireTime": exposure,
+                "SampleX": x, "SampleY": y, "SampleZ": z, "SampleXStart": x, "SampleXEnd": x,
+                "AcquireTime": exposure,
             }
             job = loop.run_in_executor(self._executor, self._expose, x, y, exposure, counter, meta)
             wall = exposure * scale
@@ -263,11 +349,8 @@ class PixelDetectorIOC(Hdf5FilePlugin):
                 index, _ = await asyncio.gather(job, asyncio.sleep(wall))
             else:
                 index = await job
-            self._counter = counter
             loop.run_in_executor(self._executor, self._prefetch, exposure, counter + 1)
-            await self.array_counter.write(counter, verify_value=False)
-            await self.array_counter_rbv.write(counter)
-            await self.frame_captured(index)
+            await self._frame_done(counter, index)
 
     # ------------------------------------------------------------- parameters
     @acquire_time.putter

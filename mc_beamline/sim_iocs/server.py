@@ -120,6 +120,7 @@ def build_ioc(
         prefix=f"{prefix}DET:", simulator=sim, data_dir=data_dir, geometry_name=geometry,
         position_source=stage.positions,
     )
+    stage.fly.gate_listeners.append(detector.gate)  # the controller's gates expose the detector
     energy_kev = HC_KEV_NM / sim.geometry.wavelength_nm
     beam = BeamIOC(prefix=f"{prefix}BEAM:", energy_kev=energy_kev)
     reactor = FlowReactorIOC(prefix=f"{prefix}REACTOR:")

@@ -37,6 +37,7 @@ from caproto import AlarmSeverity, AlarmStatus, SkipWrite
 from caproto.server import PVGroup, PvpropertyDouble, SubGroup, pvproperty
 
 from mc_beamline.physics.motion import move_duration, move_progress
+from mc_beamline.sim_iocs.fly_controller import FlyControllerIOC
 
 TICK_S = 0.01
 """Readback update period while moving (100 Hz)."""
@@ -141,6 +142,7 @@ class SimMotorRecord(PVGroup):
         self._waiters: list[asyncio.Future] = []
         self._homing = False
         self._status_bits = MSTA_DONE | MSTA_PRESENT | MSTA_GAIN_SUPPORT
+        self._profile_waiters: list[asyncio.Future] = []
 
     # ------------------------------------------------------------------ coordinates
     @property
@@ -292,6 +294,7 @@ class SimMotorRecord(PVGroup):
                 bits = (bits | MSTA_MOVING | MSTA_DIRECTION) if positive else ((bits | MSTA_MOVING) & ~MSTA_DIRECTION)
             await self._set_status(set_bits=bits, clear_bits=~bits)
             t0 = loop.time()
+            self._profile_started(t0, start, target)
             interrupted = False
             while True:  # readback updates every TICK_S until the profile ends
                 remaining = total - (loop.time() - t0)
@@ -365,17 +368,38 @@ class SimMotorRecord(PVGroup):
 
     async def move_user(self, instance, value: float) -> bool:
         """Validate a user-coordinate target, start the move and wait for it. False if refused."""
+        done = await self.start_user_move(instance, value)
+        if done is None:
+            return False
+        await done
+        return True
+
+    async def start_user_move(self, instance, value: float) -> asyncio.Future | None:
+        """Validate a user-coordinate target and start the move; the future resolves when DMOV
+        returns to 1. None (and LVIO) if refused."""
         value = float(value)
         low, high = self._user_limits()
         if not math.isfinite(value) or (high > low and not (low <= value <= high)):
             await self._refuse(instance)
-            return False
+            return None
         await self._clear_violation()
         await instance.write(value, verify_value=False)
         dial = self.dial_from_user(value)
         await self.fields.dial_desired_value.write(dial, verify_value=False)
-        await self._command(dial)
-        return True
+        return self._command(dial)
+
+    def next_profile(self) -> asyncio.Future:
+        """A future that resolves when the next motion profile starts, with (loop time, start,
+        target) in dial µm: what a controller that fires on positions needs to follow the axis."""
+        fut = asyncio.get_running_loop().create_future()
+        self._profile_waiters.append(fut)
+        return fut
+
+    def _profile_started(self, t0: float, start: float, target: float) -> None:
+        waiters, self._profile_waiters = self._profile_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result((t0, start, target))
 
     # ------------------------------------------------------------------- VAL putter
     @motor.putter
@@ -510,7 +534,8 @@ class SimMotorRecord(PVGroup):
 class NanofocusStageIOC(PVGroup):
     """Nanofocus sample stage: piezo axes X, Y (±50 µm) and Z (±500 µm), positions in µm.
 
-    PVs: ``{prefix}X``, ``{prefix}Y``, ``{prefix}Z`` (motor records, with fields).
+    PVs: ``{prefix}X``, ``{prefix}Y``, ``{prefix}Z`` (motor records, with fields) and the
+    fly-scan controller under ``{prefix}FLY:`` (:mod:`.fly_controller`).
     """
 
     x = SubGroup(SimMotorRecord, prefix="X", description="sample x (horizontal)",
@@ -519,6 +544,7 @@ class NanofocusStageIOC(PVGroup):
                  user_limits=(-50.0, 50.0), travel_range=(-60.0, 60.0))
     z = SubGroup(SimMotorRecord, prefix="Z", description="sample z (along the beam)",
                  user_limits=(-500.0, 500.0), travel_range=(-600.0, 600.0))
+    fly = SubGroup(FlyControllerIOC, prefix="FLY:")
 
     def positions(self) -> tuple[float, float, float]:
         """Current user readback positions (x, y, z) in µm."""

@@ -143,3 +143,20 @@ def test_boundaries_scatter_weakly(sim):
 def test_bad_exposure_is_refused(sim):
     with pytest.raises(ValueError, match="Exposure"):
         sim.frame(0.0, 0.0, exposure_s=0.0)
+
+
+def test_frame_over_travel_integrates_the_positions_it_passes():
+    """A moving beam sees the expected counts averaged over its path; at rest, the plain frame."""
+    sim = MesocrystalSimulator()
+    y = 0.0
+    # find a point next to a grain boundary: the frame changes along 0.4 µm
+    xs = np.arange(-9.0, 9.0, 0.1)
+    grains = [sim.truth_at(x, y).grain for x in xs]
+    i = next(k for k in range(len(xs) - 1) if grains[k] != grains[k + 1] and grains[k] >= 0)
+    x0, x1 = xs[i] - 0.2, xs[i] + 0.2
+    moving = sim.expected_frame(x0, y, 0.01, x_end_um=x1)
+    samples = [x0 + (k + 0.5) / 4 * (x1 - x0) for k in range(4)]
+    average = sum(sim.expected_frame(x, y, 0.0025) for x in samples)
+    np.testing.assert_allclose(moving, average, rtol=1e-9)
+    assert not np.allclose(moving, sim.expected_frame(0.5 * (x0 + x1), y, 0.01), rtol=1e-3)
+    np.testing.assert_array_equal(sim.frame(x0, y, 0.01, noise_key=7, x_end_um=x0), sim.frame(x0, y, 0.01, noise_key=7))
