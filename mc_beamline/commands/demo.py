@@ -50,7 +50,8 @@ class RasterDemoResult:
 def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
     """Start the simulated IOC and an embedded Tiled server; yield (beamline, RunEngine, client).
 
-    The RunEngine has the TiledWriter subscribed. Everything is stopped on exit. A run that
+    The RunEngine has the TiledWriter subscribed and fails a run before the data directory's
+    disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
     fails or is interrupted (Ctrl-C) keeps what it recorded: see `ended_run`.
     """
     from bluesky import RunEngine
@@ -59,6 +60,7 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
     from mc_beamline.devices.ca_session import one_line_logging
     from mc_beamline.sim_iocs.process import IocProcess
     from mc_beamline.storage import TiledService, tiled_writer
+    from mc_beamline.storage.disk_space import guard_disk_space
 
     one_line_logging()
     with IocProcess(data_dir=data_dir, geometry=geometry) as ioc:
@@ -69,6 +71,7 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
             with client.context:
                 RE = RunEngine({}, context_managers=[])
                 RE.subscribe(tiled_writer(client))
+                RE.preprocessors.append(guard_disk_space(data_dir))
                 with ended_run(RE, client, ioc):
                     yield beamline, RE, client
 
