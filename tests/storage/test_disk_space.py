@@ -91,3 +91,27 @@ def test_disk_filling_mid_demo_fails_the_run_and_keeps_what_it_recorded(small_fs
         frames = f["/entry/data/data"]
         assert 5 <= events == frames.shape[0] < 117
         assert np.array_equal(stored, frames[:])
+
+
+def test_a_backup_on_a_full_disk_keeps_its_documents_until_space_returns(small_fs):
+    from event_model import compose_run
+
+    from mc_beamline.storage.writer import _BackupFile, read_backup
+
+    run = compose_run(metadata={"plan_name": "count"})
+    backup = _BackupFile(small_fs / "backup" / f"{run.start_doc['uid']}.jsonl")
+    backup("start", run.start_doc)
+    ballast = small_fs / "ballast"
+    with open(ballast, "wb", buffering=0) as f:  # fill the filesystem to the last byte
+        try:
+            while True:
+                f.write(b"\0" * 2**12)
+        except OSError:
+            pass
+    with pytest.raises(OSError):  # a document larger than the file's last page
+        backup("stop", run.compose_stop(exit_status="fail", reason="x" * 3 * 2**12))
+    ballast.unlink()
+    backup.flush()  # space is back: the kept document is written, nothing was cut
+    backup.close()
+    assert [name for name, _ in read_backup(backup.path)] == ["start", "stop"]
+    assert (os.stat(backup.path).st_mode & 0o777) == 0o600
