@@ -48,8 +48,9 @@ MAX_HEADER_ROWS = 2
 SIGMA_IMPLAUSIBLE = 10.0
 """A third column whose values are this many times smaller than the point-to-point scatter
 of I (median ratio) is not an uncertainty of I (some files put a scaled I there)."""
-Q_MAX_MIN_NM = 0.25
-"""A curve whose largest q is below this (nm⁻¹) is taken for Å⁻¹ data labelled nm⁻¹."""
+Q_MAX_MIN_NM = 1.0
+"""A curve whose largest q is below this (nm⁻¹) is taken for Å⁻¹ data labelled nm⁻¹ (a SAXS curve
+in Å⁻¹ ends near 0.2–0.6; one of nanocrystal superlattices in nm⁻¹ runs past their form factor, 2–6)."""
 Q_MIN_MAX_NM = 2.5
 """A curve whose smallest q is above this (nm⁻¹) is taken for nm⁻¹ data labelled Å⁻¹."""
 MAX_NEGATIVE_FRACTION = 0.1

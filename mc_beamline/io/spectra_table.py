@@ -100,7 +100,9 @@ def read_spectra_csv(path: str | Path) -> SpectraTable:
         raise InputError(f"Spectra file {path} is not CSV ({exc}).") from None
     header = [c.strip() for c in header]
     if len(header) < 2:
-        _check_decimal_comma(path, header_line, header)
+        if ";" in header[0] or "\t" in header[0]:
+            raise InputError(f"Spectra file {path} separates cells with semicolons or tabs (row {header_line}); "
+                             "save it as CSV with commas between cells and decimal points.")
         raise InputError(
             f"Spectra file {path} has {len(header)} column; it needs a wavelength column and at least one spectrum.")
     if len(header) > MAX_SPECTRA + 1:
