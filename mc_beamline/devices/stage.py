@@ -31,13 +31,14 @@ class PiezoMotor(EpicsMotor):
     """
 
     def move(self, position, wait=True, timeout=None, **kwargs):
-        """Move to ``position`` (µm); the move fails after `move_timeout` s instead of waiting forever.
+        """Move to ``position`` (µm); the move fails after a bound instead of waiting forever.
 
-        A motor whose IOC died never reports the end of the move; bluesky then fails the
-        run with the status' timeout (see `move_timeout`) rather than hanging.
+        The bound: ``timeout``, else the motor's ``timeout`` attribute if set, else
+        `move_timeout`. A motor whose IOC died never reports the end of the move; bluesky
+        then fails the run with the status' timeout rather than hanging.
         """
         if timeout is None:
-            timeout = self.move_timeout(position)
+            timeout = self.timeout if self.timeout is not None else self.move_timeout(position)
         return super().move(position, wait=wait, timeout=timeout, **kwargs)
 
     def move_timeout(self, position: float) -> float:
