@@ -290,3 +290,44 @@ def test_ioc_killed_mid_demo_raster_fails_the_run_and_keeps_every_frame(tmp_path
     (h5file,) = list((data_dir / "detector").rglob("*.h5"))
     with h5py.File(h5file, "r") as f:
         assert np.array_equal(stored, f["/entry/data/data"][:events])
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_demo_aborts_the_run_with_one_line(tmp_path):
+    """SIGINT mid-raster: the run is stored with exit_status abort and its frames; stderr ends in one line."""
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "mc-data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+    demo = subprocess.Popen([sys.executable, "-m", "mc_beamline.cli", "demo", "--quick", "--data-dir", str(data_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if _frames_in(data_dir / "detector", swmr=True) >= 3:
+                    break
+            except (OSError, KeyError):
+                pass
+            assert demo.poll() is None and time.monotonic() < deadline, "the raster did not start"
+            time.sleep(0.02)
+        demo.send_signal(signal.SIGINT)
+        stdout, stderr = demo.communicate(timeout=180)  # the bound: a demo that hangs fails here
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert demo.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "mc-beamline: interrupted."
+    assert "Traceback" not in stderr, stderr  # the live analysis may name frames it did not finish, one line each
+    with connect(data_dir=data_dir) as client:
+        (uid,) = [uid for uid in client if client[uid].metadata["start"].get("plan_name") == "nanodiffraction_raster"]
+        stop = client[uid].metadata["stop"]
+        assert stop["exit_status"] == "abort"
+        events = stop["num_events"].get("primary", 0)
+        stored = read_stream_array(client, uid, "det_image") if events else np.empty((0, 1065, 1030))
+    (h5file,) = list((data_dir / "detector").rglob("*.h5"))
+    with h5py.File(h5file, "r") as f:  # the IOC lives on and closed the file
+        assert f["/entry/data/data"].shape[0] == events >= 3
+        assert np.array_equal(stored, f["/entry/data/data"][:])

@@ -80,14 +80,25 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
 def ended_run(RE, client, ioc):
     """Turn a failed or interrupted run into one sentence; what it recorded stays stored.
 
-    Ctrl-C aborts the run (its stop document says ``abort``) and is re-raised as
-    KeyboardInterrupt (one line from the command). Any other error of a run becomes a
+    Ctrl-C aborts the run after the point being measured (its stop document says ``abort``)
+    and is re-raised as KeyboardInterrupt (one line from the command). Any other error of a run becomes a
     RuntimeError naming the run, how many events Tiled holds and, when the IOC process has
     died, that the IOC stopped answering (its abandoned detector files are then closed, so
     they open without SWMR).
     """
+    import signal
+
     starts: list[str] = []
     RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")
+
+    def pause_on_ctrl_c(signum, frame):
+        # bluesky's own KeyboardInterrupt path can deadlock the clean-up; a pause at the next
+        # checkpoint ends RE() after the point being measured, so its frame has its event
+        if RE.state != "running":
+            raise KeyboardInterrupt
+        RE.request_pause(defer=True)
+
+    previous = signal.signal(signal.SIGINT, pause_on_ctrl_c)
     try:
         yield
     except KeyboardInterrupt:
@@ -113,6 +124,8 @@ def ended_run(RE, client, ioc):
         events = sum((stop.get("num_events") or {}).values())
         raise RuntimeError(f"{cause[0].upper()}{cause[1:]}; run {starts[-1]} ended with exit_status "
                            f"{stop.get('exit_status', 'unknown')} and its {events} events are stored.") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> RasterDemoResult:
