@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     iocs.add_argument("--geometry", default="offaxis", choices=["offaxis", "centered"],
                       help="detector geometry of the simulator")
     iocs.add_argument("--seed", type=int, default=None, help="sample seed of the simulator")
+    iocs.add_argument("--interfaces", nargs="+", default=None, metavar="ADDR",
+                      help="addresses to listen on (default 127.0.0.1: only this machine can reach the IOC; "
+                           "0.0.0.0 for every network)")
     _add_data_dir(iocs)
 
     serve = sub.add_parser("serve", help="run the Tiled server of a data directory in the foreground")
@@ -134,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--catalog", default=None, metavar="URI",
                        help="catalog database, e.g. postgresql://user:pass@host:5432/db; the data directory "
                             "keeps it for later commands ('sqlite' goes back to its SQLite file)")
+    serve.add_argument("--create-readonly-key", action="store_true",
+                       help="print a new read-only API key of the data directory (for replay and results) and exit")
     _add_data_dir(serve)
 
     queue = sub.add_parser("queue", help="run the overnight queue (bluesky-queueserver with the package's startup)")

@@ -3,16 +3,18 @@
 Commands that read stored runs (``results``, ``replay``, ``reprocess``) take either
 ``--data-dir DIR`` (an embedded Tiled server is started for it) or ``--tiled URI``. Both are
 checked before any work: a data directory without a catalog, or a server that does not
-answer its health check within a few seconds, is one sentence for the user instead of a
-client that retries for half a minute.
+answer within a few seconds, speaks another scheme, is not Tiled, or refuses (or was given
+no) API key, is one sentence for the user saying what to fix, instead of a client that
+retries for half a minute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from mc_beamline.io.inputs import InputError
 
@@ -20,16 +22,62 @@ PROBE_TIMEOUT_S = 5.0
 """Longest wait (s) for a Tiled server's health check before a command gives up on it."""
 
 
+def _api_key_of(uri: str) -> str | None:
+    """The key a client of ``uri`` sends: its ``?api_key=``, else TILED_API_KEY (as `connect` does)."""
+    for name, value in parse_qsl(urlsplit(uri).query):
+        if name == "api_key":
+            return value
+    return os.environ.get("TILED_API_KEY") or None
+
+
 def probe_tiled(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """InputError unless the Tiled server of ``uri`` answers its health check."""
+    """InputError, one sentence saying what to fix, unless ``uri`` is a Tiled server that takes our key.
+
+    Checks in turn: the scheme (http/https), that something answers at the address within
+    ``timeout_s``, that it speaks the scheme given, that it is a Tiled server, that a key is
+    given, and that the server accepts it.
+    """
     import httpx
 
     parts = urlsplit(uri)
-    health = f"{parts.scheme}://{parts.netloc}{parts.path.split('/api/', 1)[0].rstrip('/')}/healthz"
-    try:
-        httpx.get(health, timeout=timeout_s, trust_env=False).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise InputError(f"The Tiled server at {uri} does not answer ({type(exc).__name__}: {exc}).") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"--tiled {uri} is not an http:// or https:// address of a Tiled server "
+                         "(e.g. http://127.0.0.1:8000, as `mc-beamline serve` prints it).")
+    base = f"{parts.scheme}://{parts.netloc}{parts.path.split('/api/', 1)[0].rstrip('/')}"
+    where = f"{parts.scheme}://{parts.netloc}"
+    key = _api_key_of(uri)
+    with httpx.Client(timeout=timeout_s, trust_env=False) as http:
+        try:
+            health = http.get(f"{base}/healthz")
+        except httpx.ConnectError as exc:
+            text = str(exc)
+            if "SSL" in text or "TLS" in text:
+                raise InputError(f"The server at {where} does not speak https; give --tiled http://"
+                                 f"{parts.netloc}.") from None
+            raise InputError(f"Nothing answers at {where} ({text or 'connection refused'}); check the host and "
+                             "port of --tiled (`mc-beamline serve` prints its address).") from None
+        except httpx.TimeoutException:
+            raise InputError(f"The server at {where} did not answer within {timeout_s:g} s; check the host and "
+                             "port of --tiled.") from None
+        except httpx.RemoteProtocolError:
+            raise InputError(f"The server at {where} does not speak {parts.scheme}; check the scheme and port "
+                             "of --tiled.") from None
+        except httpx.HTTPError as exc:
+            raise InputError(f"The server at {where} cannot be reached ({type(exc).__name__}: {exc}).") from None
+        if health.status_code != 200:
+            raise InputError(f"{where} answers but is not a Tiled server (HTTP {health.status_code} for /healthz); "
+                             "check the port of --tiled.")
+        if key is None:
+            raise InputError(f"The Tiled server at {where} needs an API key: add ?api_key=KEY to --tiled or set "
+                             "TILED_API_KEY (the key is in DATA_DIR/tiled/api_key, or ask for a read-only one).")
+        try:
+            answer = http.get(f"{base}/api/v1/metadata/", headers={"Authorization": f"Apikey {key}"})
+        except httpx.HTTPError as exc:
+            raise InputError(f"The Tiled server at {where} stopped answering ({type(exc).__name__}).") from None
+        if answer.status_code in (401, 403):
+            raise InputError(f"The Tiled server at {where} refuses the API key given; use the key of its data "
+                             "directory (DATA_DIR/tiled/api_key) or a read-only key from "
+                             "`mc-beamline serve --create-readonly-key`.")
 
 
 @contextlib.contextmanager

@@ -50,14 +50,19 @@ class RasterDemoResult:
 def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
     """Start the simulated IOC and an embedded Tiled server; yield (beamline, RunEngine, client).
 
-    The RunEngine has the TiledWriter subscribed. Everything is stopped on exit.
+    The RunEngine has the TiledWriter subscribed and fails a run before the data directory's
+    disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
+    fails or is interrupted (Ctrl-C) keeps what it recorded: see `ended_run`.
     """
     from bluesky import RunEngine
 
     from mc_beamline.devices import make_devices
+    from mc_beamline.devices.ca_session import one_line_logging
     from mc_beamline.sim_iocs.process import IocProcess
     from mc_beamline.storage import TiledService, tiled_writer
+    from mc_beamline.storage.disk_space import guard_disk_space
 
+    one_line_logging()
     with IocProcess(data_dir=data_dir, geometry=geometry) as ioc:
         ioc.apply_client_env()
         beamline = make_devices(ioc.prefix).connect_all(timeout=30)
@@ -66,7 +71,61 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
             with client.context:
                 RE = RunEngine({}, context_managers=[])
                 RE.subscribe(tiled_writer(client))
-                yield beamline, RE, client
+                RE.preprocessors.append(guard_disk_space(data_dir))
+                with ended_run(RE, client, ioc):
+                    yield beamline, RE, client
+
+
+@contextlib.contextmanager
+def ended_run(RE, client, ioc):
+    """Turn a failed or interrupted run into one sentence; what it recorded stays stored.
+
+    Ctrl-C aborts the run after the point being measured (its stop document says ``abort``)
+    and is re-raised as KeyboardInterrupt (one line from the command). Any other error of a run becomes a
+    RuntimeError naming the run, how many events Tiled holds and, when the IOC process has
+    died, that the IOC stopped answering (its abandoned detector files are then closed, so
+    they open without SWMR).
+    """
+    import signal
+
+    starts: list[str] = []
+    RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")
+
+    def pause_on_ctrl_c(signum, frame):
+        # bluesky's own KeyboardInterrupt path can deadlock the clean-up; a pause at the next
+        # checkpoint ends RE() after the point being measured, so its frame has its event
+        if RE.state != "running":
+            raise KeyboardInterrupt
+        RE.request_pause(defer=True)
+
+    previous = signal.signal(signal.SIGINT, pause_on_ctrl_c)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if RE.state != "idle":
+            RE.abort("interrupted by Ctrl-C")
+        raise
+    except Exception as exc:
+        from bluesky.utils import RunEngineInterrupted
+
+        if isinstance(exc, RunEngineInterrupted):
+            RE.abort("interrupted by Ctrl-C")
+            raise KeyboardInterrupt from None
+        if not starts or RE.state != "idle":
+            raise
+        ioc_died = ioc.proc.poll() is not None
+        if ioc_died:  # its detector files stay open for write; make every frame readable as usual
+            from mc_beamline.storage.abandoned_files import close_abandoned
+
+            close_abandoned(Path(ioc.data_dir) / "detector")
+        stop = client[starts[-1]].metadata.get("stop") or {}
+        cause = ("the beamline IOC stopped answering" if ioc_died
+                 else " ".join(str(exc).split())[:300] or type(exc).__name__)
+        events = sum((stop.get("num_events") or {}).values())
+        raise RuntimeError(f"{cause[0].upper()}{cause[1:]}; run {starts[-1]} ended with exit_status "
+                           f"{stop.get('exit_status', 'unknown')} and its {events} events are stored.") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, fly: bool = False) -> RasterDemoResult:

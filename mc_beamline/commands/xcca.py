@@ -30,6 +30,7 @@ import math
 import re
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -183,6 +184,9 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
     _positive("--q-sl", args.q_sl, "nm⁻¹")
     _positive("--q-al", args.q_al, "nm⁻¹")
     _positive("--step-um", args.step_um, "µm")
+    if args.q_sl >= args.q_al:
+        raise InputError(f"--q-sl (the superlattice ring, {args.q_sl:g} nm⁻¹) must lie below --q-al (the "
+                         f"atomic-lattice ring, {args.q_al:g} nm⁻¹); the two rings are correlated with each other.")
     scan_shape = parse_scan_shape(args.scan_shape)
     corrections = correction_options(args)
 
@@ -197,6 +201,9 @@ def prepare_xcca(args, batch: int | None = None) -> XccaJob:
             except MaskError as exc:
                 raise InputError(short_reason(exc) + ".") from None
             mask = user_mask if mask is None else mask | user_mask
+        if mask is not None and mask.all():
+            source = "--mask" if args.mask is not None else f"the pixel mask of {frames.label}"
+            raise InputError(f"{source} marks every pixel bad; nothing is left to analyse.")
         if scan_shape is not None and scan_shape[0] * scan_shape[1] != frames.n_frames:
             raise InputError(
                 f"--scan-shape {scan_shape[0]}x{scan_shape[1]} has {scan_shape[0] * scan_shape[1]} points "
@@ -360,12 +367,15 @@ def run_xcca(args, *, batch: int | None = None, prefetch: bool = True, out=None,
         from tqdm import tqdm
 
         disable = True if getattr(args, "no_progress", False) else None  # None: off unless stderr is a TTY
-        with tqdm(total=job.frames.n_frames, unit="frame", desc="xcca", file=sys.stderr, disable=disable,
-                  dynamic_ncols=True, leave=False) as bar:
-            analyse(job, bar.update, prefetch=prefetch)
-        t_stream = time.perf_counter()
-        details = job.analysis.details()
-        result = job.analysis.result(details)
+        with warnings.catch_warnings():
+            # empty slices (a ring without peaks in a frame) are expected; the result says what was found
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"mc_beamline\.analysis")
+            with tqdm(total=job.frames.n_frames, unit="frame", desc="xcca", file=sys.stderr, disable=disable,
+                      dynamic_ncols=True, leave=False) as bar:
+                analyse(job, bar.update, prefetch=prefetch)
+            t_stream = time.perf_counter()
+            details = job.analysis.details()
+            result = job.analysis.result(details)
         t_result = time.perf_counter()
         figure = None
         if job.plot_dir is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mc_beamline.devices.assembly_cell import AssemblyCell, SimAssemblyCell
 from mc_beamline.devices.beam import BeamMonitor, SimBeamMonitor
+from mc_beamline.devices.ca_session import close_at_exit
 from mc_beamline.devices.detector import PixelDetector, SimPixelDetector
 from mc_beamline.devices.flow_reactor import FlowReactor, SimFlowReactor
 from mc_beamline.devices.stage import NanofocusStage
@@ -68,7 +69,11 @@ def make_devices(prefix: str = "MC:", sim: bool = True) -> Beamline:
     ``sim=True`` (the default: the IOC of ``mc-beamline iocs``) builds the ``Sim*`` classes
     with the simulator-only signals and methods (time scale, seeds, ...); ``sim=False``
     builds the classes for real hardware, which need none of those PVs.
+
+    The CA client is disconnected when the interpreter exits (no traceback flood from
+    packets arriving during shutdown; see :mod:`mc_beamline.devices.ca_session`).
     """
+    close_at_exit()
     detector, beam, reactor, assembly = (
         (SimPixelDetector, SimBeamMonitor, SimFlowReactor, SimAssemblyCell) if sim
         else (PixelDetector, BeamMonitor, FlowReactor, AssemblyCell))

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor
+
+
+MOVE_TIMEOUT_MARGIN_S = 5.0
+"""Wall-clock seconds a move may take beyond its travel time (acceleration, settling, CA latency)."""
+SLOWEST_VELOCITY_UM_S = 1.0
+"""Velocity (µm/s) assumed for the timeout when the record's is unknown, and the lowest used."""
+MAX_TRAVEL_UM = 500.0
+"""Largest travel of an axis (z: ±500 µm), for a timeout when the position is unknown."""
 
 
 class PiezoMotor(EpicsMotor):
@@ -16,7 +26,37 @@ class PiezoMotor(EpicsMotor):
     (from its own thread) in between; that move "cancels" the old, already finished
     status again and ophyd logs ``InvalidState`` tracebacks. Here the pending statuses
     are detached before they are completed.
+
+    Every move has a bound (`move_timeout`): a dead IOC fails the move in seconds.
     """
+
+    def move(self, position, wait=True, timeout=None, **kwargs):
+        """Move to ``position`` (µm); the move fails after a bound instead of waiting forever.
+
+        The bound: ``timeout``, else the motor's ``timeout`` attribute if set, else
+        `move_timeout`. A motor whose IOC died never reports the end of the move; bluesky
+        then fails the run with the status' timeout rather than hanging.
+        """
+        if timeout is None:
+            timeout = self.timeout if self.timeout is not None else self.move_timeout(position)
+        return super().move(position, wait=wait, timeout=timeout, **kwargs)
+
+    def move_timeout(self, position: float) -> float:
+        """Seconds a move to ``position`` (µm) may take: travel at the record's velocity + margin.
+
+        Uses the monitored readback and velocity (no network wait); a velocity below
+        :data:`SLOWEST_VELOCITY_UM_S` counts as that, an unknown position as twice the
+        largest travel.
+        """
+        try:
+            current = float(self.user_readback.get(use_monitor=True))
+            velocity = float(self.velocity.get(use_monitor=True))
+        except Exception:  # noqa: BLE001 - not connected or no value yet: assume the slowest travel
+            current, velocity = float("nan"), SLOWEST_VELOCITY_UM_S
+        distance = abs(float(position) - current)
+        if not np.isfinite(distance):
+            distance = 2 * MAX_TRAVEL_UM
+        return MOVE_TIMEOUT_MARGIN_S + distance / max(velocity, SLOWEST_VELOCITY_UM_S)
 
     def _done_moving(self, success=True, timestamp=None, value=None, **kwargs):
         if success:

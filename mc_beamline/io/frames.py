@@ -389,7 +389,14 @@ class FrameStack:
             except (KeyError, ValueError, OSError):  # a broken link or an invalid path
                 ds = None
             if ds is None:
-                raise InputError(f"Frames file {self.path} has no dataset {dataset} (use --dataset).")
+                link = self._file.get(dataset, getlink=True) if dataset in self._file else None
+                if isinstance(link, h5py.ExternalLink):
+                    target = Path(link.filename)
+                    target = target if target.is_absolute() else self.path.parent / target
+                    raise InputError(f"{dataset} in {self.path} links to {target}:{link.path}, which does not "
+                                     f"exist or cannot be read.")
+                raise InputError(f"Frames file {self.path} has no dataset {dataset}; name the frames' dataset "
+                                 "with --dataset.")
             if not isinstance(ds, h5py.Dataset):
                 raise InputError(f"{dataset} in {self.path} is a {type(ds).__name__.lower()}, not a dataset of frames.")
             if ds.ndim not in (2, 3):

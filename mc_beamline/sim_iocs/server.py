@@ -183,11 +183,23 @@ def _drop_beacon_failures(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Failed to send beacon")
 
 
+LOOPBACK = ["127.0.0.1"]
+"""Where the IOC listens unless told otherwise: only this machine can move the stage."""
+
+
+def listen_interfaces(interfaces: list[str] | None) -> list[str]:
+    """The addresses to listen on: ``interfaces`` if given, else EPICS_CAS_INTF_ADDR_LIST, else loopback."""
+    if interfaces:
+        return list(interfaces)
+    configured = os.environ.get("EPICS_CAS_INTF_ADDR_LIST", "").split()
+    return configured or list(LOOPBACK)
+
+
 async def serve(ioc: BeamlineIOC, *, interfaces: list[str] | None = None,
                 ready_file: str | os.PathLike | None = None) -> None:
-    """Serve the IOC until cancelled (SIGINT/SIGTERM cancel it cleanly)."""
+    """Serve the IOC until cancelled (SIGINT/SIGTERM cancel it cleanly); see `listen_interfaces`."""
     tune_caproto_server()
-    ctx = _low_latency_context_class()(ioc.pvdb, interfaces)
+    ctx = _low_latency_context_class()(ioc.pvdb, listen_interfaces(interfaces))
 
     async def _ready(async_lib):
         if ready_file is not None:
@@ -223,10 +235,14 @@ def run_iocs(
 ) -> None:
     """Run the simulated beamline IOC in the foreground until SIGINT/SIGTERM.
 
+    It listens on loopback unless ``interfaces`` (or EPICS_CAS_INTF_ADDR_LIST) says otherwise,
+    and creates its files readable by their owner only (umask 077).
+
     With ``list_pvs`` the PV names are printed and nothing is served. ``ready_file``
     (if given) is written as JSON (pid, port, prefix, data_dir) once the server listens.
     The capture file open at exit is closed cleanly.
     """
+    os.umask(0o077)  # detector files: readable by their owner only (the data directory's Tiled serves them)
     ioc = build_ioc(prefix, data_dir, geometry, seed)
     if list_pvs:
         print("\n".join(pv_listing(ioc)))
@@ -250,7 +266,8 @@ def add_ioc_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--seed", type=int, default=None, help="sample seed (default: the seed-000 sample)")
     parser.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
     parser.add_argument("--interfaces", nargs="+", default=None,
-                        help="interfaces to listen on (default: EPICS_CAS_INTF_ADDR_LIST or all)")
+                        help="interfaces to listen on (default: EPICS_CAS_INTF_ADDR_LIST, else 127.0.0.1; "
+                             "0.0.0.0 for all)")
     parser.add_argument("--ready-file", default=None,
                         help="write this JSON file (pid, port, prefix) once the IOC is serving")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log caproto activity")
@@ -283,4 +300,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["BeamlineIOC", "build_ioc", "run_iocs", "serve", "add_ioc_arguments", "run_from_args", "main",
-           "GEOMETRIES", "DEFAULT_PREFIX"]
+           "GEOMETRIES", "DEFAULT_PREFIX", "LOOPBACK", "listen_interfaces"]

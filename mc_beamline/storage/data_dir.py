@@ -7,6 +7,7 @@
     <root>/tiled/tables.sqlite   SQLite tabular storage (event tables written by TiledWriter)
     <root>/tiled/data/           Tiled writable file storage (zarr arrays written by TiledWriter)
     <root>/tiled/api_key         the server's single-user API key (mode 0600, reused on restart)
+    <root>/tiled/readonly_keys   SHA-256 digests of read-only API keys, one per line (mode 0600)
     <root>/detector/             detector HDF5 files; readable storage, so Tiled serves them
 
 The catalog is the data directory's SQLite file unless the data directory names another
@@ -14,6 +15,10 @@ catalog database (`DataDir.set_catalog_uri`, e.g. ``postgresql://user:pass@host:
 for a beamline where many processes read and write at once): then every server started for
 that data directory uses that database. Event tables stay in the data directory's SQLite
 tabular storage and arrays in its file storage with either catalog.
+
+Only the owner may enter ``tiled/`` and ``detector/`` (mode 0700) and read the files in
+``tiled/`` (0600): the catalog and the frames are reached through the server and its key,
+not around it.
 """
 
 from __future__ import annotations
@@ -100,6 +105,11 @@ class DataDir:
         return self.tiled / "api_key"
 
     @property
+    def readonly_keys_file(self) -> Path:
+        """File of SHA-256 digests of the read-only API keys (see `create_readonly_key`)."""
+        return self.tiled / "readonly_keys"
+
+    @property
     def sqlite_catalog_uri(self) -> str:
         """URI of the data directory's own SQLite catalog file."""
         return f"sqlite:///{self.catalog}"
@@ -147,10 +157,45 @@ class DataDir:
         )
 
     def create(self) -> DataDir:
-        """Create the directories if missing; return self."""
+        """Create the directories if missing and close them to other users; return self.
+
+        ``tiled/`` and ``detector/`` get mode 0700 and the files directly in ``tiled/``
+        (catalog, tables, keys) 0600, also in a data directory made before this rule.
+        """
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self.data, self.detector):
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # SQLite would create the event-table file 0644 on the first write; an empty file is a new database
+        os.close(os.open(self.tables, os.O_WRONLY | os.O_CREAT, 0o600))
+        return self.restrict()
+
+    def restrict(self) -> DataDir:
+        """Give ``tiled/`` and ``detector/`` mode 0700 and the files in ``tiled/`` 0600; return self.
+
+        Run again once a server has created its catalog files (SQLite creates them 0644).
+        """
+        for directory in (self.tiled, self.detector):
+            if directory.is_dir():
+                os.chmod(directory, 0o700)
+        if self.tiled.is_dir():
+            for path in self.tiled.iterdir():
+                if path.is_file() and not path.is_symlink():
+                    os.chmod(path, 0o600)
         return self
+
+    def create_readonly_key(self) -> str:
+        """A new read-only API key (hex, 256 bit); its digest is added to `readonly_keys_file`.
+
+        The key itself is not stored: give it to whoever only replays runs.
+        """
+        from mc_beamline.storage.key_guard import key_digest
+
+        key = secrets.token_hex(32)
+        self.tiled.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.readonly_keys_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(key_digest(key) + "\n")
+        return key
 
     def api_key(self) -> str:
         """Return the API key, generating it (hex, 256 bit, file mode 0600) on first use."""

@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 
 from mc_beamline.storage.data_dir import DataDir, catalog_dialect, redact_uri
+from mc_beamline.storage.key_guard import KeyGuard
 
 BLUESKY_CATALOG_SPEC = {"name": "CatalogOfBlueskyRuns", "version": "3.0"}
 """Spec of the catalog root, so clients get bluesky conveniences (lookup by uid, scan_id)."""
@@ -94,11 +95,12 @@ def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str, max_overflow: 
     serialization_registry = copy.deepcopy(default_serialization_registry)
     serialization_registry.register("BlueskyRun", JSON_SEQ_MIMETYPE, json_seq_exporter)
     logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner on stderr
-    return build_app(
+    app = build_app(
         catalog,
         authentication=Authentication(single_user_api_key=api_key),
         serialization_registry=serialization_registry,
     )
+    return KeyGuard(app, api_key, data_dir.readonly_keys_file)
 
 
 def _needs_init(data_dir: DataDir, catalog_uri: str) -> bool:
@@ -137,8 +139,8 @@ class TiledService:
         file). Tiled's tables are created in it if missing; a PostgreSQL database that cannot
         be reached or initialised raises ConnectionError at `start`.
 
-    The server requires the data directory's API key for every request (no anonymous
-    access), serves detector files under ``data_dir/detector`` and exports BlueskyRuns
+    The server requires the data directory's API key, or a read-only key for reading, for
+    every request but ``/healthz`` (`~mc_beamline.storage.key_guard.KeyGuard`), serves detector files under ``data_dir/detector`` and exports BlueskyRuns
     as ``application/json-seq`` so that ``run.documents()`` works.
     """
 
@@ -214,6 +216,7 @@ class TiledService:
         self._thread.start()
         try:
             self._uri = self._wait_until_ready()
+            self.data_dir.restrict()  # the catalog files the server just created
         except BaseException:
             self.stop()
             raise

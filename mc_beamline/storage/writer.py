@@ -78,20 +78,49 @@ class _BackupFile:
 
         self._dumps = lambda obj: json.dumps(obj, default=_json_default)
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a", encoding="utf-8")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._file = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8")
+        self._unwritten: list[str] = []
 
     def __call__(self, name: str, doc: dict) -> None:
-        self._file.write(self._dumps({"name": name, "doc": doc}) + "\n")
-        self._file.flush()
+        """Append one document; if the disk refuses, it is kept and written with the next one.
+
+        Raises OSError while documents wait (a full disk): they are lost only if the
+        process ends before space returns, and no partial line is left in the file.
+        """
+        self._unwritten.append(self._dumps({"name": name, "doc": doc}) + "\n")
+        self.flush()
         if name == "stop":
             self.close()
 
+    def flush(self) -> None:
+        """Write the documents kept back (OSError if the disk still refuses them)."""
+        while self._unwritten:
+            line = self._unwritten[0]
+            offset = self._file.tell()
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError:
+                self._file = _truncated(self._file, self.path, offset)
+                raise
+            self._unwritten.pop(0)
+
     def close(self) -> None:
-        if not self._file.closed:
+        if not self._file.closed and not self._unwritten:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+
+
+def _truncated(file, path: Path, size: int):
+    """``file`` reopened on ``path`` cut back to ``size`` bytes (a line the disk took only in part is removed)."""
+    try:
+        file.close()
+    except OSError:  # its buffer could not be written either; that is the part cut off
+        pass
+    os.truncate(path, size)
+    return open(path, "a", encoding="utf-8")
 
 
 class _GuardedRun:
@@ -103,14 +132,26 @@ class _GuardedRun:
         self.primary = primary
         self._seen: list[tuple[str, dict]] = []
         self.backup: _BackupFile | None = None
+        self._file_error = False
         if primary is None:
             self._to_backup()
 
     def _to_backup(self) -> None:
         self.backup = _BackupFile(self._owner.backup_dir / f"{self.uid}.jsonl")
-        for name, doc in self._seen:
+        seen, self._seen = self._seen, []
+        for name, doc in seen:
+            self._to_file(name, doc)
+
+    def _to_file(self, name: str, doc: dict) -> None:
+        try:
             self.backup(name, doc)
-        self._seen.clear()
+        except OSError as exc:  # a full disk must not stop the scan; the documents wait in memory
+            if not self._file_error:
+                logger.error("The backup of run %s cannot be written (%s); its documents are kept in memory "
+                             "until the disk takes them.", self.uid[:8], exc)
+                self._file_error = True
+        else:
+            self._file_error = False
 
     def __call__(self, name: str, doc: dict) -> None:
         if self.primary is not None:
@@ -124,10 +165,7 @@ class _GuardedRun:
                 self.primary = None
                 self._to_backup()
             return
-        try:
-            self.backup(name, doc)
-        except Exception:  # noqa: BLE001 - a full disk must not stop the scan either
-            logger.exception("Could not write the %s document of run %s to the backup.", name, self.uid[:8])
+        self._to_file(name, doc)
 
     def close(self) -> None:
         if self.backup is not None:
@@ -233,9 +271,21 @@ class BackedUpTiledWriter:
 
     # --------------------------------------------------------------- resending
     def pending(self) -> list[Path]:
-        """Backup files of finished runs that are not yet in Tiled, oldest first."""
+        """Backup files of finished runs that are not yet in Tiled, oldest first.
+
+        An empty file (its run's documents never reached the disk) holds nothing to send:
+        it is removed with one warning instead of being tried again forever.
+        """
         active = {run.uid for run in list(self._open.values())}
-        files = [p for p in self.backup_dir.glob("*.jsonl") if p.stem not in active]
+        files = []
+        for path in self.backup_dir.glob("*.jsonl"):
+            if path.stem in active:
+                continue
+            if path.stat().st_size == 0:
+                logger.warning("The backup %s is empty (the disk took none of its run's documents); removed.", path)
+                path.unlink(missing_ok=True)
+                continue
+            files.append(path)
         return sorted(files, key=lambda p: p.stat().st_mtime)
 
     def resend(self) -> list[str]:

@@ -177,6 +177,7 @@ def test_acquire_writes_swmr_frames(ca_context, sim_ioc):
         assert get_value(ca_context, "MC:DET:Capture_RBV") == 1
         path = Path(get_value(ca_context, "MC:DET:FullFileName_RBV"))
         assert path.parent == sim_ioc.data_dir / "detector" / "ioc-tests" and path.name.startswith("swmr_")
+        assert path.stat().st_mode & 0o777 == 0o600  # frames are the owner's: others go through Tiled's key
         before = get_value(ca_context, "MC:DET:ArrayCounter_RBV")
         put(ca_context, "MC:DET:Acquire", 1)  # put-completion after all 3 frames are written
         assert get_value(ca_context, "MC:DET:Acquire_RBV") == 0
