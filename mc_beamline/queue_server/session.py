@@ -20,6 +20,13 @@ MC_BEAMLINE_MOTOR_TIMEOUT_S         longest stage move before the run fails, s (
 MC_BEAMLINE_BACKUP_RETRY_S          how often backed-up runs are offered to Tiled again, s (default 10)
 MC_BEAMLINE_OFFLINE                 ``1``: devices are created but not connected and no Tiled
                                     client is made (to list plans and devices without a beamline)
+MC_BEAMLINE_REDIS                   where the persistent run metadata (``RE.md``, ``scan_id``)
+                                    lives: ``HOST:PORT``, ``data-dir`` (default: the data
+                                    directory's Redis, started if it does not run) or ``off``
+MC_BEAMLINE_STREAM_ADDR             ``HOST:PORT`` of the document stream to publish to (default:
+                                    the stream of the queue running for the data directory)
+MC_BEAMLINE_LOG                     name of the log file under ``DATA_DIR/logs`` (default
+                                    ``ipython``, ``worker`` in the queue's RE worker)
 ==================================  ==============================================================
 """
 
@@ -79,6 +86,12 @@ class StartupConfig:
     motor_timeout_s: float = 30.0
     backup_retry_s: float = 10.0
     offline: bool = False
+    md_redis: str | None = None
+    """Persistent ``RE.md``: ``HOST:PORT`` of a Redis, ``"data-dir"`` (the data directory's), or None (a plain dict)."""
+    stream_addr: str | None = None
+    """``HOST:PORT`` of the document stream the session publishes to, or None."""
+    log_name: str | None = None
+    """Log file ``DATA_DIR/logs/<log_name>.log``, or None for no log file."""
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> StartupConfig:
@@ -100,6 +113,10 @@ class StartupConfig:
             motor_timeout_s=_env_float(env, "MC_BEAMLINE_MOTOR_TIMEOUT_S", 30.0) or 30.0,
             backup_retry_s=_env_float(env, "MC_BEAMLINE_BACKUP_RETRY_S", 10.0) or 10.0,
             offline=env.get("MC_BEAMLINE_OFFLINE", "").strip().lower() in ("1", "yes", "true", "on"),
+            md_redis=None if env.get("MC_BEAMLINE_REDIS", "").strip().lower() == "off"
+            else (env.get("MC_BEAMLINE_REDIS") or "data-dir"),
+            stream_addr=env.get("MC_BEAMLINE_STREAM_ADDR") or None,
+            log_name=env.get("MC_BEAMLINE_LOG") or None,
         )
 
     @property
@@ -214,6 +231,8 @@ class Session:
     """The RunEngine's suspenders (ring current, reactor temperatures)."""
     bec: Any | None = None
     """The BestEffortCallback (live table and plots), or None."""
+    stream_addr: str | None = None
+    """The document stream the RunEngine publishes to, or None."""
 
     def close(self) -> None:
         """Stop the backup thread, close the Tiled client and the embedded server (idempotent)."""
@@ -277,8 +296,15 @@ def start_session(config: StartupConfig, *, ipython: bool = False) -> Session:
         return session
 
     try:
+        if config.log_name:
+            from mc_beamline.services.logs import log_to_files
+
+            log_to_files(config.data_dir, config.log_name)
+        if config.md_redis:
+            _persistent_metadata(session)
         beamline.connect_all(timeout=config.connect_timeout_s)
         _connect_storage(session)
+        _publish_documents(session)
         if config.ring_current_min_ma is not None:
             suspender = ring_current_suspender(beamline.beam.ring_current, config.ring_current_min_ma,
                                                config.ring_current_resume_ma, config.suspend_sleep_s)
@@ -308,6 +334,48 @@ def _connect_storage(session: Session) -> None:
     session.RE.subscribe(session.writer)
     if session.writer.pending():
         logger.warning("%d runs wait in %s to be sent to Tiled.", len(session.writer.pending()), config.backup_dir)
+
+
+def _persistent_metadata(session: Session) -> None:
+    """``RE.md`` in Redis (:class:`~mc_beamline.services.persistent_md.RedisMetadata`): ``scan_id``
+    and the other persistent keys are shared by every session of the data directory."""
+    import redis
+
+    from mc_beamline.queue_server.redis import ensure_redis, parse_address
+    from mc_beamline.services.persistent_md import RedisMetadata, metadata_key
+
+    config = session.config
+    if config.md_redis == "data-dir":
+        directory = config.data_dir / "queue" / "redis"
+        entry, started = ensure_redis(directory, log_file=config.data_dir / "logs" / "redis.log")
+        host, port = "127.0.0.1", int(entry["port"])
+        if started:
+            logger.info("Started the data directory's Redis on 127.0.0.1:%d (pid %d).", port, entry["pid"])
+    else:
+        host, port = parse_address(config.md_redis)
+    client = redis.Redis(host=host, port=port, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        md = RedisMetadata(client, metadata_key(config.data_dir))
+    except redis.RedisError as exc:
+        raise StartupError(f"The persistent run metadata in Redis at {host}:{port} cannot be read ({exc}).") from None
+    md.update(session.RE.md)  # beamline_id, prefix and versions of this session
+    session.RE.md = md
+    session.RE.scan_id_source = md.next_scan_id
+
+
+def _publish_documents(session: Session) -> None:
+    """Every document of the session also goes to the beamline's document stream (if there is one)."""
+    from mc_beamline.services.stream import publish_to, queue_stream
+
+    address = session.config.stream_addr
+    if address is None:
+        stream = queue_stream(session.config.data_dir)
+        address = stream.publish if stream else None
+    if address is None:
+        logger.info("No document stream runs for %s: documents go to Tiled only.", session.config.data_dir)
+        return
+    publish_to(session.RE, address)
+    session.stream_addr = address
 
 
 def _ipython_extras(session: Session) -> None:
