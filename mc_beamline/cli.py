@@ -169,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="Tiled server (default: the queue's for DATA_DIR, else an embedded one)")
     serve_analysis.add_argument("--stream", default=None, metavar="HOST:PORT",
                                 help="output of the document stream's proxy (default: the queue's for DATA_DIR)")
-    serve_analysis.add_argument("--sweep", type=float, default=60.0,
-                                help="seconds between two searches for runs without results (default 60)")
+    serve_analysis.add_argument("--sweep", type=float, default=None,
+                                help="seconds between two searches for runs without results (default "
+                                     "$MC_BEAMLINE_ANALYSIS_SWEEP_S, else 60)")
     _add_data_dir(serve_analysis)
 
     profile = sub.add_parser("profile", help="IPython profile with the beamline session")

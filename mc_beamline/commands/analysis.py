@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from pathlib import Path
 from typing import Any, Iterator
 
 from mc_beamline.io.inputs import InputError
 
+ENV_SWEEP = "MC_BEAMLINE_ANALYSIS_SWEEP_S"
+"""Environment variable: default of ``--sweep`` (s)."""
 IDLE_WAIT_S = 30.0
 """At SIGTERM: how long the analyses of runs that have stopped may take to be stored (s)."""
 
@@ -40,7 +43,7 @@ def _catalog(data_dir: Path, tiled: str | None) -> Iterator[Any]:
 
 def run_analysis(args) -> int:
     """``mc-beamline analysis serve``: runs until SIGTERM or Ctrl-C."""
-    from mc_beamline.services.analysis_service import AnalysisService
+    from mc_beamline.services.analysis_service import SWEEP_S, AnalysisService
     from mc_beamline.services.logs import log_to_files
     from mc_beamline.services.stream import queue_stream
 
@@ -52,8 +55,15 @@ def run_analysis(args) -> int:
             raise InputError(f"No document stream runs for {data_dir}: start the queue (`mc-beamline queue start`) "
                              "or give the stream's address with --stream HOST:PORT.")
         address = stream.subscribe
-    if args.sweep <= 0:
-        raise InputError(f"--sweep must be a positive number of seconds, got {args.sweep:g}.")
+    sweep = args.sweep
+    if sweep is None:
+        text = os.environ.get(ENV_SWEEP, "") or str(SWEEP_S)
+        try:
+            sweep = float(text)
+        except ValueError:
+            raise InputError(f"{ENV_SWEEP} must be a number of seconds, got {text!r}.") from None
+    if not sweep > 0:
+        raise InputError(f"The sweep interval must be a positive number of seconds, got {sweep:g}.")
     log = log_to_files(data_dir, "analysis") if data_dir.is_dir() else None
 
     def interrupt(signum, frame):
@@ -62,7 +72,7 @@ def run_analysis(args) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     with _catalog(data_dir, args.tiled) as client:
         service = AnalysisService(client, figure_dir=data_dir / "figures" if data_dir.is_dir() else None,
-                                  sweep_s=args.sweep)
+                                  sweep_s=sweep)
         print(f"Analysis service: stream {address}, Tiled {client.uri.split('/api/', 1)[0]}"
               + (f", log {log}" if log else "") + ".", flush=True)
         service.serve(address)

@@ -146,5 +146,21 @@ def ensure_redis(directory: Path, *, log_file: Path | None = None, timeout: floa
     return entry, True
 
 
-__all__ = ["RedisError", "ensure_redis", "find_redis_server", "parse_address", "ping", "running_redis",
+def stop_redis(directory: Path, timeout: float = 10.0) -> bool:
+    """Stop the Redis serving ``directory`` (it saves its data first); True if one ran."""
+    import signal
+
+    entry = running_redis(directory)
+    if entry is None:
+        return False
+    os.kill(int(entry["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_redis(directory) is not None:
+        if time.monotonic() > deadline:
+            raise RedisError(f"redis-server (pid {entry['pid']}) did not stop within {timeout:g} s.")
+        time.sleep(0.05)
+    return True
+
+
+__all__ = ["RedisError", "ensure_redis", "stop_redis", "find_redis_server", "parse_address", "ping", "running_redis",
            "start_redis", "free_port"]
