@@ -14,7 +14,10 @@ TILED_API_KEY                       API key for that server (default: ``DATA_DIR
 MC_BEAMLINE_RING_CURRENT_MIN_MA     suspend below this ring current, mA (default 50; ``off``: no
                                     suspender)
 MC_BEAMLINE_RING_CURRENT_RESUME_MA  resume at or above this current, mA (default: MIN x 1.1)
-MC_BEAMLINE_SUSPEND_SLEEP_S         wait after the current has recovered, s (default 10)
+MC_BEAMLINE_SUSPEND_SLEEP_S         wait after the current has recovered (or the shutter opened), s
+                                    (default 10)
+MC_BEAMLINE_SHUTTER_SUSPENDER       ``off``: no suspender on the experiment shutter (default: the
+                                    scan waits while the shutter is closed)
 MC_BEAMLINE_CONNECT_TIMEOUT_S       how long to wait for the IOC at start-up, s (default 10)
 MC_BEAMLINE_MOTOR_TIMEOUT_S         longest stage move before the run fails, s (default 30)
 MC_BEAMLINE_BACKUP_RETRY_S          how often backed-up runs are offered to Tiled again, s (default 10)
@@ -42,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bluesky.suspenders import SuspendFloor
+from bluesky.suspenders import SuspendBoolLow, SuspendFloor
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ class StartupConfig:
     motor_timeout_s: float = 30.0
     backup_retry_s: float = 10.0
     offline: bool = False
+    shutter_suspender: bool = False
+    """Suspend while the experiment shutter is closed."""
     md_redis: str | None = None
     """Persistent ``RE.md``: ``HOST:PORT`` of a Redis, ``"data-dir"`` (the data directory's), or None (a plain dict)."""
     stream_addr: str | None = None
@@ -113,6 +118,7 @@ class StartupConfig:
             motor_timeout_s=_env_float(env, "MC_BEAMLINE_MOTOR_TIMEOUT_S", 30.0) or 30.0,
             backup_retry_s=_env_float(env, "MC_BEAMLINE_BACKUP_RETRY_S", 10.0) or 10.0,
             offline=env.get("MC_BEAMLINE_OFFLINE", "").strip().lower() in ("1", "yes", "true", "on"),
+            shutter_suspender=env.get("MC_BEAMLINE_SHUTTER_SUSPENDER", "on").strip().lower() not in ("off", "0", "no"),
             md_redis=None if env.get("MC_BEAMLINE_REDIS", "").strip().lower() == "off"
             else (env.get("MC_BEAMLINE_REDIS") or "data-dir"),
             stream_addr=env.get("MC_BEAMLINE_STREAM_ADDR") or None,
@@ -187,7 +193,14 @@ class _DeferringEngine:
         return getattr(self._RE, name)
 
 
-class CheckpointSuspendFloor(SuspendFloor):
+class _AtCheckpoint:
+    """Mixin for bluesky suspenders: suspend at the next checkpoint, not mid-point."""
+
+    def install(self, RE, *, event_type=None):
+        super().install(_DeferringEngine(RE, self), event_type=event_type)
+
+
+class CheckpointSuspendFloor(_AtCheckpoint, SuspendFloor):
     """:class:`bluesky.suspenders.SuspendFloor` that suspends at the next checkpoint.
 
     The point being measured when the signal falls is completed and stored once; the scan
@@ -195,8 +208,17 @@ class CheckpointSuspendFloor(SuspendFloor):
     on with the next point. Install it with ``RE.install_suspender``.
     """
 
-    def install(self, RE, *, event_type=None):
-        super().install(_DeferringEngine(RE, self), event_type=event_type)
+
+class CheckpointSuspendBoolLow(_AtCheckpoint, SuspendBoolLow):
+    """:class:`bluesky.suspenders.SuspendBoolLow` (suspend while the signal is 0) that suspends
+    at the next checkpoint, like :class:`CheckpointSuspendFloor`."""
+
+
+def shutter_suspender(signal, sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> CheckpointSuspendBoolLow:
+    """Suspend while the experiment shutter (``signal``: 1 open, 0 closed) is closed; resume
+    ``sleep_s`` s after it opens again."""
+    return CheckpointSuspendBoolLow(signal, sleep=sleep_s,
+                                    tripped_message=f"the shutter is closed; the scan resumes {sleep_s:g} s after it opens")
 
 
 def ring_current_suspender(signal, minimum_ma: float, resume_ma: float | None = None,
@@ -310,6 +332,11 @@ def start_session(config: StartupConfig, *, ipython: bool = False) -> Session:
                                                config.ring_current_resume_ma, config.suspend_sleep_s)
             RE.install_suspender(suspender)
             session.suspenders.append(suspender)
+        if config.shutter_suspender:
+            suspender = shutter_suspender(beamline.beam.shutter, config.suspend_sleep_s)
+            RE.install_suspender(suspender)
+            session.suspenders.append(suspender)
+        _record_beamline_state(session)
         if ipython:
             _ipython_extras(session)
     except BaseException:
@@ -334,6 +361,51 @@ def _connect_storage(session: Session) -> None:
     session.RE.subscribe(session.writer)
     if session.writer.pending():
         logger.warning("%d runs wait in %s to be sent to Tiled.", len(session.writer.pending()), config.backup_dir)
+
+
+def _record_beamline_state(session: Session) -> None:
+    """What every run of the session records besides what its plan reads: a ``baseline`` stream
+    (ring current, energy, shutter, stage z, reactor and cell state, read at the start and the
+    end of each run, :class:`bluesky.preprocessors.SupplementalData`) and the ring current in
+    every primary event (an I0 to normalise each point by)."""
+    from bluesky.preprocessors import SupplementalData
+
+    bl = session.beamline
+    baseline = [bl.beam.ring_current, bl.beam.energy, bl.beam.shutter, bl.stage.z]
+    if bl.reactor is not None:
+        baseline += [bl.reactor.nucleation, bl.reactor.growth, bl.reactor.pumps]
+    if bl.assembly is not None:
+        baseline += [bl.assembly.concentration, bl.assembly.floc.dispensed]
+    session.RE.preprocessors.append(SupplementalData(baseline=baseline))
+    session.RE.preprocessors.append(read_with_every_point(bl.beam.ring_current))
+
+
+def read_with_every_point(signal, stream: str = "primary"):
+    """A RunEngine preprocessor that adds ``signal``'s reading to every event of ``stream`` whose
+    plan did not read it itself (plans need not know about the beam monitor)."""
+    from bluesky.preprocessors import plan_mutator
+    from bluesky.utils import Msg
+
+    def add_reading(plan):
+        state = {"open": False, "read": False}
+
+        def mutate(msg):
+            if msg.command == "create":
+                state.update(open=msg.kwargs.get("name", "primary") == stream, read=False)
+            elif msg.command == "read" and msg.obj is signal:
+                state["read"] = True
+            elif msg.command == "save" and state["open"]:
+                state["open"] = False
+                if not state["read"]:
+                    def read_then_save():
+                        yield Msg("read", signal)
+                        return (yield msg)
+                    return read_then_save(), None
+            return None, None
+
+        return (yield from plan_mutator(plan, mutate))
+
+    return add_reading
 
 
 def _persistent_metadata(session: Session) -> None:
@@ -397,4 +469,5 @@ def _ipython_extras(session: Session) -> None:
 
 
 __all__ = ["StartupConfig", "StartupError", "Session", "start_session", "CheckpointSuspendFloor",
+           "CheckpointSuspendBoolLow", "read_with_every_point", "shutter_suspender",
            "ring_current_suspender", "tiled_api_key"]
