@@ -35,12 +35,10 @@ MC_BEAMLINE_LOG                     name of the log file under ``DATA_DIR/logs``
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import math
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,105 +129,28 @@ class StartupConfig:
 
 
 # ------------------------------------------------------------------ suspenders
-class _CheckpointGate:
-    """Makes suspension requests of a RunEngine take effect at its next checkpoint.
-
-    A plain bluesky suspender interrupts the plan wherever it is and rewinds to the last
-    checkpoint. Between a detector's trigger and the save of its reading that replays the
-    trigger: the detector writes a second frame into its file and the stored run no
-    longer maps events to frames one to one (bluesky-tiled-plugins serves the first N
-    frames of the file). Deferred to the next checkpoint (the start of the next raster
-    point) the point in progress completes and is stored once, and nothing is replayed.
-    """
-
-    _gates: dict[int, _CheckpointGate] = {}
-
-    def __init__(self, RE) -> None:
-        self.RE = RE
-        self._pending: dict[int, tuple[Any, Any, dict]] = {}
-        self._lock = threading.Lock()
-        original = RE._command_registry["checkpoint"]
-
-        async def checkpoint(msg):
-            await original(msg)
-            with self._lock:
-                requests, self._pending = list(self._pending.values()), {}
-            requests = [(fut, kwargs) for suspender, fut, kwargs in requests if suspender.tripped]
-            for fut, kwargs in requests:
-                self.RE.request_suspend(fut, **kwargs)
-            if requests:
-                # The request is scheduled on this loop; let it interrupt the plan here, at the
-                # checkpoint, before the next point moves a motor or triggers the detector.
-                for _ in range(20):
-                    await asyncio.sleep(0)
-
-        RE.register_command("checkpoint", checkpoint)
-
-    @classmethod
-    def of(cls, RE) -> _CheckpointGate:
-        gate = cls._gates.get(id(RE))
-        if gate is None or gate.RE is not RE:
-            gate = cls._gates[id(RE)] = cls(RE)
-        return gate
-
-    def defer(self, suspender, fut, kwargs: dict) -> None:
-        with self._lock:
-            self._pending[id(suspender)] = (suspender, fut, kwargs)
-
-
-class _DeferringEngine:
-    """What a :class:`CheckpointSuspendFloor` sees as its RunEngine: all of it, except that
-    ``request_suspend`` waits for the next checkpoint."""
-
-    def __init__(self, RE, suspender) -> None:
-        self._RE = RE
-        self._gate = _CheckpointGate.of(RE)
-        self._suspender = suspender
-
-    def request_suspend(self, fut, **kwargs) -> None:
-        self._gate.defer(self._suspender, fut, kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._RE, name)
-
-
-class _AtCheckpoint:
-    """Mixin for bluesky suspenders: suspend at the next checkpoint, not mid-point."""
-
-    def install(self, RE, *, event_type=None):
-        super().install(_DeferringEngine(RE, self), event_type=event_type)
-
-
-class CheckpointSuspendFloor(_AtCheckpoint, SuspendFloor):
-    """:class:`bluesky.suspenders.SuspendFloor` that suspends at the next checkpoint.
-
-    The point being measured when the signal falls is completed and stored once; the scan
-    then waits until the signal is back at ``resume_thresh`` for ``sleep`` seconds and goes
-    on with the next point. Install it with ``RE.install_suspender``.
-    """
-
-
-class CheckpointSuspendBoolLow(_AtCheckpoint, SuspendBoolLow):
-    """:class:`bluesky.suspenders.SuspendBoolLow` (suspend while the signal is 0) that suspends
-    at the next checkpoint, like :class:`CheckpointSuspendFloor`."""
-
-
-def shutter_suspender(signal, sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> CheckpointSuspendBoolLow:
-    """Suspend while the experiment shutter (``signal``: 1 open, 0 closed) is closed; resume
-    ``sleep_s`` s after it opens again."""
-    return CheckpointSuspendBoolLow(signal, sleep=sleep_s,
-                                    tripped_message=f"the shutter is closed; the scan resumes {sleep_s:g} s after it opens")
+# Every raster point is stored exactly once without any help here: the detector declares
+# itself not rewindable (``PixelDetector.rewindable``), so bluesky's ``trigger_and_read``
+# turns off the RunEngine's message cache while a frame is taken and read, and a suspension
+# that falls into an exposure completes that point once instead of replaying its trigger.
 
 
 def ring_current_suspender(signal, minimum_ma: float, resume_ma: float | None = None,
-                           sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> CheckpointSuspendFloor:
+                           sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> SuspendFloor:
     """Suspend while ``signal`` (ring current, mA) is below ``minimum_ma``; resume at ``resume_ma``."""
     resume = resume_ma if resume_ma is not None else minimum_ma * 1.1
-    return CheckpointSuspendFloor(
+    return SuspendFloor(
         signal, minimum_ma, resume_thresh=resume, sleep=sleep_s,
         tripped_message=f"ring current below {minimum_ma:g} mA; the scan resumes {sleep_s:g} s after it is "
                         f"back at {resume:g} mA",
     )
+
+
+def shutter_suspender(signal, sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> SuspendBoolLow:
+    """Suspend while the experiment shutter (``signal``: 1 open, 0 closed) is closed; resume
+    ``sleep_s`` s after it opens again."""
+    return SuspendBoolLow(signal, sleep=sleep_s,
+                          tripped_message=f"the shutter is closed; the scan resumes {sleep_s:g} s after it opens")
 
 
 # -------------------------------------------------------------------- session
@@ -468,6 +389,5 @@ def _ipython_extras(session: Session) -> None:
     shell.register_magics(BlueskyMagics)
 
 
-__all__ = ["StartupConfig", "StartupError", "Session", "start_session", "CheckpointSuspendFloor",
-           "CheckpointSuspendBoolLow", "read_with_every_point", "shutter_suspender",
+__all__ = ["StartupConfig", "StartupError", "Session", "start_session", "read_with_every_point", "shutter_suspender",
            "ring_current_suspender", "tiled_api_key"]
