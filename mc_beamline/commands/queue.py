@@ -29,6 +29,11 @@ def run_queue(args) -> int:
               f"document stream: {state.get('stream', {}).get('subscribe', 'none')}")
         if not state.get("analysis"):
             print("analysis: not started (runs are analysed when `mc-beamline analysis serve` starts)")
+        if report["redis_error"]:
+            print(f"Redis at {state['redis_addr']}: NOT ANSWERING ({report['redis_error']})")
+        if report["last_failure"]:
+            failure = report["last_failure"]
+            print(f"last failed item: {failure['name']} ({failure['exit_status']}): {failure['msg']}")
         if status is None:
             print("RE Manager: not answering")
             return 3

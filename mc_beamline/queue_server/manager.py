@@ -437,15 +437,39 @@ def queue_status(data_dir: Path) -> dict:
     report = {"state": state, "processes": {name: _is_ours(state.get(name)) for name in PROCESSES
                                             if state.get(name)}}
     report["manager_status"] = None
+    report["last_failure"] = None
+    report["redis_error"] = _redis_error(state.get("redis_addr", ""))
     if report["processes"].get("manager"):
         api = _api(state["zmq_control_addr"], timeout=5.0)
         try:
             report["manager_status"] = api.status(reload=True)
+            history = api.history_get().get("items", [])
+            failed = [h for h in history if h.get("result", {}).get("exit_status") not in ("completed", None)]
+            if failed:
+                result = failed[-1]["result"]
+                report["last_failure"] = {"name": failed[-1].get("name"), "exit_status": result.get("exit_status"),
+                                          "msg": " ".join(str(result.get("msg", "")).split())[:300]}
         except Exception:  # noqa: BLE001 - reported as not answering
             pass
         finally:
             api.close()
     return report
+
+
+def _redis_error(address: str) -> str | None:
+    """Why the queue's Redis does not answer (one line), or None if it does."""
+    import redis
+
+    try:
+        host, port = parse_address(address)
+        client = redis.Redis(host=host, port=port, socket_timeout=2.0, socket_connect_timeout=2.0)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure is what status reports
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def stop_queue(data_dir: Path, *, force: bool = False, timeout: float = 30.0) -> dict:
