@@ -173,7 +173,8 @@ def main() -> int:
                     stop = client[u].metadata["stop"]
                     n = stop["num_events"].get("primary", 0)
                     md = client[u].metadata["start"].get("mc_beamline", {})
-                    key = md["keys"]["absorbance"] if md.get("experiment") == "flow" else "det_image"
+                    key = {"flow": md.get("keys", {}).get("absorbance"),
+                           "assembly": "assembly_saxs_image"}.get(md.get("experiment"), "det_image")
                     if n and read_stream_array(client, u, key).shape[0] != n:
                         raise ValueError(f"{key} missing")
                     statuses[stop["exit_status"]] = statuses.get(stop["exit_status"], 0) + 1
