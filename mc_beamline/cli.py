@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--prefix", default="MC:", help="PV prefix of the beamline (default MC:)")
     start.add_argument("--stop-on-failure", action="store_true",
                        help="stop the queue when a plan fails (default: go on with the next item)")
+    start.add_argument("--no-analysis", action="store_true",
+                       help="do not start the analysis service (start it with `mc-beamline analysis serve`)")
     start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each part (default 120)")
     _add_data_dir(start)
     status = queue_sub.add_parser("status", help="show what runs and the RE Manager's state")
@@ -164,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     stop = queue_sub.add_parser("stop", help="stop the RE Manager, Tiled and Redis started by `queue start`")
     stop.add_argument("--force", action="store_true", help="stop even while a plan runs (it is aborted)")
     _add_data_dir(stop)
+
+    analysis = sub.add_parser("analysis", help="the analysis service on the beamline's document stream")
+    analysis_sub = analysis.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve_analysis = analysis_sub.add_parser(
+        "serve", help="analyse every run on the document stream and store derived runs in Tiled; catch up on "
+                      "stored runs that have none")
+    serve_analysis.add_argument("--tiled", default=None, metavar="URI",
+                                help="Tiled server (default: the queue's for DATA_DIR, else an embedded one)")
+    serve_analysis.add_argument("--stream", default=None, metavar="HOST:PORT",
+                                help="output of the document stream's proxy (default: the queue's for DATA_DIR)")
+    serve_analysis.add_argument("--sweep", type=float, default=None,
+                                help="seconds between two searches for runs without results (default "
+                                     "$MC_BEAMLINE_ANALYSIS_SWEEP_S, else 60)")
+    _add_data_dir(serve_analysis)
 
     profile = sub.add_parser("profile", help="IPython profile with the beamline session")
     profile_sub = profile.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -195,7 +211,7 @@ COMMANDS = {
     "saxs": _run("saxs", "run_saxs"), "results": _run("results", "run_results"),
     "replay": _run("results", "run_replay"), "reprocess": _run("reprocess", "run_reprocess"),
     "iocs": _run("serve", "run_iocs"), "serve": _run("serve", "run_serve"), "queue": _run("queue", "run_queue"),
-    "profile": _run("queue", "run_profile"),
+    "profile": _run("queue", "run_profile"), "analysis": _run("analysis", "run_analysis"),
 }
 """Every sub-command and the function in ``mc_beamline.commands`` that runs it."""
 

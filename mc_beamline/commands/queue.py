@@ -13,17 +13,27 @@ def run_queue(args) -> int:
         settings = manager.QueueSettings(
             data_dir=data_dir, zmq_control_addr=args.zmq_control_addr, zmq_info_addr=args.zmq_info_addr,
             redis_addr=args.redis, tiled_uri=args.tiled, tiled_port=args.tiled_port, prefix=args.prefix,
-            stop_on_failure=args.stop_on_failure, timeout_s=args.timeout)
+            stop_on_failure=args.stop_on_failure, analysis=not args.no_analysis, timeout_s=args.timeout)
         state = manager.start_queue(settings)
+        service = "analysis service running" if state.get("analysis") else "no analysis service"
         print(f"Queue running for {data_dir}: RE Manager at {state['zmq_control_addr']}, "
-              f"Redis at {state['redis_addr']}, Tiled at {state['tiled_uri']}; logs in {data_dir / 'queue' / 'logs'}.")
+              f"Redis at {state['redis_addr']}, Tiled at {state['tiled_uri']}, document stream at "
+              f"{state['stream']['subscribe']} ({service}); logs in {data_dir / 'queue' / 'logs'}.")
         return 0
     if args.action == "status":
         report = manager.queue_status(data_dir)
         state, status = report["state"], report["manager_status"]
         for name, alive in report["processes"].items():
             print(f"{name}: {'running' if alive else 'NOT RUNNING'} (pid {state[name]['pid']})")
-        print(f"control address: {state['zmq_control_addr']}; Redis: {state['redis_addr']}; Tiled: {state['tiled_uri']}")
+        print(f"control address: {state['zmq_control_addr']}; Redis: {state['redis_addr']}; Tiled: {state['tiled_uri']}; "
+              f"document stream: {state.get('stream', {}).get('subscribe', 'none')}")
+        if not state.get("analysis"):
+            print("analysis: not started (runs are analysed when `mc-beamline analysis serve` starts)")
+        if report["redis_error"]:
+            print(f"Redis at {state['redis_addr']}: NOT ANSWERING ({report['redis_error']})")
+        if report["last_failure"]:
+            failure = report["last_failure"]
+            print(f"last failed item: {failure['name']} ({failure['exit_status']}): {failure['msg']}")
         if status is None:
             print("RE Manager: not answering")
             return 3

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 from ophyd import Component as Cpt
-from ophyd import EpicsSignal, EpicsSignalRO
+from ophyd import EpicsSignal, EpicsSignalRO, Signal
 from ophyd.status import DeviceStatus
 
 from mc_beamline.devices.file_writer import DATASET, RESOURCE_SPEC, Hdf5FileFrames
@@ -50,6 +50,9 @@ class PixelDetector(Hdf5FileFrames):
     poni_text = Cpt(EpicsSignalRO, "PoniText_RBV", string=True, kind="omitted")
     array_size_x = Cpt(EpicsSignalRO, "ArraySizeX_RBV", kind="omitted")
     array_size_y = Cpt(EpicsSignalRO, "ArraySizeY_RBV", kind="omitted")
+    rewindable = Cpt(Signal, value=False, kind="omitted",
+                     doc="False: after a suspension bluesky never replays this detector's trigger "
+                         "(trigger_and_read honours it); a replayed trigger would write a second frame for the point")
 
     frame_dtype = np.dtype("<u4")
 

@@ -9,7 +9,8 @@ I(q) and σ on their q axis).
 
 Conditions run with the nucleation temperature outermost and the reaction time innermost
 (changing a pump rate is the quickest change); a heater is only moved when its set point
-changes. The plan starts both pumps and leaves the reactor running at the last condition.
+changes. The plan starts both pumps and stops them when it ends (also when it fails or is
+aborted): an unattended queue never leaves precursor flowing after the series.
 """
 
 from __future__ import annotations
@@ -325,7 +326,10 @@ def flow_series(
             for guard in guards:
                 yield from bps.remove_suspender(guard)
 
-    return (yield from series())
+    def stop_pumps():
+        yield from bps.mv(pumps.cd.running, 0, pumps.se.running, 0)
+
+    return (yield from bpp.finalize_wrapper(series(), stop_pumps()))
 
 
 __all__ = ["FlowSeriesSpec", "flow_series", "temperature_band_suspender", "TEMPERATURE_RANGE_C", "MIN_FLUSH_VOLUMES",

@@ -6,9 +6,14 @@
   ``--redis HOST:PORT`` names a running one (e.g. a system ``redis-server``);
 * the Tiled server of the data directory (``mc-beamline serve``), unless ``--tiled URI``
   names a running one;
+* the document stream: bluesky's 0MQ proxy on two free loopback ports
+  (:mod:`mc_beamline.services.stream`);
+* the analysis service (``mc-beamline analysis serve``) on that stream, unless
+  ``--no-analysis``;
 * bluesky-queueserver's RE Manager with ``mc_beamline.startup`` as startup module, the
   plan/device list and permissions copied to ``DATA_DIR/queue/``, control address
-  ``tcp://127.0.0.1:60615`` by default (loopback only);
+  ``tcp://127.0.0.1:60615`` by default (loopback only); its RE worker publishes on the
+  stream and keeps ``RE.md`` (``scan_id``) in the Redis;
 
 then opens the RE worker environment and waits until it is ready. What it started is
 written to ``DATA_DIR/queue/state.json``; ``status`` and ``stop`` read it. Logs are in
@@ -30,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from mc_beamline.queue_server import PROFILE_COLLECTION, STARTUP_MODULE
-from mc_beamline.queue_server.redis import parse_address, ping, start_redis
+from mc_beamline.queue_server.redis import ensure_redis, parse_address, ping
+from mc_beamline.services.stream import StreamAddresses, proxy_command
 
 DEFAULT_ZMQ_CONTROL_ADDR = "tcp://127.0.0.1:60615"
 DEFAULT_ZMQ_INFO_ADDR = "tcp://127.0.0.1:60625"
@@ -38,6 +44,10 @@ EXISTING_PLANS_AND_DEVICES = "existing_plans_and_devices.yaml"
 USER_GROUP_PERMISSIONS = "user_group_permissions.yaml"
 TILED_RETRY_TIMEOUT_S = "10"
 """Tiled client retry window in the worker (its default, 45 s, would hold a scan that long)."""
+
+
+PROCESSES = ("manager", "analysis", "proxy", "tiled", "redis")
+"""The processes ``queue start`` may start, in the order ``queue stop`` stops them."""
 
 
 class QueueError(RuntimeError):
@@ -56,6 +66,8 @@ class QueueSettings:
     tiled_port: int = 0
     prefix: str = "MC:"
     stop_on_failure: bool = False
+    analysis: bool = True
+    """Start the analysis service with the queue."""
     timeout_s: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
 
@@ -266,9 +278,9 @@ def start_queue(settings: QueueSettings) -> dict:
     try:
         # Redis
         if settings.redis_addr is None:
-            proc, port = start_redis(qdir / "redis", log_file=logs / "redis.log")
-            state["redis"] = {"pid": proc.pid, "marker": f"127.0.0.1:{port}"}
-            state["redis_addr"] = f"127.0.0.1:{port}"
+            entry, _ = ensure_redis(qdir / "redis", log_file=logs / "redis.log")
+            state["redis"] = {"pid": entry["pid"], "marker": entry["marker"]}
+            state["redis_addr"] = f"127.0.0.1:{entry['port']}"
         else:
             host, port = parse_address(settings.redis_addr)
             if not ping(host, port):
@@ -288,12 +300,22 @@ def start_queue(settings: QueueSettings) -> dict:
         else:
             state["tiled_uri"] = settings.tiled_uri.rstrip("/")
             _wait_tiled(state["tiled_uri"], None, None, min(settings.timeout_s, 20.0))
+        # the document stream and the analysis service
+        stream = StreamAddresses.on_loopback(_free_port(), _free_port())
+        proc = _spawn(proxy_command(stream), logs / "stream.log")
+        state["stream"] = {"publish": stream.publish, "subscribe": stream.subscribe}
+        state["proxy"] = {"pid": proc.pid, "marker": f"tcp://{stream.publish}"}
+        _write_state(data_dir.root, state)
+        _wait_listening(stream.subscribe, proc, logs / "stream.log", settings.timeout_s)
+        if settings.analysis:
+            start_analysis_service(data_dir.root, state, env=settings.env)
         # RE Manager
         plans, permissions = install_profile_files(qdir)
         env = dict(os.environ)
         env.update(settings.env)
         env.update({"MC_BEAMLINE_DATA_DIR": str(data_dir.root), "MC_BEAMLINE_TILED_URI": state["tiled_uri"],
-                    "MC_BEAMLINE_PREFIX": settings.prefix})
+                    "MC_BEAMLINE_PREFIX": settings.prefix, "MC_BEAMLINE_REDIS": state["redis_addr"],
+                    "MC_BEAMLINE_STREAM_ADDR": stream.publish, "MC_BEAMLINE_LOG": "worker"})
         env.setdefault("TILED_RETRY_TIMEOUT", TILED_RETRY_TIMEOUT_S)
         cmd = [sys.executable, "-c", "from bluesky_queueserver.manager.start_manager import start_manager; "
                "start_manager()",
@@ -316,6 +338,42 @@ def start_queue(settings: QueueSettings) -> dict:
         raise
     _write_state(data_dir.root, state)
     return state
+
+
+def _wait_listening(address: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Wait until a TCP port of a process we started accepts connections."""
+    host, port = _tcp_port(address)
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        if proc.poll() is not None:
+            raise QueueError(f"The document stream exited at start-up: {_tail(log) or 'no output'}.")
+        if time.monotonic() > deadline:
+            raise QueueError(f"The document stream did not listen on {address} within {timeout:g} s.")
+        time.sleep(0.1)
+
+
+def start_analysis_service(data_dir: Path, state: dict, env: dict[str, str] | None = None) -> dict:
+    """Start ``mc-beamline analysis serve`` for the queue of ``data_dir`` (its Tiled, its stream);
+    record it in the state file and return its entry."""
+    logs = queue_dir(data_dir) / "logs"
+    cmd = [sys.executable, "-m", "mc_beamline.cli", "analysis", "serve", "--data-dir", str(data_dir),
+           "--tiled", state["tiled_uri"], "--stream", state["stream"]["subscribe"]]
+    proc = _spawn(cmd, logs / "analysis.log", env=dict(os.environ, **(env or {})))
+    state["analysis"] = {"pid": proc.pid, "marker": f"--stream {state['stream']['subscribe']}"}
+    _write_state(data_dir, state)
+    return state["analysis"]
+
+
+def queue_processes(data_dir: Path) -> tuple[dict, dict[str, bool]] | None:
+    """The state of the queue of ``data_dir`` and, per recorded process, whether it runs; None if none was started."""
+    state = read_state(data_dir)
+    if state is None:
+        return None
+    return state, {name: _is_ours(state.get(name)) for name in PROCESSES if state.get(name)}
 
 
 def _free_port() -> int:
@@ -376,18 +434,42 @@ def queue_status(data_dir: Path) -> dict:
     state = read_state(data_dir)
     if state is None:
         raise QueueError(f"No queue was started for {Path(data_dir).resolve()} (no {state_file(data_dir)}).")
-    report = {"state": state, "processes": {name: _is_ours(state.get(name)) for name in ("manager", "redis", "tiled")
+    report = {"state": state, "processes": {name: _is_ours(state.get(name)) for name in PROCESSES
                                             if state.get(name)}}
     report["manager_status"] = None
+    report["last_failure"] = None
+    report["redis_error"] = _redis_error(state.get("redis_addr", ""))
     if report["processes"].get("manager"):
         api = _api(state["zmq_control_addr"], timeout=5.0)
         try:
             report["manager_status"] = api.status(reload=True)
+            history = api.history_get().get("items", [])
+            failed = [h for h in history if h.get("result", {}).get("exit_status") not in ("completed", None)]
+            if failed:
+                result = failed[-1]["result"]
+                report["last_failure"] = {"name": failed[-1].get("name"), "exit_status": result.get("exit_status"),
+                                          "msg": " ".join(str(result.get("msg", "")).split())[:300]}
         except Exception:  # noqa: BLE001 - reported as not answering
             pass
         finally:
             api.close()
     return report
+
+
+def _redis_error(address: str) -> str | None:
+    """Why the queue's Redis does not answer (one line), or None if it does."""
+    import redis
+
+    try:
+        host, port = parse_address(address)
+        client = redis.Redis(host=host, port=port, socket_timeout=2.0, socket_connect_timeout=2.0)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure is what status reports
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def stop_queue(data_dir: Path, *, force: bool = False, timeout: float = 30.0) -> dict:
@@ -419,10 +501,10 @@ def stop_queue(data_dir: Path, *, force: bool = False, timeout: float = 30.0) ->
 
 
 def _stop_processes(state: dict) -> None:
-    for name in ("manager", "tiled", "redis"):
-        _terminate(state.get(name))
+    for name in PROCESSES:  # the analysis service before Tiled: it may be storing a derived run
+        _terminate(state.get(name), timeout=60.0 if name == "analysis" else 10.0)
 
 
-__all__ = ["QueueSettings", "QueueError", "start_queue", "stop_queue", "queue_status", "read_state",
+__all__ = ["PROCESSES", "QueueSettings", "QueueError", "queue_processes", "start_analysis_service", "start_queue", "stop_queue", "queue_status", "read_state",
            "install_profile_files", "generate_existing_plans_and_devices", "DEFAULT_ZMQ_CONTROL_ADDR",
            "DEFAULT_ZMQ_INFO_ADDR"]

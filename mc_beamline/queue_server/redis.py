@@ -7,6 +7,7 @@ data files in ``DATA_DIR/queue/redis`` the queue survives a restart of ``mc-beam
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -103,4 +104,63 @@ def start_redis(directory: Path, port: int | None = None, *, executable: str | N
     return proc, port
 
 
-__all__ = ["RedisError", "find_redis_server", "parse_address", "ping", "start_redis", "free_port"]
+SERVER_FILE = "server.json"
+"""In the Redis data directory: pid and port of the data directory's running Redis."""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def running_redis(directory: Path) -> dict | None:
+    """``{"pid", "port", "marker"}`` of the Redis serving ``directory`` if it runs and answers, else None."""
+    try:
+        entry = json.loads((Path(directory) / SERVER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if entry.get("marker", "\0") in _cmdline(int(entry.get("pid", 0))) and ping("127.0.0.1", int(entry["port"])):
+        return entry
+    return None
+
+
+def ensure_redis(directory: Path, *, log_file: Path | None = None, timeout: float = 20.0) -> tuple[dict, bool]:
+    """The data directory's Redis (``directory``: its data files): the running one, else a new one.
+
+    Every session of a data directory (the queue, IPython) shares one Redis, so the
+    persistent run metadata (``scan_id``) is one. Returns its entry (pid, port, marker) and
+    whether it was started now. It runs in its own session and outlives the caller.
+    """
+    entry = running_redis(directory)
+    if entry is not None:
+        return entry, False
+    proc, port = start_redis(directory, log_file=log_file, timeout=timeout)
+    entry = {"pid": proc.pid, "port": port, "marker": f"127.0.0.1:{port}"}
+    path = Path(directory) / SERVER_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, path)
+    return entry, True
+
+
+def stop_redis(directory: Path, timeout: float = 10.0) -> bool:
+    """Stop the Redis serving ``directory`` (it saves its data first); True if one ran."""
+    import signal
+
+    entry = running_redis(directory)
+    if entry is None:
+        return False
+    os.kill(int(entry["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_redis(directory) is not None:
+        if time.monotonic() > deadline:
+            raise RedisError(f"redis-server (pid {entry['pid']}) did not stop within {timeout:g} s.")
+        time.sleep(0.05)
+    return True
+
+
+__all__ = ["RedisError", "ensure_redis", "stop_redis", "find_redis_server", "parse_address", "ping", "running_redis",
+           "start_redis", "free_port"]

@@ -14,28 +14,36 @@ TILED_API_KEY                       API key for that server (default: ``DATA_DIR
 MC_BEAMLINE_RING_CURRENT_MIN_MA     suspend below this ring current, mA (default 50; ``off``: no
                                     suspender)
 MC_BEAMLINE_RING_CURRENT_RESUME_MA  resume at or above this current, mA (default: MIN x 1.1)
-MC_BEAMLINE_SUSPEND_SLEEP_S         wait after the current has recovered, s (default 10)
+MC_BEAMLINE_SUSPEND_SLEEP_S         wait after the current has recovered (or the shutter opened), s
+                                    (default 10)
+MC_BEAMLINE_SHUTTER_SUSPENDER       ``off``: no suspender on the experiment shutter (default: the
+                                    scan waits while the shutter is closed)
 MC_BEAMLINE_CONNECT_TIMEOUT_S       how long to wait for the IOC at start-up, s (default 10)
 MC_BEAMLINE_MOTOR_TIMEOUT_S         longest stage move before the run fails, s (default 30)
 MC_BEAMLINE_BACKUP_RETRY_S          how often backed-up runs are offered to Tiled again, s (default 10)
 MC_BEAMLINE_OFFLINE                 ``1``: devices are created but not connected and no Tiled
                                     client is made (to list plans and devices without a beamline)
+MC_BEAMLINE_REDIS                   where the persistent run metadata (``RE.md``, ``scan_id``)
+                                    lives: ``HOST:PORT``, ``data-dir`` (default: the data
+                                    directory's Redis, started if it does not run) or ``off``
+MC_BEAMLINE_STREAM_ADDR             ``HOST:PORT`` of the document stream to publish to (default:
+                                    the stream of the queue running for the data directory)
+MC_BEAMLINE_LOG                     name of the log file under ``DATA_DIR/logs`` (default
+                                    ``ipython``, ``worker`` in the queue's RE worker)
 ==================================  ==============================================================
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import math
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bluesky.suspenders import SuspendFloor
+from bluesky.suspenders import SuspendBoolLow, SuspendFloor
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +87,14 @@ class StartupConfig:
     motor_timeout_s: float = 30.0
     backup_retry_s: float = 10.0
     offline: bool = False
+    shutter_suspender: bool = False
+    """Suspend while the experiment shutter is closed."""
+    md_redis: str | None = None
+    """Persistent ``RE.md``: ``HOST:PORT`` of a Redis, ``"data-dir"`` (the data directory's), or None (a plain dict)."""
+    stream_addr: str | None = None
+    """``HOST:PORT`` of the document stream the session publishes to, or None."""
+    log_name: str | None = None
+    """Log file ``DATA_DIR/logs/<log_name>.log``, or None for no log file."""
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> StartupConfig:
@@ -100,6 +116,11 @@ class StartupConfig:
             motor_timeout_s=_env_float(env, "MC_BEAMLINE_MOTOR_TIMEOUT_S", 30.0) or 30.0,
             backup_retry_s=_env_float(env, "MC_BEAMLINE_BACKUP_RETRY_S", 10.0) or 10.0,
             offline=env.get("MC_BEAMLINE_OFFLINE", "").strip().lower() in ("1", "yes", "true", "on"),
+            shutter_suspender=env.get("MC_BEAMLINE_SHUTTER_SUSPENDER", "on").strip().lower() not in ("off", "0", "no"),
+            md_redis=None if env.get("MC_BEAMLINE_REDIS", "").strip().lower() == "off"
+            else (env.get("MC_BEAMLINE_REDIS") or "data-dir"),
+            stream_addr=env.get("MC_BEAMLINE_STREAM_ADDR") or None,
+            log_name=env.get("MC_BEAMLINE_LOG") or None,
         )
 
     @property
@@ -108,89 +129,28 @@ class StartupConfig:
 
 
 # ------------------------------------------------------------------ suspenders
-class _CheckpointGate:
-    """Makes suspension requests of a RunEngine take effect at its next checkpoint.
-
-    A plain bluesky suspender interrupts the plan wherever it is and rewinds to the last
-    checkpoint. Between a detector's trigger and the save of its reading that replays the
-    trigger: the detector writes a second frame into its file and the stored run no
-    longer maps events to frames one to one (bluesky-tiled-plugins serves the first N
-    frames of the file). Deferred to the next checkpoint (the start of the next raster
-    point) the point in progress completes and is stored once, and nothing is replayed.
-    """
-
-    _gates: dict[int, _CheckpointGate] = {}
-
-    def __init__(self, RE) -> None:
-        self.RE = RE
-        self._pending: dict[int, tuple[Any, Any, dict]] = {}
-        self._lock = threading.Lock()
-        original = RE._command_registry["checkpoint"]
-
-        async def checkpoint(msg):
-            await original(msg)
-            with self._lock:
-                requests, self._pending = list(self._pending.values()), {}
-            requests = [(fut, kwargs) for suspender, fut, kwargs in requests if suspender.tripped]
-            for fut, kwargs in requests:
-                self.RE.request_suspend(fut, **kwargs)
-            if requests:
-                # The request is scheduled on this loop; let it interrupt the plan here, at the
-                # checkpoint, before the next point moves a motor or triggers the detector.
-                for _ in range(20):
-                    await asyncio.sleep(0)
-
-        RE.register_command("checkpoint", checkpoint)
-
-    @classmethod
-    def of(cls, RE) -> _CheckpointGate:
-        gate = cls._gates.get(id(RE))
-        if gate is None or gate.RE is not RE:
-            gate = cls._gates[id(RE)] = cls(RE)
-        return gate
-
-    def defer(self, suspender, fut, kwargs: dict) -> None:
-        with self._lock:
-            self._pending[id(suspender)] = (suspender, fut, kwargs)
-
-
-class _DeferringEngine:
-    """What a :class:`CheckpointSuspendFloor` sees as its RunEngine: all of it, except that
-    ``request_suspend`` waits for the next checkpoint."""
-
-    def __init__(self, RE, suspender) -> None:
-        self._RE = RE
-        self._gate = _CheckpointGate.of(RE)
-        self._suspender = suspender
-
-    def request_suspend(self, fut, **kwargs) -> None:
-        self._gate.defer(self._suspender, fut, kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._RE, name)
-
-
-class CheckpointSuspendFloor(SuspendFloor):
-    """:class:`bluesky.suspenders.SuspendFloor` that suspends at the next checkpoint.
-
-    The point being measured when the signal falls is completed and stored once; the scan
-    then waits until the signal is back at ``resume_thresh`` for ``sleep`` seconds and goes
-    on with the next point. Install it with ``RE.install_suspender``.
-    """
-
-    def install(self, RE, *, event_type=None):
-        super().install(_DeferringEngine(RE, self), event_type=event_type)
+# Every raster point is stored exactly once without any help here: the detector declares
+# itself not rewindable (``PixelDetector.rewindable``), so bluesky's ``trigger_and_read``
+# turns off the RunEngine's message cache while a frame is taken and read, and a suspension
+# that falls into an exposure completes that point once instead of replaying its trigger.
 
 
 def ring_current_suspender(signal, minimum_ma: float, resume_ma: float | None = None,
-                           sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> CheckpointSuspendFloor:
+                           sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> SuspendFloor:
     """Suspend while ``signal`` (ring current, mA) is below ``minimum_ma``; resume at ``resume_ma``."""
     resume = resume_ma if resume_ma is not None else minimum_ma * 1.1
-    return CheckpointSuspendFloor(
+    return SuspendFloor(
         signal, minimum_ma, resume_thresh=resume, sleep=sleep_s,
         tripped_message=f"ring current below {minimum_ma:g} mA; the scan resumes {sleep_s:g} s after it is "
                         f"back at {resume:g} mA",
     )
+
+
+def shutter_suspender(signal, sleep_s: float = DEFAULT_SUSPEND_SLEEP_S) -> SuspendBoolLow:
+    """Suspend while the experiment shutter (``signal``: 1 open, 0 closed) is closed; resume
+    ``sleep_s`` s after it opens again."""
+    return SuspendBoolLow(signal, sleep=sleep_s,
+                          tripped_message=f"the shutter is closed; the scan resumes {sleep_s:g} s after it opens")
 
 
 # -------------------------------------------------------------------- session
@@ -214,6 +174,8 @@ class Session:
     """The RunEngine's suspenders (ring current, reactor temperatures)."""
     bec: Any | None = None
     """The BestEffortCallback (live table and plots), or None."""
+    stream_addr: str | None = None
+    """The document stream the RunEngine publishes to, or None."""
 
     def close(self) -> None:
         """Stop the backup thread, close the Tiled client and the embedded server (idempotent)."""
@@ -277,13 +239,25 @@ def start_session(config: StartupConfig, *, ipython: bool = False) -> Session:
         return session
 
     try:
+        if config.log_name:
+            from mc_beamline.services.logs import log_to_files
+
+            log_to_files(config.data_dir, config.log_name)
+        if config.md_redis:
+            _persistent_metadata(session)
         beamline.connect_all(timeout=config.connect_timeout_s)
         _connect_storage(session)
+        _publish_documents(session)
         if config.ring_current_min_ma is not None:
             suspender = ring_current_suspender(beamline.beam.ring_current, config.ring_current_min_ma,
                                                config.ring_current_resume_ma, config.suspend_sleep_s)
             RE.install_suspender(suspender)
             session.suspenders.append(suspender)
+        if config.shutter_suspender:
+            suspender = shutter_suspender(beamline.beam.shutter, config.suspend_sleep_s)
+            RE.install_suspender(suspender)
+            session.suspenders.append(suspender)
+        _record_beamline_state(session)
         if ipython:
             _ipython_extras(session)
     except BaseException:
@@ -310,6 +284,93 @@ def _connect_storage(session: Session) -> None:
         logger.warning("%d runs wait in %s to be sent to Tiled.", len(session.writer.pending()), config.backup_dir)
 
 
+def _record_beamline_state(session: Session) -> None:
+    """What every run of the session records besides what its plan reads: a ``baseline`` stream
+    (ring current, energy, shutter, stage z, reactor and cell state, read at the start and the
+    end of each run, :class:`bluesky.preprocessors.SupplementalData`) and the ring current in
+    every primary event (an I0 to normalise each point by)."""
+    from bluesky.preprocessors import SupplementalData
+
+    bl = session.beamline
+    baseline = [bl.beam.ring_current, bl.beam.energy, bl.beam.shutter, bl.stage.z]
+    if bl.reactor is not None:
+        baseline += [bl.reactor.nucleation, bl.reactor.growth, bl.reactor.pumps]
+    if bl.assembly is not None:
+        baseline += [bl.assembly.concentration, bl.assembly.floc.dispensed]
+    session.RE.preprocessors.append(SupplementalData(baseline=baseline))
+    session.RE.preprocessors.append(read_with_every_point(bl.beam.ring_current))
+
+
+def read_with_every_point(signal, stream: str = "primary"):
+    """A RunEngine preprocessor that adds ``signal``'s reading to every event of ``stream`` whose
+    plan did not read it itself (plans need not know about the beam monitor)."""
+    from bluesky.preprocessors import plan_mutator
+    from bluesky.utils import Msg
+
+    def add_reading(plan):
+        state = {"open": False, "read": False}
+
+        def mutate(msg):
+            if msg.command == "create":
+                state.update(open=msg.kwargs.get("name", "primary") == stream, read=False)
+            elif msg.command == "read" and msg.obj is signal:
+                state["read"] = True
+            elif msg.command == "save" and state["open"]:
+                state["open"] = False
+                if not state["read"]:
+                    def read_then_save():
+                        yield Msg("read", signal)
+                        return (yield msg)
+                    return read_then_save(), None
+            return None, None
+
+        return (yield from plan_mutator(plan, mutate))
+
+    return add_reading
+
+
+def _persistent_metadata(session: Session) -> None:
+    """``RE.md`` in Redis (:class:`~mc_beamline.services.persistent_md.RedisMetadata`): ``scan_id``
+    and the other persistent keys are shared by every session of the data directory."""
+    import redis
+
+    from mc_beamline.queue_server.redis import ensure_redis, parse_address
+    from mc_beamline.services.persistent_md import RedisMetadata, metadata_key
+
+    config = session.config
+    if config.md_redis == "data-dir":
+        directory = config.data_dir / "queue" / "redis"
+        entry, started = ensure_redis(directory, log_file=config.data_dir / "logs" / "redis.log")
+        host, port = "127.0.0.1", int(entry["port"])
+        if started:
+            logger.info("Started the data directory's Redis on 127.0.0.1:%d (pid %d).", port, entry["pid"])
+    else:
+        host, port = parse_address(config.md_redis)
+    client = redis.Redis(host=host, port=port, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        md = RedisMetadata(client, metadata_key(config.data_dir))
+    except redis.RedisError as exc:
+        raise StartupError(f"The persistent run metadata in Redis at {host}:{port} cannot be read ({exc}).") from None
+    md.update(session.RE.md)  # beamline_id, prefix and versions of this session
+    session.RE.md = md
+    session.RE.scan_id_source = md.next_scan_id
+
+
+def _publish_documents(session: Session) -> None:
+    """Every document of the session also goes to the beamline's document stream (if there is one)."""
+    from mc_beamline.services.stream import publish_to, queue_stream
+
+    address = session.config.stream_addr
+    if address is None:
+        stream = queue_stream(session.config.data_dir)
+        address = stream.publish if stream else None
+    if address is None:
+        logger.info("No document stream runs for %s: documents go to Tiled only.", session.config.data_dir)
+        return
+    publish_to(session.RE, address)
+    session.stream_addr = address
+
+
 def _ipython_extras(session: Session) -> None:
     try:
         from IPython import get_ipython
@@ -328,5 +389,5 @@ def _ipython_extras(session: Session) -> None:
     shell.register_magics(BlueskyMagics)
 
 
-__all__ = ["StartupConfig", "StartupError", "Session", "start_session", "CheckpointSuspendFloor",
+__all__ = ["StartupConfig", "StartupError", "Session", "start_session", "read_with_every_point", "shutter_suspender",
            "ring_current_suspender", "tiled_api_key"]

@@ -173,3 +173,9 @@ def test_queue_wrapper_has_typed_parameters_for_the_queue_server():
     assert params["nucleation_temperatures_c"]["annotation"]["type"] == "typing.List[float]"
     assert params["reaction_times_s"]["annotation"]["type"] == "typing.List[float]"
     assert float(params["flush_volumes"]["min"]) == 3.0
+
+
+def test_the_pumps_are_stopped_when_the_series_ends(stored_series, reactor):
+    for pump in (reactor.pumps.cd, reactor.pumps.se):
+        assert pump.running.get(use_monitor=False) == 0
+        assert pump.flow.get(use_monitor=False) == 0

@@ -197,6 +197,10 @@ def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled
         assert re.search(message, entry["result"]["msg"]), entry["result"]["msg"]
     assert history[-1]["result"]["exit_status"] == "completed"
     assert tiled_client[history[-1]["result"]["run_uids"][0]].metadata["stop"]["exit_status"] == "success"
+    status = queue_cli("status", "--data-dir", str(queue[1]))  # the operator sees the last failure
+    assert re.search(r"last failed item: flow_series \(failed\): .*reaction times must be positive", status.stdout), \
+        status.stdout
+    assert "NOT ANSWERING" not in status.stdout and "RE Manager: idle" in status.stdout
 
 
 def test_queue_offers_only_the_plugins_plans_and_devices(queue):

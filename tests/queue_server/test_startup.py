@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mc_beamline.queue_server.redis import stop_redis
 from mc_beamline.queue_server.session import (
     StartupConfig,
     StartupError,
@@ -116,9 +117,12 @@ def test_profile_install_gives_an_ipython_session_with_table_progress_bar_and_ma
         "print('stored', s._session.client[uid].metadata['stop']['exit_status'])\n"
     )
     env = dict(os.environ, MC_BEAMLINE_RING_CURRENT_MIN_MA="off")
-    proc = subprocess.run([sys.executable, "-m", "IPython", f"--ipython-dir={ipython_dir}", "--profile=mc_beamline",
-                           "--no-banner", "--colors=NoColor", str(script)], capture_output=True, text=True,
-                          env=env, timeout=180, stdin=subprocess.DEVNULL)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "IPython", f"--ipython-dir={ipython_dir}",
+                               "--profile=mc_beamline", "--no-banner", "--colors=NoColor", str(script)],
+                              capture_output=True, text=True, env=env, timeout=180, stdin=subprocess.DEVNULL)
+    finally:
+        stop_redis(data_dir / "queue" / "redis")  # the session started the data directory's Redis
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "magics True" in proc.stdout
     assert "bec BestEffortCallback progress ProgressBarManager" in proc.stdout

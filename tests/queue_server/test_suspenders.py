@@ -31,7 +31,7 @@ def session(sim_ioc):
     with TiledService(sim_ioc.data_dir) as tiled:
         config = StartupConfig(prefix=sim_ioc.prefix, data_dir=Path(sim_ioc.data_dir), tiled_uri=tiled.uri,
                                tiled_api_key=tiled.api_key, ring_current_min_ma=LOW_MA,
-                               ring_current_resume_ma=RESUME_MA, suspend_sleep_s=SLEEP_S)
+                               ring_current_resume_ma=RESUME_MA, suspend_sleep_s=SLEEP_S, shutter_suspender=True)
         s = start_session(config)
         det = s.beamline.detector
         det.time_scale.set(8).wait(5)  # 0.01 s exposures take 80 ms: the current falls during one
@@ -131,9 +131,48 @@ def test_a_scan_started_without_beam_waits_for_it(session):
 
 
 def test_the_suspender_follows_the_configured_thresholds(session):
-    (suspender,) = session.suspenders
-    assert suspender._suspend_thresh == LOW_MA and suspender._resume_thresh == RESUME_MA
-    assert suspender in session.RE.suspenders
+    current, shutter = session.suspenders
+    assert current._suspend_thresh == LOW_MA and current._resume_thresh == RESUME_MA
+    assert shutter._sig is session.beamline.beam.shutter
+    assert set(session.suspenders) <= set(session.RE.suspenders)
+
+
+def test_a_scan_started_with_the_shutter_closed_waits_until_it_opens(session):
+    RE, bl = session.RE, session.beamline
+    bl.beam.shutter.set(0).wait(5)
+    time.sleep(0.2)  # the monitor update reaches the suspender
+    docs, token = collect(RE)
+    log: dict = {}
+    opener = threading.Thread(target=lambda: (time.sleep(1.0), log.update(open=time.time()),
+                                              bl.beam.shutter.set(1).wait(5)), daemon=True)
+    opener.start()
+    try:
+        (uid,) = RE(nanodiffraction_raster(bl.detector, bl.stage, ny=2, nx=2, exposure_s=0.01))
+    finally:
+        RE.unsubscribe(token)
+        bl.beam.shutter.set(1).wait(5)
+    primary = _stream_events(docs, "primary")
+    assert primary[0]["time"] >= log["open"] + SLEEP_S
+    assert [e["seq_num"] for e in primary] == [1, 2, 3, 4]
+    assert session.client[uid].metadata["stop"]["exit_status"] == "success"
+
+
+def test_every_run_records_a_baseline_and_the_ring_current_of_every_point(session):
+    RE, bl = session.RE, session.beamline
+    docs, token = collect(RE)
+    try:
+        (uid,) = RE(nanodiffraction_raster(bl.detector, bl.stage, ny=2, nx=2, exposure_s=0.01))
+    finally:
+        RE.unsubscribe(token)
+    primary = _stream_events(docs, "primary")
+    assert [e["data"]["beam_ring_current"] for e in primary] == [100.0] * 4
+    baseline = _stream_events(docs, "baseline")
+    assert len(baseline) == 2  # at the start and at the end of the run
+    for key in ("beam_ring_current", "beam_energy", "beam_shutter", "stage_z", "reactor_nucleation",
+                "reactor_growth", "reactor_pumps_reaction_time", "assembly_concentration"):
+        assert key in baseline[0]["data"], key
+    assert baseline[0]["data"]["beam_shutter"] == 1
+    assert set(session.client[uid]) >= {"primary", "baseline"}
 
 
 def _descriptor(docs, stream):
