@@ -258,6 +258,7 @@ def start_session(config: StartupConfig, *, ipython: bool = False) -> Session:
             RE.install_suspender(suspender)
             session.suspenders.append(suspender)
         _record_beamline_state(session)
+        _guard_disk_space(session)
         if ipython:
             _ipython_extras(session)
     except BaseException:
@@ -299,6 +300,14 @@ def _record_beamline_state(session: Session) -> None:
         baseline += [bl.assembly.concentration, bl.assembly.floc.dispensed]
     session.RE.preprocessors.append(SupplementalData(baseline=baseline))
     session.RE.preprocessors.append(read_with_every_point(bl.beam.ring_current))
+
+
+def _guard_disk_space(session: Session) -> None:
+    """Fail a run, with its stop document and frames stored, before it fills the data directory
+    (:func:`mc_beamline.storage.disk_space.guard_disk_space`, as in the demo)."""
+    from mc_beamline.storage.disk_space import guard_disk_space
+
+    session.RE.preprocessors.append(guard_disk_space(session.config.data_dir))
 
 
 def read_with_every_point(signal, stream: str = "primary"):

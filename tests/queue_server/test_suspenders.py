@@ -182,3 +182,24 @@ def _descriptor(docs, stream):
 def _stream_events(docs, stream):
     uid = next((d["uid"] for n, d in docs if n == "descriptor" and d.get("name") == stream), None)
     return [d for n, d in docs if n == "event" and d["descriptor"] == uid]
+
+
+def test_a_run_that_would_fill_the_data_directory_is_refused_before_it_opens(session, monkeypatch):
+    """The session's disk-space guard: with more free space demanded than the disk has, the
+    raster fails with one sentence naming the directory before its run opens (no documents,
+    nothing measured), and the session runs the next raster once space is back."""
+    import shutil
+
+    free_mib = shutil.disk_usage(session.config.data_dir).free / 2**20
+    monkeypatch.setenv("MC_BEAMLINE_MIN_FREE_MIB", str(free_mib * 4 + 1024))
+    RE, bl = session.RE, session.beamline
+    docs, token = collect(RE)
+    try:
+        with pytest.raises(Exception, match="no space left in"):
+            RE(nanodiffraction_raster(bl.detector, bl.stage, ny=2, nx=2, exposure_s=0.01))
+        assert docs == []
+        monkeypatch.delenv("MC_BEAMLINE_MIN_FREE_MIB")
+        (uid,) = RE(nanodiffraction_raster(bl.detector, bl.stage, ny=1, nx=2, exposure_s=0.01))
+    finally:
+        RE.unsubscribe(token)
+    assert len(_stream_events(docs, "primary")) == 2
