@@ -32,6 +32,8 @@ class PixelDetector(Hdf5FileFrames):
     write_path_template : directory of capture files relative to the IOC's data
         directory, passed through ``time.strftime`` at each stage (default ``%Y/%m/%d``).
 
+    Read at every point: the frame (a Datum of the capture file) and ``{name}_total``, its
+    summed counts (hinted: the live table shows it and plots it as a map during a raster).
     Configuration (``read_configuration``): exposure time (s), PONI and mask file paths;
     ``poni_text`` holds the PONI file content that plans put into the start document.
     """
@@ -50,6 +52,8 @@ class PixelDetector(Hdf5FileFrames):
     poni_text = Cpt(EpicsSignalRO, "PoniText_RBV", string=True, kind="omitted")
     array_size_x = Cpt(EpicsSignalRO, "ArraySizeX_RBV", kind="omitted")
     array_size_y = Cpt(EpicsSignalRO, "ArraySizeY_RBV", kind="omitted")
+    total = Cpt(EpicsSignalRO, "TotalCounts_RBV", kind="hinted",
+                doc="summed counts of the frame (module gaps left out): the live table's column and map")
     rewindable = Cpt(Signal, value=False, kind="omitted",
                      doc="False: after a suspension bluesky never replays this detector's trigger "
                          "(trigger_and_read honours it); a replayed trigger would write a second frame for the point")

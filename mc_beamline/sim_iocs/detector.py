@@ -22,6 +22,9 @@ PoniFile_RBV, MaskFile_RBV absolute paths of the geometry (pyFAI PONI) and mask 
                            uint8, 1 = bad pixel) files written at IOC start
 PoniText_RBV               the PONI file's content
 ArraySizeX_RBV/Y_RBV       columns / rows of a frame
+TotalCounts_RBV            summed counts of the last frame's pixels, module gaps left out
+                           (an areaDetector Stats plugin's Total), set before the frame
+                           is reported written
 SimSeed_RBV, Geometry_RBV  sample seed and geometry name of the simulation
 =========================  ==============================================================
 
@@ -143,6 +146,8 @@ class PixelDetectorIOC(Hdf5FilePlugin):
     poni_text = text_pv("PoniText_RBV", "", max_length=8192)
     array_size_x = pvproperty(name="ArraySizeX_RBV", value=0, read_only=True)
     array_size_y = pvproperty(name="ArraySizeY_RBV", value=0, read_only=True)
+    total_counts = pvproperty(name="TotalCounts_RBV", value=0.0, read_only=True,
+                              doc="Summed counts of the last frame, module gaps left out")
     sim_seed = pvproperty(name="SimSeed_RBV", value=0, read_only=True)
     geometry = pvproperty(name="Geometry_RBV", value="", dtype=str, read_only=True)
     model = pvproperty(name="Model_RBV", value="mc-beamline sim Eiger 1M", dtype=str, read_only=True)
@@ -163,6 +168,7 @@ class PixelDetectorIOC(Hdf5FilePlugin):
         self.position_source = position_source or (lambda: (0.0, 0.0, 0.0))
         self.poni_path, self.mask_path, self._poni_text = write_geometry_files(simulator, self.root)
         self._mask = simulator.mask.astype(np.uint8)
+        self._pixels = ~simulator.gap_mask  # pixels that exist: what TotalCounts_RBV sums
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det")
         self._noise_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det-noise")
         self._prefetched = None
@@ -204,14 +210,20 @@ class PixelDetectorIOC(Hdf5FilePlugin):
         """Worker thread: draw the background of image ``counter`` ahead of its exposure."""
         self._prefetched = self.sim.noisy_background(exposure, counter) if exposure > 0 else None
 
-    def _expose(self, x: float, y: float, exposure: float, counter: int, meta: dict) -> int | None:
-        """Worker thread: compute one frame and append it to the open file (index or None)."""
-        return self.write_frame(self._compute_frame(x, y, exposure, counter), meta)
+    def _expose(self, x: float, y: float, exposure: float, counter: int, meta: dict) -> tuple[int | None, float]:
+        """Worker thread: compute one frame and append it to the open file (index or None, total counts)."""
+        return self._write_counted(self._compute_frame(x, y, exposure, counter), meta)
 
-    def _expose_gate(self, background: NoisyBackground, pulse: GatePulse, meta: dict) -> int | None:
-        """Worker thread: a gate's frame, integrated over the x travel its encoder latched, appended."""
-        return self.write_frame(self.sim.add_bragg_peaks(background, pulse.x_open_um, pulse.y_um, pulse.x_close_um),
-                                meta)
+    def _expose_gate(self, background: NoisyBackground, pulse: GatePulse, meta: dict) -> tuple[int | None, float]:
+        """Worker thread: a gate's frame, integrated over the x travel its encoder latched, appended
+        (index or None, total counts)."""
+        return self._write_counted(
+            self.sim.add_bragg_peaks(background, pulse.x_open_um, pulse.y_um, pulse.x_close_um), meta)
+
+    def _write_counted(self, frame: np.ndarray, meta: dict) -> tuple[int | None, float]:
+        """Worker thread: append ``frame`` to the open file; (its index or None, its total counts)."""
+        total = float(np.sum(frame, where=self._pixels, dtype=np.uint64))
+        return self.write_frame(frame, meta), total
 
     async def _run_in_worker(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -273,8 +285,9 @@ class PixelDetectorIOC(Hdf5FilePlugin):
         if self._gates is not None:
             self._gates.put_nowait(pulse)
 
-    async def _frame_done(self, counter: int, index: int | None) -> None:
+    async def _frame_done(self, counter: int, index: int | None, total: float) -> None:
         self._counter = counter
+        await self.total_counts.write(total)
         await self.array_counter.write(counter, verify_value=False)
         await self.array_counter_rbv.write(counter)
         await self.frame_captured(index)
@@ -317,8 +330,9 @@ class PixelDetectorIOC(Hdf5FilePlugin):
                     "SampleZ": pulse.z_um, "SampleXStart": pulse.x_open_um, "SampleXEnd": pulse.x_close_um,
                     "AcquireTime": pulse.exposure_s,
                 }
-                index = await loop.run_in_executor(self._executor, self._expose_gate, await background, pulse, meta)
-                await self._frame_done(key, index)
+                index, total = await loop.run_in_executor(self._executor, self._expose_gate, await background,
+                                                          pulse, meta)
+                await self._frame_done(key, index, total)
                 taken += 1
         finally:
             self._gates = None
@@ -346,11 +360,11 @@ class PixelDetectorIOC(Hdf5FilePlugin):
             job = loop.run_in_executor(self._executor, self._expose, x, y, exposure, counter, meta)
             wall = exposure * scale
             if wall > 0:
-                index, _ = await asyncio.gather(job, asyncio.sleep(wall))
+                (index, total), _ = await asyncio.gather(job, asyncio.sleep(wall))
             else:
-                index = await job
+                index, total = await job
             loop.run_in_executor(self._executor, self._prefetch, exposure, counter + 1)
-            await self._frame_done(counter, index)
+            await self._frame_done(counter, index, total)
 
     # ------------------------------------------------------------- parameters
     @acquire_time.putter

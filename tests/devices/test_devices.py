@@ -138,7 +138,10 @@ def test_grid_scan_documents_and_frames(beamline, fast_detector, simulator, RE):
             assert (attrs["SampleX"][index], attrs["SampleY"][index]) == (x, y)
             expected = simulator.frame(x, y, 0.05, noise_key=int(attrs["NDArrayUniqueId"][index]))
             assert np.array_equal(frames[index], expected)
+            # the hinted total: the frame's counts without the module gaps
+            assert event["data"]["det_total"] == float(expected[~simulator.gap_mask].sum(dtype=np.uint64))
     assert by_name["stop"][0]["exit_status"] == "success"
+    assert "det_total" in by_name["descriptor"][0]["hints"]["det"]["fields"]
 
 
 # ------------------------------------------------------------------------------- beam
