@@ -39,9 +39,11 @@ def analyse_table(table: SpectraTable) -> list[SpectrumAnalysis]:
 
 def summary_line(label: str, analysis: SpectrumAnalysis) -> str:
     """One line per spectrum for stdout."""
-    msc = ", ".join(f"{p.family} ({p.wavelength_nm:.1f} nm)" for p in analysis.msc) or "no MSC"
+    msc = ", ".join(f"{p.family} ({p.wavelength_nm:.1f} ± {p.wavelength_err_nm:.1f} nm)" for p in analysis.msc) \
+        or "no MSC"
     nc = analysis.nc
-    nc_text = "no NC exciton" if nc is None else f"NC exciton {nc.wavelength_nm:.1f} nm → {nc.diameter_nm:.2f} nm"
+    nc_text = "no NC exciton" if nc is None else (f"NC exciton {nc.wavelength_nm:.1f} ± {nc.wavelength_err_nm:.1f} nm "
+                                                  f"→ {nc.diameter_nm:.2f} ± {nc.diameter_err_nm:.2f} nm")
     return f"{label}: {msc}; {nc_text}"
 
 

@@ -26,8 +26,13 @@ def run_saxs(args) -> dict:
     result = analyse_curve(q, i, s)
     write_json(result, out)
     cr = result["crystal"]
-    what = (f"{cr['lattice']} a = {cr['a_nm']:.3f} nm ({len(cr['peaks_q_nm'])} peaks), crystal fraction "
-            f"{cr['fraction']:.2f}" if cr else "no lattice")
+    what = (f"{cr['lattice']} a = {cr['a_nm']:.3f} ± {cr['a_nm_err']:.3f} nm ({len(cr['peaks_q_nm'])} peaks on "
+            f"{cr['indexed_on']}, score {cr['score']:.2f}), crystal fraction {cr['fraction']:.2f}" if cr else "no lattice")
+    if cr and cr["c_over_a_err"] is not None:
+        what += f", c/a = {cr['c_over_a']:.3f} ± {cr['c_over_a_err']:.3f}"
+    sd = result["size_distribution"]
+    if sd is not None:
+        what += f"; mean radius {sd['mean_radius_nm']:.2f} ± {sd['mean_radius_nm_err']:.2f} nm"
     fl = result["fluid"]
     print(f"saxs {args.curve}: {q.size} points, {what}; dense fluid {fl['dense_fraction']:.2f}, dilute fluid "
           f"{fl['dilute_fraction']:.2f}" + (f"; {'; '.join(notes)}" if notes else "") + f"; wrote {out}")

@@ -317,6 +317,13 @@ def _fmt(value: float | None, fmt: str = ".3f", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{fmt}}{unit}"
 
 
+def _pm(value: float | None, err: float | None, fmt: str = ".3f", unit: str = "") -> str:
+    """``value ± err unit`` (``n/a`` without a value; the error left out where unknown)."""
+    if value is None:
+        return "n/a"
+    return f"{value:{fmt}}" + ("" if err is None else f" ± {err:{fmt}}") + unit
+
+
 def summary_lines(result: dict, job: XccaJob, seconds: float, figure: Path | None) -> list[str]:
     """The short report printed on stdout."""
     s = job.analysis.settings
@@ -330,10 +337,12 @@ def summary_lines(result: dict, job: XccaJob, seconds: float, figure: Path | Non
         f"in {seconds:.1f} s ({result['n_frames'] / max(seconds, 1e-9):.0f} frames/s)",
         f"selected: {result['n_selected']} frames with peaks on both rings "
         f"(q_SL = {s.q_sl:g}, q_AL = {s.q_al:g} nm⁻¹)",
-        f"superlattice: {sl['lattice'] or 'n/a'}, c/a = {_fmt(sl['c_over_a'])}, "
+        f"superlattice: {sl['lattice'] or 'n/a'}, c/a = {_pm(sl['c_over_a'], sl['c_over_a_err'])}, "
         f"beta = {_fmt(sl['beta_deg'], '.2f', '°')}; CCF peaks (deg): {peaks}",
-        f"orientational disorder (FWHM): {_fmt(result['orientational_disorder_fwhm_deg'], '.1f', '°')}",
-        f"misorientation psi: {_fmt(mis['mean'], '.2f')} ± {_fmt(mis['std'], '.2f', '°')} (n = {mis['n']})",
+        "orientational disorder (FWHM): "
+        f"{_pm(result['orientational_disorder_fwhm_deg'], result['orientational_disorder_fwhm_deg_err'], '.1f', '°')}",
+        f"misorientation psi: mean {_pm(mis['mean'], mis['mean_err'], '.2f', '°')}, spread (std) "
+        f"{_fmt(mis['std'], '.2f', '°')} (n = {mis['n']})",
         f"domains: {dom['count']}, mean area {_fmt(dom['mean_area_um2'], '.2f', ' µm²')}",
     ]
     if figure is not None:

@@ -41,6 +41,14 @@ def yu_diameter_nm(wavelength_nm: float | np.ndarray) -> float | np.ndarray:
     return float(d) if d.ndim == 0 else d
 
 
+def yu_diameter_slope(wavelength_nm: float | np.ndarray) -> float | np.ndarray:
+    """dD/dλ of the Yu curve (nm of diameter per nm of wavelength), to carry a wavelength
+    uncertainty over to the diameter."""
+    lam = np.asarray(wavelength_nm, dtype=float)
+    s = ((4 * 1.6122e-9 * lam - 3 * 2.6575e-6) * lam + 2 * 1.6242e-3) * lam - 0.4277
+    return float(s) if s.ndim == 0 else s
+
+
 def yu_extinction_coefficient(diameter_nm: float | np.ndarray) -> float | np.ndarray:
     """Molar extinction coefficient (M⁻¹ cm⁻¹) at the first exciton of a CdSe NC of
     ``diameter_nm`` (nm), per particle, Yu et al. 2003."""
@@ -68,6 +76,7 @@ __all__ = [
     "BULK_GAP_EV",
     "HC_EV_NM",
     "MSC_FAMILY_NM",
+    "yu_diameter_slope",
     "yu_diameter_nm",
     "yu_extinction_coefficient",
     "yu_wavelength_nm",

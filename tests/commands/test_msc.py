@@ -75,10 +75,13 @@ def test_result_follows_the_design_contract(result):
     for spectrum in result["spectra"]:
         assert set(spectrum) == {"label", "msc", "nc"}
         for peak in spectrum["msc"]:
-            assert set(peak) == {"family", "wavelength_nm", "fwhm_nm", "absorbance"}
+            assert set(peak) == {"family", "wavelength_nm", "wavelength_nm_err", "fwhm_nm", "absorbance"}
             assert all(isinstance(peak[k], float) for k in ("wavelength_nm", "fwhm_nm", "absorbance"))
+            assert 0 < peak["wavelength_nm_err"] < 2.0  # nm: a narrow peak well above the noise
         if spectrum["nc"] is not None:
-            assert set(spectrum["nc"]) == {"wavelength_nm", "diameter_nm", "fwhm_nm"}
+            nc = spectrum["nc"]
+            assert set(nc) == {"wavelength_nm", "wavelength_nm_err", "diameter_nm", "diameter_nm_err", "fwhm_nm"}
+            assert 0 < nc["wavelength_nm_err"] < 3.0 and 0 < nc["diameter_nm_err"] < 0.06
 
 
 def test_families_match_the_simulated_clusters(result, simulated):

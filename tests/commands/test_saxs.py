@@ -11,7 +11,7 @@ import pytest
 from mc_beamline.cli import main
 from mc_beamline.physics.assembly import AssemblyModel, default_q_nm
 
-KEYS = {"crystal", "fluid", "size_distribution", "mesophase"}
+KEYS = {"crystal", "fluid", "size_distribution", "form_factor", "mesophase"}
 
 
 def write_curve(path, q, i, s=None, header=("# simulated self-assembly SAXS", "q_nm I sigma"), sep=" "):
@@ -56,6 +56,12 @@ def test_simulated_curve_gives_lattice_a_and_fractions(tmp_path, capsys, lattice
     assert len(sd["radius_nm"]) == len(sd["volume_fraction"])
     assert res["mesophase"] is None
     assert lattice in stdout
+    cr = res["crystal"]
+    assert 0 < cr["a_nm_err"] < 0.01 * cr["a_nm"]  # several indexed peaks fix a to well below 1 %
+    assert len(cr["hkl"]) == len(cr["peaks_q_nm"]) == cr["n_peaks_indexed"]
+    assert 0 < cr["score"] <= 1
+    assert sd["mean_radius_nm_err"] > 0
+    assert f"a = {cr['a_nm']:.3f} ± {cr['a_nm_err']:.3f} nm" in stdout
 
 
 def test_fluid_curve_has_no_crystal(tmp_path, capsys):

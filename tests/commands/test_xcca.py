@@ -89,8 +89,8 @@ def test_raster_gives_the_result_of_the_contract(raster, tmp_path):
 
     # keys and types exactly as docs/results.md
     assert set(res) == {"n_frames", "n_selected", "ccf", "ccf_peaks_deg", "superlattice",
-                        "orientational_disorder_fwhm_deg", "misorientation_deg", "domains", "frames",
-                        "corrections"}
+                        "orientational_disorder_fwhm_deg", "orientational_disorder_fwhm_deg_err",
+                        "misorientation_deg", "domains", "frames", "corrections"}
     assert res["corrections"] == {"solid_angle": True, "polarization_factor": None,
                                   "hot_pixels": {"count": 0, "pixels": []}}
     assert type(res["n_frames"]) is int and res["n_frames"] == N * N
@@ -100,13 +100,17 @@ def test_raster_gives_the_result_of_the_contract(raster, tmp_path):
     assert len(delta) == len(value) > 0 and all(_is_angle(v) for v in delta)
     assert all(v is None or isinstance(v, float) for v in value)
     assert all(_is_angle(v) for v in res["ccf_peaks_deg"])
-    assert set(res["superlattice"]) == {"lattice", "c_over_a", "beta_deg"}
+    assert set(res["superlattice"]) == {"lattice", "c_over_a", "c_over_a_err", "beta_deg"}
+    # standard errors: positive and small beside their values
+    assert 0 < res["superlattice"]["c_over_a_err"] < 0.1 * res["superlattice"]["c_over_a"]
+    assert 0 < res["orientational_disorder_fwhm_deg_err"] < 0.5 * res["orientational_disorder_fwhm_deg"]
     assert res["superlattice"]["lattice"] in ("bct", "bcc")
     assert isinstance(res["superlattice"]["beta_deg"], float)
     assert isinstance(res["orientational_disorder_fwhm_deg"], float)
     mis = res["misorientation_deg"]
-    assert set(mis) == {"mean", "std", "n"} and type(mis["n"]) is int
+    assert set(mis) == {"mean", "mean_err", "std", "n"} and type(mis["n"]) is int
     assert isinstance(mis["mean"], float) and isinstance(mis["std"], float)
+    assert mis["mean_err"] == pytest.approx(mis["std"] / mis["n"] ** 0.5)
     assert set(res["domains"]) == {"count", "mean_area_um2"} and type(res["domains"]["count"]) is int
     assert isinstance(res["domains"]["mean_area_um2"], float)
     frames = res["frames"]

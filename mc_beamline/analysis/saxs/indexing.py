@@ -60,6 +60,12 @@ MAX_MISSING_PER_MATCHED = {1: 0.5, 2: 0.34}
 unobserved per observed peak it explains, by its number of free parameters (a lattice
 with a free c/a fits more peak lists by chance and must explain them better)."""
 _N_PARAMS = {"fcc": 1, "bcc": 1, "sc": 1, "hcp": 1, "lamellar": 1, "bct": 2, "hex": 2}
+CUBIC_BCT_TOL = 0.02
+"""A bct fit whose c/a is within this relative distance of 1 (bcc) or √2 (fcc) is not
+accepted: the cubic lattice, with one parameter less, is the answer."""
+FULL_VISIBILITY = 0.3
+"""A reflection where the form factor keeps at least this share of its envelope is fully
+expected (see ``visibility`` of :func:`index_peaks`)."""
 _PREFERENCE = {"fcc": 0, "bcc": 1, "hcp": 2, "sc": 3, "lamellar": 4, "bct": 5, "hex": 6}
 """Tie-break order (equal cost): the common NC superlattices first."""
 
@@ -171,6 +177,47 @@ def find_bragg_peaks(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray 
             continue
         peaks.append(_refine(q, resid, s, k, max(fwhm, q[min(k + 1, q.size - 1)] - q[max(k - 1, 0)]), snr[k]))
     return sorted([p for p in peaks if p is not None], key=lambda p: p.q_nm)
+
+
+def find_structure_peaks(q_nm: np.ndarray, s_q: np.ndarray, sigma: np.ndarray, visibility: np.ndarray | None = None, *,
+                         min_snr: float = 5.0, min_prominence: float = 0.1, max_rel_fwhm: float = 0.08,
+                         min_visibility: float = 0.15) -> list[BraggPeak]:
+    """Bragg peaks of a structure factor S(q) = I / P (about 1 away from peaks), by increasing q.
+
+    Maxima of S (smoothed over ≈ one bin) whose prominence is at least ``min_prominence``
+    (absolute, S is dimensionless) and ``min_snr`` σ_S, at least two bins and at most
+    ``max_rel_fwhm`` · q wide (FWHM at half prominence), are refined like
+    :func:`find_bragg_peaks` (Gaussian on a straight line). Where the form factor is in a
+    minimum (``visibility`` < ``min_visibility``, see
+    :meth:`~mc_beamline.analysis.saxs.form_factor.SphereFit.visibility`) S is the ratio of
+    two small numbers and its maxima are not peaks. ``height`` is the prominence in S.
+    """
+    q = np.asarray(q_nm, dtype=float)
+    y = np.asarray(s_q, dtype=float)
+    sig = np.maximum(np.asarray(sigma, dtype=float), 1e-300)
+    smooth = gaussian_filter1d(y, 0.7, mode="nearest")
+    idx, props = find_peaks(smooth, prominence=min_prominence)
+    if idx.size == 0:
+        return []
+    prom = props["prominences"]
+    ok = prom >= min_snr * sig[idx] / math.sqrt(2.0)
+    if visibility is not None:
+        ok &= np.asarray(visibility, dtype=float)[idx] >= min_visibility
+    idx, prom = idx[ok], prom[ok]
+    if idx.size == 0:
+        return []
+    widths, _, left, right = peak_widths(smooth, idx, rel_height=0.5)
+    qi = np.arange(q.size, dtype=float)
+    peaks = []
+    for k, w, lo, hi, pr in zip(idx, widths, left, right, prom):
+        fwhm = float(np.interp(hi, qi, q) - np.interp(lo, qi, q))
+        if fwhm > max_rel_fwhm * q[k] or w < 2.0:
+            continue
+        p = _refine(q, y, sig, k, max(fwhm, q[min(k + 1, q.size - 1)] - q[max(k - 1, 0)]),
+                    float(pr / (sig[k] / math.sqrt(2.0))))
+        if p is not None:
+            peaks.append(BraggPeak(p.q_nm, float(pr), p.fwhm_nm, p.snr))
+    return sorted(peaks, key=lambda p: p.q_nm)
 
 
 def _refine(q, resid, s, k, fwhm, snr) -> BraggPeak | None:
@@ -300,9 +347,13 @@ class LatticeFit:
     peaks_q_nm : observed peak positions, nm⁻¹.
     hkl : assigned reflection of each observed peak (None where unexplained).
     rms_rel_error : rms of q_obs / q_calc − 1 over the matched peaks (goodness of fit).
-    n_matched, n_unmatched : observed peaks explained / not explained.
+    n_matched, n_unmatched : observed peaks explained / not explained (peaks of
+        reliability < ½, see :func:`index_peaks`, are not counted as unexplained).
     missing : strength-weighted count of predicted reflections not observed.
     cost : the score minimised (lower is better).
+    a_err_nm : standard error of a, nm (see :func:`lattice_errors`).
+    c_over_a_err : standard error of c/a (None where c/a is not fitted).
+    score : n_matched / (n_matched + n_unmatched + missing), 1 for a perfect indexing.
     """
 
     lattice: str
@@ -315,13 +366,17 @@ class LatticeFit:
     n_unmatched: int
     missing: float
     cost: float
+    a_err_nm: float = float("nan")
+    c_over_a_err: float | None = None
+    score: float = float("nan")
 
     def as_dict(self) -> dict:
         return {"lattice": self.lattice, "a_nm": self.a_nm, "c_over_a": self.c_over_a,
                 "peaks_q_nm": list(self.peaks_q_nm),
                 "hkl": [list(h) if h is not None else None for h in self.hkl],
                 "rms_rel_error": self.rms_rel_error, "n_matched": self.n_matched,
-                "n_unmatched": self.n_unmatched, "missing": self.missing}
+                "n_unmatched": self.n_unmatched, "missing": self.missing, "a_nm_err": self.a_err_nm,
+                "c_over_a_err": self.c_over_a_err, "score": self.score}
 
 
 @dataclass(frozen=True)
@@ -358,7 +413,8 @@ def _refine_params(lattice, refl, j_assigned, q_obs, ca):
     return 1.0 / math.sqrt(inv_a2), ca
 
 
-def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None):
+def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None,
+              reliability=None, visibility=None):
     """Score lattice constants ``a`` (array of hypotheses) given the reflections ``refl`` of
     a = 1 (enough of them). Returns per hypothesis: assigned reflection of each peak, ε,
     matched flags, weighted missing count and cost."""
@@ -379,13 +435,17 @@ def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cos
         s_ref = np.nanmedian(np.where(matched, strength, np.nan), axis=1)
     s_ref = np.where(np.isfinite(s_ref), s_ref, 1.0)
     w_miss = np.minimum(refl.strength[None, :] / s_ref[:, None], 1.0)
+    if visibility is not None:  # a reflection in a form-factor minimum may be invisible
+        w_miss = w_miss * np.minimum(1.0, visibility(g) / FULL_VISIBILITY)
     missing = np.sum(np.where(miss, w_miss, 0.0), axis=1)
-    chi = np.sum(np.where(matched, np.minimum((eps / sigma_eps) ** 2, unmatched_cost), unmatched_cost), axis=1)
+    price = unmatched_cost if reliability is None else unmatched_cost * reliability[None, :]
+    chi = np.sum(np.where(matched, np.minimum((eps / sigma_eps) ** 2, price), price), axis=1)
     cost = chi + missing_cost * missing + 2.0 * _N_PARAMS[lattice]
     return j, eps, matched, missing, cost
 
 
-def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None, n_first=8):
+def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None,
+                 reliability=None, visibility=None, n_first=8):
     if lattice in ("bct", "hex"):
         ca_grid = np.round(np.arange(0.55, 2.0001, 0.01), 4)
     elif lattice == "hcp":
@@ -394,7 +454,7 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
         ca_grid = np.array([1.0])
     q_anchor = q_obs[: min(3, q_obs.size)]
     span = q_hi / float(q_anchor[0]) * (1 + 3 * tol)
-    args = (q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm)
+    args = (q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm, reliability, visibility)
     best = None
     for ca in ca_grid:
         g_first = reflections(lattice, 2 * math.pi * 3.0, ca).g[:n_first]
@@ -425,15 +485,50 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
     j, eps, matched, missing, cost = one(refl, a)
     hkl = tuple(tuple(int(v) for v in refl.hkl[jj]) if m else None for jj, m in zip(j, matched))
     rms = float(np.sqrt(np.mean(eps[matched] ** 2))) if matched.any() else float("nan")
+    unexplained = ~matched if reliability is None else ~matched & (reliability >= 0.5)
+    free_ca = lattice in ("bct", "hex")
+    a_err, ca_err = lattice_errors(refl, j[matched], q_obs[matched], a, ca, free_ca, sigma_eps)
+    n_m, n_u = int(matched.sum()), int(unexplained.sum())
     return LatticeFit(lattice, float(a), float(ca) if lattice in ("bct", "hcp", "hex") else None,
-                      tuple(float(v) for v in q_obs), hkl, rms, int(matched.sum()), int((~matched).sum()),
-                      missing, cost)
+                      tuple(float(v) for v in q_obs), hkl, rms, n_m, n_u, missing, cost, a_err,
+                      ca_err if free_ca else None, n_m / max(n_m + n_u + missing, 1e-12))
+
+
+def lattice_errors(refl: Reflections, j: np.ndarray, q_obs: np.ndarray, a: float, c_over_a: float,
+                   free_c_over_a: bool, position_sigma: float) -> tuple[float, float]:
+    """Standard errors of a (nm) and of c/a from the indexed peak positions.
+
+    Linearised least squares of ln q_i = ½ ln(A_i / a² + C_i / c²) in (ln a, ln c) (one
+    parameter, ln a, where c/a is fixed): covariance σ_ε² (JᵀJ)⁻¹ with σ_ε² = Σ ε_i² /
+    (n − p) the scatter of the relative residuals (``position_sigma`` where n ≤ p).
+    """
+    n = q_obs.size
+    if n == 0:
+        return float("nan"), float("nan")
+    c = a * c_over_a
+    ta = refl.coef_a[j] / a**2
+    tc = refl.coef_c[j] / c**2
+    q_calc2 = ta + tc
+    eps = q_obs / np.sqrt(q_calc2) - 1.0
+    if free_c_over_a:
+        jac = np.stack([-ta / q_calc2, -tc / q_calc2], axis=1)
+    else:
+        jac = (-(ta + tc) / q_calc2)[:, None]
+    p = jac.shape[1]
+    s2 = float(np.sum(eps**2) / (n - p)) if n > p else position_sigma**2
+    cov = np.linalg.pinv(jac.T @ jac) * s2
+    a_err = a * math.sqrt(max(float(cov[0, 0]), 0.0))
+    if not free_c_over_a:
+        return a_err, 0.0
+    var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
+    return a_err, c_over_a * math.sqrt(max(var, 0.0))
 
 
 def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
                 lattices: tuple[str, ...] = LATTICES, tol: float = 0.012, position_sigma: float = 0.004,
                 unmatched_cost: float = 16.0, missing_cost: float = 4.0, min_peaks: int = 3,
-                max_unmatched: int = 0, peak_fwhm_nm=None) -> IndexingResult:
+                max_unmatched: int = 0, peak_fwhm_nm=None, peak_reliability=None,
+                visibility=None) -> IndexingResult:
     """Index observed Bragg peak positions to a lattice (see the module docstring).
 
     Parameters
@@ -449,19 +544,26 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
     max_unmatched : how many observed peaks may stay unexplained.
     peak_fwhm_nm : optional FWHM of each observed peak (nm⁻¹): a reflection within the
         FWHM of an observed peak counts as observed (unresolved from it), not missing.
+    peak_reliability : optional weight in [0, 1] of each observed peak: an unexplained
+        peak costs ``unmatched_cost`` × its reliability, and one below ½ does not count
+        against ``max_unmatched`` (a maximum of S(q) next to a form-factor minimum).
+    visibility : optional function q (nm⁻¹) → [0, 1], how visible a reflection at q can
+        be (the form factor's share of its envelope): a missing reflection weighs
+        min(1, visibility / :data:`FULL_VISIBILITY`) of its strength.
     """
     q_obs = np.asarray(peaks_q_nm, dtype=float)
     order = np.argsort(q_obs, kind="stable")
     keep = np.isfinite(q_obs[order]) & (q_obs[order] > 0)
     q_obs = q_obs[order][keep]
     fwhm = None if peak_fwhm_nm is None else np.asarray(peak_fwhm_nm, dtype=float)[order][keep]
+    rel = None if peak_reliability is None else np.asarray(peak_reliability, dtype=float)[order][keep]
     if q_obs.size < 2:
         return IndexingResult(None, (), f"{q_obs.size} Bragg peak(s): too few to index a lattice.")
     q_lo = float(q_obs[0]) if q_range_nm is None else min(float(q_range_nm[0]), float(q_obs[0]))
     fits = []
     for lat in lattices:
         fit = _fit_lattice(lat, q_obs, q_lo, float(q_obs[-1]) * (1 + tol), tol, position_sigma, unmatched_cost,
-                           missing_cost, fwhm)
+                           missing_cost, fwhm, rel, visibility)
         if fit is not None:
             fits.append(fit)
     fits.sort(key=lambda f: (round(f.cost, 6), _PREFERENCE[f.lattice]))
@@ -471,6 +573,9 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
             continue
         if fit.n_unmatched > max_unmatched:
             continue
+        if fit.lattice == "bct" and "bcc" in lattices and "fcc" in lattices \
+                and min(abs(fit.c_over_a - 1.0), abs(fit.c_over_a / math.sqrt(2.0) - 1.0)) <= CUBIC_BCT_TOL:
+            continue  # bct with c/a = 1 is bcc and with √2 fcc: the cubic fit stands for it
         if fit.missing > MAX_MISSING_PER_MATCHED[_N_PARAMS[fit.lattice]] * fit.n_matched:
             continue
         return IndexingResult(fit, tuple(fits), f"{fit.lattice}: {fit.n_matched} peaks indexed, "

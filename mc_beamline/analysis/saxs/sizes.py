@@ -16,7 +16,9 @@ curvature of the distribution). λ is the largest value on a logarithmic ladder 
 exceeds the least-regularised χ² by no more than 2·sqrt(2·N) (a statistically
 insignificant loss of fit, N data points). Without σ, the noise is estimated from the
 scatter of the data about a smooth curve. The result is reported as relative volume
-fractions (Σ = 1) and the volume-weighted mean radius Σ r_j x_j / Σ x_j.
+fractions (Σ = 1) and the volume-weighted mean radius Σ r_j x_j / Σ x_j; its standard
+error is the spread of the mean over :data:`BOOTSTRAP_SAMPLES` refits (same λ) of the
+fitted curve plus Gaussian noise of the data's σ (parametric bootstrap, fixed seed).
 
 Lamellar mesophase. Bragg peaks are found by a matched filter (a Ricker kernel of the
 expected peak width: no response to a constant or straight background, little to the much
@@ -48,6 +50,10 @@ from scipy.ndimage import median_filter
 from scipy.optimize import least_squares, nnls
 
 
+BOOTSTRAP_SAMPLES = 20
+"""Refits behind the standard error of the mean radius."""
+
+
 class SaxsInputError(ValueError):
     """A SAXS curve that cannot be analysed; the message is one sentence."""
 
@@ -63,6 +69,10 @@ class SizeDistribution:
     mean_radius_nm : volume-weighted mean radius, nm.
     background : fitted flat background (intensity units).
     chi2_reduced : χ² per data point of the fit.
+    mean_radius_err_nm : standard error of the mean radius, nm.
+    method : "nnls" (regularised fit of the curve, this module) or "sphere fit" (the
+        Gaussian of a fitted form factor, for curves with a structure factor:
+        :meth:`~mc_beamline.analysis.saxs.form_factor.SphereFit.size_distribution`).
     """
 
     radius_nm: np.ndarray
@@ -70,11 +80,14 @@ class SizeDistribution:
     mean_radius_nm: float
     background: float
     chi2_reduced: float
+    mean_radius_err_nm: float = float("nan")
+    method: str = "nnls"
 
     def as_dict(self) -> dict:
         """The ``size_distribution`` object of the ``saxs`` RESULT.json."""
         return {"radius_nm": self.radius_nm.tolist(), "volume_fraction": self.volume_fraction.tolist(),
-                "mean_radius_nm": float(self.mean_radius_nm)}
+                "mean_radius_nm": float(self.mean_radius_nm), "mean_radius_nm_err": float(self.mean_radius_err_nm),
+                "method": self.method}
 
 
 @dataclass(frozen=True)
@@ -174,22 +187,33 @@ def size_distribution(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray
     scale = np.linalg.norm(a[:, :n_r], ord=2)
     threshold = None
     best = None
+    rhs_zero = np.zeros(n_r)
     for lam in scale * np.geomspace(1e-6, 1.0, 19):
-        coef, _ = nnls(np.vstack([a, lam * curvature]), np.concatenate([b, np.zeros(n_r)]), maxiter=50 * a.shape[1])
+        coef, _ = nnls(np.vstack([a, lam * curvature]), np.concatenate([b, rhs_zero]), maxiter=50 * a.shape[1])
         chi2 = float(np.sum((a @ coef - b) ** 2))
         if threshold is None:
             threshold = chi2 + 2.0 * math.sqrt(2.0 * q.size)
         if chi2 > threshold:
             break
-        best = (coef, chi2)
-    coef, chi2 = best
+        best = (coef, chi2, lam)
+    coef, chi2, lam = best
     x = coef / norms
     vol = x[:n_r]
     total = vol.sum()
     if total <= 0:
         raise SaxsInputError("No sphere scattering above the background was found in the curve.")
     frac = vol / total
-    return SizeDistribution(r, frac, float(np.sum(r * frac)), float(x[n_r]), chi2 / q.size)
+    stacked = np.vstack([a, lam * curvature])
+    rng = np.random.default_rng(0)
+    means = []
+    for _ in range(BOOTSTRAP_SAMPLES):  # the weighted data have unit σ
+        c_b, _ = nnls(stacked, np.concatenate([a @ coef + rng.standard_normal(q.size), rhs_zero]),
+                      maxiter=50 * a.shape[1])
+        v_b = (c_b / norms)[:n_r]
+        if v_b.sum() > 0:
+            means.append(float(np.sum(r * v_b) / v_b.sum()))
+    err = float(np.std(means, ddof=1)) if len(means) > 1 else float("nan")
+    return SizeDistribution(r, frac, float(np.sum(r * frac)), float(x[n_r]), chi2 / q.size, err)
 
 
 def _uniform(q: np.ndarray, values: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ from mc_beamline.analysis.uvvis.peaks import (
     MIN_MSC_FWHM_NM,
     MscPeak,
     NcExciton,
+    covariance,
     gaussians,
 )
 from mc_beamline.materials.cdse import (
@@ -39,6 +40,7 @@ from mc_beamline.materials.cdse import (
     HC_EV_NM,
     MSC_FAMILY_NM,
     yu_diameter_nm,
+    yu_diameter_slope,
     yu_extinction_coefficient,
     yu_wavelength_nm,
 )
@@ -145,7 +147,8 @@ class _JointModel:
         return np.column_stack(cols), np.concatenate(lo), peak_nm
 
     def fit(self, names: list, with_nc: bool, nc_start: list[float], free: set | None = None):
-        """Returns (χ², coefficients, θ, cov of linear coefs, (nc peak nm, its FWHM nm) or None).
+        """Returns (χ², coefficients, θ, cov of linear coefs, (nc peak nm, its FWHM nm) or None,
+        standard errors of θ (NaN for the ones held fixed)).
 
         Only the families in ``free`` (all by default) have their centre and width fitted;
         the others keep their starting values.
@@ -176,6 +179,7 @@ class _JointModel:
             if best is None or res @ res < best[0]:
                 best = (float(res @ res), theta0)
         chi2, theta = best
+        theta_err = np.full(theta.size, np.nan)
         if mask.any():
             template = theta.copy()
 
@@ -188,11 +192,14 @@ class _JointModel:
             theta = theta.copy()
             theta[mask] = r.x
             chi2 = float(2.0 * r.cost)
+            n_lin = self.fixed.shape[1] + k + 2 * with_nc
+            cov_t = covariance(r.jac, chi2, self.lam.size - n_lin - int(mask.sum()))
+            theta_err[mask] = np.sqrt(np.clip(np.diag(cov_t), 0.0, None))
         cols, blo, peak_nm = self._columns(theta, with_nc, names, True)
         basis, coef = self._solve(cols, blo)
         dof = max(self.lam.size - basis.shape[1] - int(mask.sum()), 1)
         cov = np.linalg.pinv(basis.T @ basis) * max(chi2 / dof, 1.0)
-        return chi2, coef, theta, cov, peak_nm
+        return chi2, coef, theta, cov, peak_nm, theta_err
 
 
 def joint_refit(grid: SpectrumGrid, msc: list[MscPeak], nc: NcExciton | None, tolerance_nm: float,
@@ -250,11 +257,14 @@ def joint_refit(grid: SpectrumGrid, msc: list[MscPeak], nc: NcExciton | None, to
         names = keep
         full = model.fit(names, True, [full[2][2 * k]])
         k = len(names)
-    chi2, coef, theta, cov, (peak_nm, fwhm) = full
+    chi2, coef, theta, cov, (peak_nm, fwhm), theta_err = full
     out = [p for p in msc if p.family not in names]
     for i, n in enumerate(names):
-        out.append(MscPeak(n, float(theta[i]), float(FWHM_PER_SIGMA * theta[k + i]), float(coef[4 + i])))
-    return out, NcExciton(float(peak_nm), float(yu_diameter_nm(peak_nm)), float(fwhm))
+        out.append(MscPeak(n, float(theta[i]), float(FWHM_PER_SIGMA * theta[k + i]), float(coef[4 + i]),
+                           float(theta_err[i])))
+    # the mean diameter's error, carried to the exciton wavelength through the Yu curve
+    lam_err = float(theta_err[2 * k]) / abs(float(yu_diameter_slope(peak_nm)))
+    return out, NcExciton.at(peak_nm, fwhm, lam_err)
 
 
 __all__ = ["JOINT_MIN_DCHI2", "TYPICAL_FAMILY_FWHM_NM", "joint_refit"]

@@ -45,9 +45,10 @@ from mc_beamline.analysis.uvvis.peaks import (
     MIN_MSC_FWHM_NM,
     MscPeak,
     NcExciton,
+    covariance,
     gaussians,
 )
-from mc_beamline.materials.cdse import HC_EV_NM, MSC_FAMILY_NM, yu_diameter_nm
+from mc_beamline.materials.cdse import HC_EV_NM, MSC_FAMILY_NM
 
 TYPICAL_MSC_FWHM_NM = 11.0
 """Starting width of a cluster peak in the fit (the families have FWHM 8–15 nm)."""
@@ -158,6 +159,7 @@ class _PeakFit:
     sigma: np.ndarray
     amplitude: np.ndarray
     amplitude_sigma: np.ndarray
+    centre_sigma: np.ndarray
 
 
 def _fit_narrow_peaks(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarray, bounds: np.ndarray,
@@ -188,12 +190,16 @@ def _fit_narrow_peaks(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.n
     lo = np.concatenate([bounds[:, 0], np.full(k, sigma_range[0])])
     hi = np.concatenate([bounds[:, 1], np.full(k, sigma_range[1])])
     theta0 = np.clip(np.concatenate([centres, s0]), lo + 1e-9, hi - 1e-9)
-    theta = least_squares(residual, theta0, bounds=(lo, hi), x_scale=np.concatenate([np.ones(k), s0])).x
+    sol = least_squares(residual, theta0, bounds=(lo, hi), x_scale=np.concatenate([np.ones(k), s0]))
+    theta = sol.x
     basis, coef = linear(theta)
     dof = max(x.size - basis.shape[1] - 2 * k, 1)
     chi2 = float(np.sum((basis @ coef - y * w) ** 2)) / dof
     cov = np.linalg.pinv(basis.T @ basis) * max(chi2, 1.0)
-    return _PeakFit(theta[:k], theta[k:], coef[:k], np.sqrt(np.clip(np.diag(cov)[:k], 0.0, None)))
+    # centres: the variable-projection Jacobian (amplitudes and background follow the centres)
+    cov_theta = covariance(sol.jac, chi2 * dof, dof)
+    return _PeakFit(theta[:k], theta[k:], coef[:k], np.sqrt(np.clip(np.diag(cov)[:k], 0.0, None)),
+                    np.sqrt(np.clip(np.diag(cov_theta)[:k], 0.0, None)))
 
 
 def _narrow_peak_response(grid: SpectrumGrid, sigma_nm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +255,7 @@ def _find_msc(grid: SpectrumGrid, tolerance_nm: float, max_fwhm_nm: float, min_s
         if all(keep):
             for j, (name, _, _) in enumerate(cands):
                 accepted.append(MscPeak(name, float(fit.centre[j]), float(FWHM_PER_SIGMA * fit.sigma[j]),
-                                        float(fit.amplitude[j])))
+                                        float(fit.amplitude[j]), float(fit.centre_sigma[j])))
                 profile += fit.amplitude[j] * np.exp(-0.5 * ((lam - fit.centre[j]) / fit.sigma[j]) ** 2)
             break
         cands = [c for c, ok in zip(cands, keep) if ok]
@@ -303,17 +309,18 @@ def _fit_nc(rest: SpectrumGrid, e0: float, min_absorbance: float,
     theta0 = np.clip(theta0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
     fit = least_squares(lambda t: (model(t) - y) * w, theta0, bounds=(lo, hi))
     chi2 = float(np.sum(fit.fun**2))
+    err = np.sqrt(np.clip(np.diag(covariance(fit.jac, chi2, x.size - fit.x.size)), 0.0, None))
     amp, centre, sig = fit.x[:3]
     wavelength = HC_EV_NM / centre
     fwhm_nm = wavelength**2 / HC_EV_NM * FWHM_PER_SIGMA * sig
     exciton = None
     if not (amp < min_absorbance or fwhm_nm < MIN_NC_FWHM_NM or amp < MIN_NC_BAND_RATIO * fit.x[6]
             or wavelength > lam_all[-1] - 10.0):
-        exciton = NcExciton(float(wavelength), float(yu_diameter_nm(wavelength)), float(fwhm_nm))
+        exciton = NcExciton.at(wavelength, fwhm_nm, wavelength**2 / HC_EV_NM * err[1])
     if hidden is None:
         return _NcFit(exciton, chi2)
     a_msc, c_msc, s_msc = fit.x[11:14]
-    peak = MscPeak(hidden[0], float(c_msc), float(FWHM_PER_SIGMA * s_msc), float(a_msc))
+    peak = MscPeak(hidden[0], float(c_msc), float(FWHM_PER_SIGMA * s_msc), float(a_msc), float(err[12]))
     profile = a_msc * np.exp(-0.5 * ((lam_all - c_msc) / s_msc) ** 2)
     return _NcFit(exciton, chi2, peak, profile)
 

@@ -247,12 +247,15 @@ class PeakWidths:
     sigma_az_deg : azimuthal σ, degrees.
     disorder_fwhm_deg : ΔΦ = 2.3548·sqrt(σ_az² - (σ_q/q0)²), degrees (NaN if σ_az is not
         larger than the radial contribution).
+    disorder_fwhm_err_deg : standard error of ΔΦ, degrees: the Gaussian fits' covariance
+        errors of σ_az, σ_q and q0 carried through the formula (first order).
     """
 
     q0_nm: float
     sigma_q_nm: float
     sigma_az_deg: float
     disorder_fwhm_deg: float
+    disorder_fwhm_err_deg: float = float("nan")
 
 
 def _gauss(x, a, x0, s, b):
@@ -269,8 +272,9 @@ def _fit_gauss(x, y, s0):
     x0 = float(x[np.argmax(y)])
     from scipy.optimize import curve_fit  # only for the result: not before the first frame
 
-    p, _ = curve_fit(_gauss, x, y, p0=[a0, x0, s0, b0], maxfev=5000)
-    return p[0], p[1], abs(p[2]), p[3]
+    p, cov = curve_fit(_gauss, x, y, p0=[a0, x0, s0, b0], maxfev=5000)
+    err = np.sqrt(np.clip(np.diag(cov), 0.0, None)) if np.all(np.isfinite(cov)) else np.full(4, np.nan)
+    return p[0], p[1], abs(p[2]), p[3], err
 
 
 def fit_peak_widths(
@@ -300,15 +304,24 @@ def fit_peak_widths(
     for _ in range(3):
         rows = np.abs(q - q0) <= max(band, 0.5 * (q[1] - q[0]))
         az = np.nanmean(m[rows], axis=0)
-        _, c_az, sigma_az, _ = _fit_gauss(d, az, sigma_az)
+        _, c_az, sigma_az, _, err_az = _fit_gauss(d, az, sigma_az)
         core = np.abs(d - c_az) <= max(0.5 * sigma_az, abs(d[1] - d[0]))
         wing = np.abs(d - c_az) >= 2.5 * sigma_az
         radial = np.nanmean(m[:, core], axis=1)
         if wing.sum() >= 2:
             radial = radial - np.nanmean(m[:, wing], axis=1)
-        _, q0, sigma_q, _ = _fit_gauss(q, radial, sigma_q)
+        _, q0, sigma_q, _, err_q = _fit_gauss(q, radial, sigma_q)
         band = sigma_q if q_band_nm is None else q_band_nm
     s_az = math.radians(sigma_az)
     excess = s_az**2 - (sigma_q / q0) ** 2
     fwhm = math.degrees(FWHM_PER_SIGMA * math.sqrt(excess)) if excess > 0 else float("nan")
-    return PeakWidths(q0_nm=float(q0), sigma_q_nm=float(sigma_q), sigma_az_deg=float(sigma_az), disorder_fwhm_deg=fwhm)
+    fwhm_err = float("nan")
+    if excess > 0:
+        # ∂ΔΦ/∂x = 2.3548² · (∂excess/∂x) / (2 ΔΦ), all in radians
+        k = FWHM_PER_SIGMA**2 / (2.0 * math.radians(fwhm))
+        d_az = k * 2.0 * s_az * math.radians(err_az[2])
+        d_sq = k * 2.0 * sigma_q / q0**2 * err_q[2]
+        d_q0 = k * 2.0 * sigma_q**2 / q0**3 * err_q[1]
+        fwhm_err = math.degrees(math.sqrt(d_az**2 + d_sq**2 + d_q0**2))
+    return PeakWidths(q0_nm=float(q0), sigma_q_nm=float(sigma_q), sigma_az_deg=float(sigma_az), disorder_fwhm_deg=fwhm,
+                      disorder_fwhm_err_deg=fwhm_err)

@@ -226,6 +226,17 @@ MAX_LISTED_HOT_PIXELS = 100
 """Most hot pixels the result lists by position (all are counted)."""
 
 
+def _c_over_a_err(c_over_a: float, fit: SuperlatticeFit | None, pair: PairAngle | None) -> float | None:
+    """Standard error of the adopted c/a: the CCF fit's covariance where β was free, else the
+    SL pair angle's standard error carried through c/a = √2 tan β."""
+    if fit is not None and fit.beta_source == "ccf":
+        return fit.c_over_a_ccf_error
+    if pair is None:
+        return None
+    beta = math.atan(c_over_a / math.sqrt(2.0))
+    return math.sqrt(2.0) / math.cos(beta) ** 2 * math.radians(pair.error_deg)
+
+
 def _json_float(x: float | None) -> float | None:
     if x is None:
         return None
@@ -628,19 +639,23 @@ class XccaAnalysis:
         d = self.details() if details is None else details
         fit = d.fit
         if fit is not None:
-            superlattice = {"lattice": fit.lattice, "c_over_a": fit.c_over_a, "beta_deg": fit.beta_deg}
+            superlattice = {"lattice": fit.lattice, "c_over_a": fit.c_over_a,
+                            "c_over_a_err": _c_over_a_err(fit.c_over_a, fit, d.pair_angle), "beta_deg": fit.beta_deg}
             peaks = fit.peaks_deg
         elif d.beta_deg is not None:
             ca = c_over_a_from_beta(d.beta_deg)
             lattice = "bcc" if abs(ca - 1.0) <= self.settings.bcc_tolerance else "bct"
-            superlattice = {"lattice": lattice, "c_over_a": ca, "beta_deg": bct_beta_deg(ca)}
+            superlattice = {"lattice": lattice, "c_over_a": ca, "c_over_a_err": _c_over_a_err(ca, None, d.pair_angle),
+                            "beta_deg": bct_beta_deg(ca)}
             peaks = []
         else:
-            superlattice = {"lattice": None, "c_over_a": None, "beta_deg": None}
+            superlattice = {"lattice": None, "c_over_a": None, "c_over_a_err": None, "beta_deg": None}
             peaks = []
         psi_values = np.array([d.psi[i] for i in sorted(d.psi)])
         mis = {
             "mean": _json_float(psi_values.mean()) if psi_values.size else None,
+            "mean_err": _json_float(psi_values.std(ddof=1) / math.sqrt(psi_values.size)) if psi_values.size > 1
+            else None,
             "std": _json_float(psi_values.std(ddof=1)) if psi_values.size > 1 else None,
             "n": int(psi_values.size),
         }
@@ -671,6 +686,7 @@ class XccaAnalysis:
             "ccf_peaks_deg": [float(v) for v in peaks],
             "superlattice": {k: (_json_float(v) if isinstance(v, float) else v) for k, v in superlattice.items()},
             "orientational_disorder_fwhm_deg": _json_float(widths.disorder_fwhm_deg) if widths else None,
+            "orientational_disorder_fwhm_deg_err": _json_float(widths.disorder_fwhm_err_deg) if widths else None,
             "misorientation_deg": mis,
             "domains": {"count": int(d.domains.count), "mean_area_um2": _json_float(d.domains.mean_area_um2)},
             "frames": frames,

@@ -1,0 +1,152 @@
+"""Indexing a SAXS curve the way an expert does: on the structure factor S(q) = I(q) / P(q).
+
+Bragg peaks on I(q) = c P̄(q) S(q) are pulled towards low q by the steep form factor and
+vanish next to its minima, so their positions and the pattern of present reflections
+mislead (111/222/333 of fcc look lamellar; the 200 beside the first minimum is missing).
+:func:`index_structure_factor`:
+
+1. finds the Bragg peaks of I(q) (:func:`~mc_beamline.analysis.saxs.indexing.find_bragg_peaks`)
+   and indexes them (:func:`~mc_beamline.analysis.saxs.indexing.index_peaks`);
+2. fits a polydisperse sphere form factor
+   (:func:`~mc_beamline.analysis.saxs.form_factor.fit_sphere_form_factor`) to the whole
+   curve and, where there are peaks, above ``LOW_Q_FRACTION`` × the first one (below it
+   S(q) of a crystal or dense fluid is ≪ 1); the second fit is taken where it fits the
+   curve above that q clearly better (``WHOLE_CURVE_COST_MARGIN``);
+3. finds the peaks of S(q) where the form factor keeps at least
+   ``MIN_VISIBILITY`` of its envelope
+   (:func:`~mc_beamline.analysis.saxs.indexing.find_structure_peaks`) and indexes them with
+   the reliability of each peak ramping from 0 to 1 between ``MIN_VISIBILITY`` and twice
+   it and, for weak peaks, in proportion to their height (``WEAK_PEAK_FRACTION``), and
+   missing reflections excused in proportion to how deep in a form-factor minimum they
+   fall;
+4. returns the S(q) indexing where it explains its peaks, else the I(q) indexing (a form
+   factor that does not fit leaves an S(q) without a lattice, while I(q) may have one);
+5. refits the form factor with R between ``PACKED_RADIUS`` × the lattice's
+   nearest-neighbour distance where the first fit put spheres that do not fit the lattice.
+
+Units: q in nm⁻¹, lengths in nm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mc_beamline.analysis.saxs.form_factor import SphereFit, fit_sphere_form_factor
+from mc_beamline.analysis.saxs.indexing import (
+    MAX_INDEXED_PEAKS,
+    BraggPeak,
+    IndexingResult,
+    LatticeFit,
+    _noise,
+    find_bragg_peaks,
+    find_structure_peaks,
+    index_peaks,
+)
+
+LOW_Q_FRACTION = 0.85
+"""The form factor is fitted above this fraction of the first Bragg peak's q."""
+WHOLE_CURVE_COST_MARGIN = 5.0
+"""The form factor fitted above the first peak replaces the whole-curve fit only where its
+robust cost there (Σ ln(1 + r²), n points) is lower by more than this × √n: S(q) ≪ 1 below
+the peaks spoils the whole-curve fit, a dilute colloid's form-factor wiggles taken for
+peaks do not."""
+PACKED_RADIUS = (0.3, 0.55)
+"""A sphere radius outside these fractions of the lattice's nearest-neighbour distance does
+not belong to the indexed supercrystal (NCs in it nearly touch: 2R ≲ d_nn, with ligand
+shells up to about 1.7 × the core); the form factor is then refitted with R inside them."""
+WEAK_PEAK_FRACTION = 0.1
+"""A maximum of S(q) lower than this fraction of the median of the five highest is weak: its
+reliability falls in proportion (diffuse features and ripples of a paracrystal, noise
+where the form factor is small)."""
+MIN_VISIBILITY = 0.2
+"""Maxima of S(q) where the form factor keeps less of its envelope are not peaks."""
+
+
+@dataclass(frozen=True)
+class StructureIndexing:
+    """Outcome of :func:`index_structure_factor`.
+
+    Attributes
+    ----------
+    peaks : the Bragg peaks that were indexed (on S(q) or on I(q), see ``source``).
+    indexing : their indexing (``.best`` None: no lattice).
+    source : "S(q)" or "I(q)".
+    form_factor : the fitted sphere form factor (None where it could not be fitted).
+    """
+
+    peaks: tuple[BraggPeak, ...]
+    indexing: IndexingResult
+    source: str
+    form_factor: SphereFit | None
+
+
+def _index(peaks: list[BraggPeak], q: np.ndarray, **kwargs) -> IndexingResult:
+    strongest = sorted(sorted(peaks, key=lambda p: -p.snr)[:MAX_INDEXED_PEAKS], key=lambda p: p.q_nm)
+    extra = {}
+    if "peak_reliability" in kwargs:
+        rel = dict(zip([p.q_nm for p in peaks], kwargs.pop("peak_reliability")))
+        extra["peak_reliability"] = [rel[p.q_nm] for p in strongest]
+    return index_peaks([p.q_nm for p in strongest], (float(q[0]), float(q[-1])),
+                       peak_fwhm_nm=[p.fwhm_nm for p in strongest], **kwargs, **extra)
+
+
+def index_structure_factor(q_nm: np.ndarray, intensity: np.ndarray,
+                           sigma: np.ndarray | None = None) -> StructureIndexing:
+    """Bragg peaks of a SAXS curve indexed on S(q) = I / P (see the module docstring)."""
+    q = np.asarray(q_nm, dtype=float)
+    i = np.asarray(intensity, dtype=float)
+    s = _noise(i) if sigma is None else np.asarray(sigma, dtype=float)
+    i_peaks = find_bragg_peaks(q, i, s)
+    i_result = _index(i_peaks, q)
+    ff = fit_sphere_form_factor(q, i, s)
+    if i_peaks:
+        high = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * i_peaks[0].q_nm)
+        if high is not None:
+            n_high = int(np.count_nonzero((q >= high.q_min_nm) & (i > 0)))
+            if ff is None or (ff.robust_cost(q, i, s, high.q_min_nm) - high.robust_cost(q, i, s, high.q_min_nm)
+                              > WHOLE_CURVE_COST_MARGIN * np.sqrt(n_high)):
+                ff = high
+    if ff is None:
+        return StructureIndexing(tuple(i_peaks), i_result, "I(q)", None)
+    s_q, s_sigma = ff.structure_factor(q, i, s)
+    visibility = ff.visibility(q)
+    s_peaks = find_structure_peaks(q, s_q, s_sigma, visibility, min_visibility=MIN_VISIBILITY)
+    rel = np.clip(ff.visibility(np.array([p.q_nm for p in s_peaks])) / MIN_VISIBILITY - 1.0, 0.0, 1.0)
+    if s_peaks:
+        heights = np.array([p.height for p in s_peaks])
+        strong = float(np.median(np.sort(heights)[-5:]))
+        rel = np.minimum(rel, np.clip(heights / (WEAK_PEAK_FRACTION * strong), 0.0, 1.0))
+    s_result = _index(s_peaks, q, peak_reliability=rel, visibility=lambda g: np.interp(g, q, visibility))
+    if s_result.best is not None or i_result.best is None:
+        peaks, result, source = tuple(s_peaks), s_result, "S(q)"
+    else:
+        peaks, result, source = tuple(i_peaks), i_result, "I(q)"
+    d_nn = nearest_neighbour_nm(result.best) if result.best is not None else None
+    if d_nn is not None and not (PACKED_RADIUS[0] * d_nn <= ff.radius_nm <= PACKED_RADIUS[1] * d_nn):
+        # spheres that do not fit the lattice they are in: the form factor fit failed
+        packed = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * peaks[0].q_nm,
+                                        radius_range_nm=(PACKED_RADIUS[0] * d_nn, PACKED_RADIUS[1] * d_nn))
+        ff = packed if packed is not None else ff
+    return StructureIndexing(peaks, result, source, ff)
+
+
+def nearest_neighbour_nm(fit: LatticeFit) -> float | None:
+    """Nearest-neighbour distance of the lattice sites (nm); None for lamellar."""
+    a, ca = fit.a_nm, fit.c_over_a
+    if fit.lattice == "fcc":
+        return a / math.sqrt(2.0)
+    if fit.lattice == "bcc":
+        return a * math.sqrt(3.0) / 2.0
+    if fit.lattice == "bct":
+        return min(a, a * math.sqrt(0.5 + ca * ca / 4.0), a * ca)
+    if fit.lattice in ("sc", "hcp"):
+        return a
+    if fit.lattice == "hex":
+        return min(a, a * ca)
+    return None
+
+
+__all__ = ["LOW_Q_FRACTION", "PACKED_RADIUS", "nearest_neighbour_nm", "MIN_VISIBILITY", "WEAK_PEAK_FRACTION", "WHOLE_CURVE_COST_MARGIN", "StructureIndexing", "index_structure_factor"]

@@ -1,0 +1,96 @@
+"""SAXS indexing and sizing on curves made by independent code: sasmodels' paracrystal models.
+
+The curves of ``data/sasmodels_paracrystal_grid.npz`` are sasmodels' fcc/bcc/sc_paracrystal
+(orientation-averaged paracrystal lattice factor × polydisperse sphere form factor), made by
+``make_sasmodels_grid.py``; here sasmodels' polydisperse paracrystal models, called
+directly at a few q, must give the stored values. Noise is added here (relative σ of 1 % or 3 %, alternating through the grid, a
+fixed seed per curve). The whole grid (confusion matrix of the lattice, errors of a and R)
+is run by ``report_sasmodels_grid.py``: it does not meet the targets (lattice right in
+≥ 95 % of the grid, a within 1.5 %, radius within 10 %) yet, so it is a report, not a test.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mc_beamline.analysis.saxs.sq_indexing import index_structure_factor
+
+GRID = Path(__file__).with_name("data") / "sasmodels_paracrystal_grid.npz"
+A_PER_DNN = {"fcc": math.sqrt(2.0), "bcc": 2.0 / math.sqrt(3.0), "sc": 1.0}
+NOISE = (0.01, 0.03)
+
+
+def _grid():
+    data = np.load(GRID)
+    return data["q_nm"], data["intensity"], [str(x) for x in data["lattice"]], data["params"]
+
+
+def _noisy(intensity: np.ndarray, rel: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    sigma = rel * intensity
+    return intensity + sigma * np.random.default_rng(seed).standard_normal(intensity.size), sigma
+
+
+def test_stored_curves_are_what_sasmodels_computes():
+    pytest.importorskip("sasmodels")
+    from tests.analysis.saxs import make_sasmodels_grid as gen
+
+    q, curves, lattices, params = _grid()
+    for k in (0, 21, len(lattices) - 1):  # an fcc, a bcc and an sc curve, at a few q
+        sel = slice(100, 541, 110)
+        fresh = gen.direct_curve(lattices[k], *params[k], q_nm=q[sel])
+        np.testing.assert_allclose(fresh, curves[k][sel], rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_textbook_au_supercrystal_is_fcc_with_a_6_93_nm(k):
+    """The issue's case: fcc of 4.6 nm spheres 0.3 nm apart (a = √2 · 4.9 = 6.93 nm), 111 to
+    420 visible; once sharp (d_factor 0.02), once broadened (0.05)."""
+    q, curves, lattices, params = _grid()
+    assert lattices[k] == "fcc" and tuple(params[k][:2]) == (2.3, 4.899)
+    i, s = _noisy(curves[k], NOISE[k % 2], seed=k)
+    found = index_structure_factor(q, i, s)
+    best = found.indexing.best
+    assert best is not None and best.lattice == "fcc", found.indexing.reason
+    assert best.a_nm == pytest.approx(6.928, rel=0.005)
+    assert abs(best.a_nm - 6.928) < 5 * best.a_err_nm + 0.002
+    assert {(1, 1, 1), (2, 2, 0), (3, 1, 1)} <= set(best.hkl)
+
+
+FLUIDS = [(1.5, 0.10, 0.0), (2.3, 0.05, 0.0), (4.0, 0.10, 0.0), (1.5, 0.10, 0.3), (2.3, 0.05, 0.3), (4.0, 0.10, 0.3)]
+
+
+@pytest.mark.parametrize("radius, pd, phi", FLUIDS)
+def test_sasmodels_colloid_gives_no_lattice_and_its_mean_radius(radius, pd, phi):
+    """Polydisperse spheres (sasmodels ``sphere``), dilute or as a hard-sphere fluid
+    (``sphere@hardsphere``, volume fraction 0.3), through the whole ``saxs`` analysis: no
+    crystal and no mesophase; for the dilute colloid also the size distribution's
+    volume-weighted mean radius and the fitted form factor's radius within 10 %. (Radii of
+    the dense fluid are not claimed: the regularised size fit knows no structure factor,
+    and the robust form-factor fit can lock onto a wrong radius, 0.84 instead of 1.5 nm
+    at R = 1.5 nm, pd 0.1.)"""
+    pytest.importorskip("sasmodels")
+    from sasmodels.core import load_model
+    from sasmodels.direct_model import call_kernel
+
+    from mc_beamline.analysis.saxs.curve import analyse_curve
+
+    q = np.arange(0.2, 6.0001, 0.01)
+    name = "sphere" if phi == 0 else "sphere@hardsphere"
+    pars = {"radius": radius * 10, "radius_pd": pd, "radius_pd_n": 35, "radius_pd_nsigma": 3.0, "sld": 119.0,
+            "sld_solvent": 9.4, "scale": 0.01, "background": 0.001}
+    if phi:
+        pars.update(volfraction=phi, radius_effective_mode=1)
+    clean = np.asarray(call_kernel(load_model(name, dtype="double").make_kernel([q / 10]), pars))
+    i, s = _noisy(clean, 0.02, seed=int(radius * 100 + phi * 10))
+    result = analyse_curve(q, i, s)
+    assert result["crystal"] is None and result["mesophase"] is None
+    x, w = np.polynomial.hermite_e.hermegauss(41)
+    nodes = radius * (1 + pd * x)
+    mean_v = np.sum(w * nodes**4) / np.sum(w * nodes**3)  # volume-weighted mean radius
+    if phi == 0:  # radii of the dense fluid are not claimed yet (see the docstring)
+        assert result["size_distribution"]["mean_radius_nm"] == pytest.approx(mean_v, rel=0.10)
+        assert result["form_factor"]["radius_nm"] == pytest.approx(radius, rel=0.10)
