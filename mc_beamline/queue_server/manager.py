@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from mc_beamline.queue_server import PROFILE_COLLECTION, STARTUP_MODULE
+from mc_beamline.queue_server.processes import alive as _alive
+from mc_beamline.queue_server.processes import is_ours as _is_ours
 from mc_beamline.queue_server.redis import ensure_redis, parse_address, ping
 from mc_beamline.services.stream import StreamAddresses, proxy_command
 
@@ -84,42 +86,6 @@ def state_file(data_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------ processes
-def _alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs (a zombie does not; one of ours is reaped)."""
-    if not pid:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    except OSError:  # pragma: no cover - no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _is_ours(entry: dict | None) -> bool:
-    """The recorded process still runs and is the one we started (the pid was not reused)."""
-    return bool(entry) and _alive(entry.get("pid")) and entry.get("marker", "") in _cmdline(entry["pid"])
-
-
 def _terminate(entry: dict | None, timeout: float = 10.0) -> None:
     """SIGTERM the recorded process (if it is still ours), SIGKILL after ``timeout`` s."""
     if not _is_ours(entry):

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from mc_beamline.queue_server.processes import command_line
+
 
 class RedisError(RuntimeError):
     """Redis cannot be found, started or reached; one sentence for the operator."""
@@ -108,21 +110,13 @@ SERVER_FILE = "server.json"
 """In the Redis data directory: pid and port of the data directory's running Redis."""
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def running_redis(directory: Path) -> dict | None:
     """``{"pid", "port", "marker"}`` of the Redis serving ``directory`` if it runs and answers, else None."""
     try:
         entry = json.loads((Path(directory) / SERVER_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if entry.get("marker", "\0") in _cmdline(int(entry.get("pid", 0))) and ping("127.0.0.1", int(entry["port"])):
+    if entry.get("marker", "\0") in command_line(int(entry.get("pid", 0))) and ping("127.0.0.1", int(entry["port"])):
         return entry
     return None
 

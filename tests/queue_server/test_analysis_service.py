@@ -18,7 +18,8 @@ from bluesky_queueserver_api.zmq import REManagerAPI
 
 from mc_beamline.callbacks.experiments import experiment_of
 from mc_beamline.callbacks.replay import replay, stored_results
-from mc_beamline.queue_server.manager import _alive, read_state, start_analysis_service
+from mc_beamline.queue_server.manager import read_state, start_analysis_service
+from mc_beamline.queue_server.processes import alive as _alive
 from mc_beamline.storage import DataDir
 from mc_beamline.storage.runs import derived_runs, plain
 
