@@ -127,7 +127,7 @@ class AssemblySaxs(Hdf5FileFrames, _FlowCellInstrument):
 
     def trigger(self) -> DeviceStatus:
         """Take one frame; completes when the IOC has published it and written it to the capture file."""
-        expected = self._require_staged()
+        expected = self.require_staged()
         before = int(self.acquire_count.get(use_monitor=False))
 
         def check():

@@ -70,7 +70,7 @@ class PixelDetector(Hdf5FileFrames):
     # ------------------------------------------------------------- acquiring
     def trigger(self) -> DeviceStatus:
         """Take one frame; the status completes when the IOC has written it (put-completion)."""
-        expected = self._require_staged()
+        expected = self.require_staged()
         scale = float(self.time_scale_signal.get()) if self.time_scale_signal is not None else 1.0
         timeout = self.put_timeout + float(self.acquire_time.get()) * scale
         status = DeviceStatus(self, timeout=timeout)

@@ -57,7 +57,7 @@ class Hdf5FileFrames(Device):
 
     The camera class (a subclass) has ``array_size_x`` and ``array_size_y`` (columns and
     rows of a frame) and ``status_message`` components, sets :attr:`frame_dtype` and
-    calls :meth:`_require_staged` before it acquires and :meth:`_frame_written` once the
+    calls :meth:`require_staged` before it acquires and :meth:`_frame_written` once the
     IOC reports the acquisition done.
 
     Parameters
@@ -164,7 +164,7 @@ class Hdf5FileFrames(Device):
             super().unstage()
 
     # ------------------------------------------------------------- acquiring
-    def _require_staged(self) -> int:
+    def require_staged(self) -> int:
         """Raise unless a capture file is open; the number the next frame will have in it (1-based)."""
         if self._resource is None:
             raise RuntimeError(f"{self.name} is not staged: stage it (bluesky does) before triggering.")
@@ -176,10 +176,14 @@ class Hdf5FileFrames(Device):
         written = int(self.num_captured.get(use_monitor=False))
         if written < expected:
             raise RuntimeError(f"{self.name} did not write frame {expected}: {why()}")
-        self._new_datum(written - 1)
+        self.new_datum(written - 1)
         self._frames_in_file = written
 
-    def _new_datum(self, index: int) -> None:
+    def new_datum(self, index: int) -> str:
+        """A Datum for frame ``index`` (0-based) of the open capture file, queued for
+        :meth:`collect_asset_docs` (after the Resource, the first time); it becomes what
+        :meth:`read` reports for the image. Returns its datum id. A flyer that gathers
+        the frames of a whole acquisition calls it once per frame."""
         with self._lock:
             resource = self._resource
             if resource is None:
@@ -192,6 +196,7 @@ class Hdf5FileFrames(Device):
             datum = {"resource": resource["uid"], "datum_id": datum_id, "datum_kwargs": {"point_number": index}}
             self._asset_docs_cache.append(("datum", datum))
             self._last_reading = {"value": datum_id, "timestamp": time.time()}
+            return datum_id
 
     # ------------------------------------------------------------ documents
     def describe(self):

@@ -168,7 +168,7 @@ class FlyRaster(Device):
 
     def _arm(self, row: FlyRow) -> None:
         det = self.detector
-        det._require_staged()
+        det.require_staged()
         det.num_images.put(row.frames_total, use_complete=True, wait=True, timeout=det.put_timeout)
         self._first_frame = int(det.num_captured.get(use_monitor=False))
         self._positions, self._gathered, self._events = [], 0, []
@@ -252,10 +252,10 @@ class FlyRaster(Device):
         with self._lock:
             available = min(written, len(self._positions))
             for i in range(self._gathered, available):
-                det._new_datum(self._first_frame + i)
+                datum_id = det.new_datum(self._first_frame + i)
                 xi, yi, t = self._positions[i]
                 self._events.append({
-                    "data": {det.image_key: det._last_reading["value"], x: xi, y: yi},
+                    "data": {det.image_key: datum_id, x: xi, y: yi},
                     "timestamps": {det.image_key: t, x: t, y: t},
                     "filled": {det.image_key: False},
                 })
