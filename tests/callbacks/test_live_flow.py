@@ -82,7 +82,8 @@ def test_results_and_replay_commands_write_identical_msc_json(live_flow, sim_ioc
     for entry in result["spectra"]:
         assert set(entry) >= {"label", "msc", "nc"}
         for peak in entry["msc"]:
-            assert set(peak) == {"family", "wavelength_nm", "fwhm_nm", "absorbance"}
+            assert set(peak) == {"family", "wavelength_nm", "wavelength_nm_err", "fwhm_nm", "absorbance"}
+            assert 0 < peak["wavelength_nm_err"] < peak["fwhm_nm"]
 
 
 def test_a_failing_analysis_never_stops_the_series_and_its_errors_are_stored(reactor, tiled, monkeypatch):

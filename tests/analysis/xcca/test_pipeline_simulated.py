@@ -60,7 +60,8 @@ def test_result_follows_the_json_contract(analysed):
     back = json.loads(text)
     assert set(back) == {
         "n_frames", "n_selected", "ccf", "ccf_peaks_deg", "superlattice",
-        "orientational_disorder_fwhm_deg", "misorientation_deg", "domains", "frames", "corrections",
+        "orientational_disorder_fwhm_deg", "orientational_disorder_fwhm_deg_err", "misorientation_deg", "domains",
+        "frames", "corrections",
     }
     # solid angle corrected by default; the simulated sample has no hot pixel
     assert back["corrections"] == {"solid_angle": True, "polarization_factor": None,
@@ -68,8 +69,12 @@ def test_result_follows_the_json_contract(analysed):
     assert back["n_frames"] == 1785 and len(back["frames"]) == 1785
     assert len(back["ccf"]["delta_deg"]) == len(back["ccf"]["value"]) == 360
     assert all(-180 < d <= 180 for d in back["ccf"]["delta_deg"] + back["ccf_peaks_deg"])
-    assert set(back["superlattice"]) == {"lattice", "c_over_a", "beta_deg"}
-    assert set(back["misorientation_deg"]) == {"mean", "std", "n"}
+    assert set(back["superlattice"]) == {"lattice", "c_over_a", "c_over_a_err", "beta_deg"}
+    assert set(back["misorientation_deg"]) == {"mean", "mean_err", "std", "n"}
+    # standard errors: positive and small against the values they belong to
+    assert 0 < back["superlattice"]["c_over_a_err"] < 0.05
+    assert 0 < back["misorientation_deg"]["mean_err"] < back["misorientation_deg"]["std"]
+    assert 0 < back["orientational_disorder_fwhm_deg_err"] < back["orientational_disorder_fwhm_deg"]
     assert set(back["domains"]) == {"count", "mean_area_um2"}
     f = back["frames"][0]
     assert set(f) == {"index", "selected", "sl_peaks_deg", "al_peaks_deg", "psi_deg", "domain"}
