@@ -23,7 +23,6 @@ timeouts are scaled with it (on real hardware the scale is 1).
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 from ophyd import Component as Cpt
@@ -119,22 +118,6 @@ class Pump(PVPositionerIsClose):
         super().__init__(prefix, name=name, egu=egu, **kwargs)
         self.readback.name = self.name
         self.done.kind = "omitted"
-        self._done_lock = threading.RLock()
-        self._finishing = False
-
-    def _done_moving(self, **kwargs) -> None:
-        """Complete the move once. A move to the rate the pump already has makes the comparator's
-        ``done`` rise from the set-point and the read-back monitors at nearly the same time;
-        without this guard both completions reach the same status and ophyd prints an
-        "set_finished() already called" traceback."""
-        with self._done_lock:
-            if self._finishing:  # re-entered while the status's callbacks run
-                return
-            self._finishing = True
-            try:
-                super()._done_moving(**kwargs)
-            finally:
-                self._finishing = False
 
     @property
     def limits(self) -> tuple[float, float]:
