@@ -324,11 +324,18 @@ def _wait_listening(address: str, proc: subprocess.Popen, log: Path, timeout: fl
 
 def start_analysis_service(data_dir: Path, state: dict, env: dict[str, str] | None = None) -> dict:
     """Start ``mc-beamline analysis serve`` for the queue of ``data_dir`` (its Tiled, its stream);
-    record it in the state file and return its entry."""
+    record it in the state file and return its entry. It gets the data directory's Tiled key
+    in its environment unless ``TILED_API_KEY`` is set."""
+    from mc_beamline.storage import DataDir
+
     logs = queue_dir(data_dir) / "logs"
     cmd = [sys.executable, "-m", "mc_beamline.cli", "analysis", "serve", "--data-dir", str(data_dir),
            "--tiled", state["tiled_uri"], "--stream", state["stream"]["subscribe"]]
-    proc = _spawn(cmd, logs / "analysis.log", env=dict(os.environ, **(env or {})))
+    service_env = dict(os.environ, **(env or {}))
+    key_file = DataDir(data_dir).api_key_file
+    if "TILED_API_KEY" not in service_env and key_file.is_file():  # the data directory's own Tiled
+        service_env["TILED_API_KEY"] = key_file.read_text().strip()  # (the environment is the owner's only)
+    proc = _spawn(cmd, logs / "analysis.log", env=service_env)
     state["analysis"] = {"pid": proc.pid, "marker": f"--stream {state['stream']['subscribe']}"}
     _write_state(data_dir, state)
     return state["analysis"]
