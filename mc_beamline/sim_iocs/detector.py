@@ -168,7 +168,9 @@ class PixelDetectorIOC(Hdf5FilePlugin):
         self.position_source = position_source or (lambda: (0.0, 0.0, 0.0))
         self.poni_path, self.mask_path, self._poni_text = write_geometry_files(simulator, self.root)
         self._mask = simulator.mask.astype(np.uint8)
-        self._pixels = ~simulator.gap_mask  # pixels that exist: what TotalCounts_RBV sums
+        # TotalCounts_RBV sums the pixels that exist: every frame's sum less its gap pixels,
+        # which always hold GAP_VALUE (one plain sum per frame, no masked pass)
+        self._gap_counts = int(simulator.gap_mask.sum()) * GAP_VALUE
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det")
         self._noise_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-det-noise")
         self._prefetched = None
@@ -222,7 +224,7 @@ class PixelDetectorIOC(Hdf5FilePlugin):
 
     def _write_counted(self, frame: np.ndarray, meta: dict) -> tuple[int | None, float]:
         """Worker thread: append ``frame`` to the open file; (its index or None, its total counts)."""
-        total = float(np.sum(frame, where=self._pixels, dtype=np.uint64))
+        total = float(int(frame.sum(dtype=np.uint64)) - self._gap_counts)
         return self.write_frame(frame, meta), total
 
     async def _run_in_worker(self, func, *args):
