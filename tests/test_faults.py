@@ -27,6 +27,7 @@ from bluesky_queueserver_api.zmq import REManagerAPI
 from mc_beamline.queue_server.redis import find_redis_server, start_redis
 from mc_beamline.sim_iocs.process import IocProcess
 from mc_beamline.storage import TiledService, connect, read_stream_array
+from tests.demo_process import demo_after_frames, frames_in
 from tests.queue_server.test_queue import QUICK, free_tcp_port, queue_cli
 
 RESEND_WAIT_S = 60.0
@@ -232,14 +233,6 @@ def _file_of_run(client, uid) -> Path:
 
 
 # ------------------------------------------------------------------ a dead IOC under the demo
-def _frames_in(directory: Path, swmr: bool) -> int:
-    total = 0
-    for path in directory.rglob("*.h5"):
-        with h5py.File(path, "r", swmr=swmr) as f:
-            total += f["/entry/data/data"].shape[0]
-    return total
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after_frames", [3, 60])
 def test_ioc_killed_mid_demo_raster_fails_the_run_and_keeps_every_frame(tmp_path, kill_after_frames):
@@ -247,39 +240,20 @@ def test_ioc_killed_mid_demo_raster_fails_the_run_and_keeps_every_frame(tmp_path
     document says fail, and Tiled holds the frames of the (closed, plainly readable) file, one
     event each; the frame being written when the IOC died may have no event (its trigger
     never completed)."""
-    import subprocess
-    import sys
-
     import psutil
 
     data_dir = tmp_path / "mc-data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    demo = subprocess.Popen([sys.executable, "-m", "mc_beamline.cli", "demo", "--quick", "--data-dir", str(data_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if _frames_in(data_dir / "detector", swmr=True) >= kill_after_frames:
-                    break
-            except (OSError, KeyError):  # a file being created
-                pass
-            assert demo.poll() is None and time.monotonic() < deadline, "the raster did not start"
-            time.sleep(0.02)
+    with demo_after_frames(data_dir, kill_after_frames) as demo:
         (ioc,) = [p for p in psutil.Process(demo.pid).children() if "mc_beamline.sim_iocs" in " ".join(p.cmdline())]
         ioc.kill()
         stdout, stderr = demo.communicate(timeout=120)  # the bound: a demo that hangs fails here
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.communicate()
     assert demo.returncode == 2, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("mc-beamline demo: The beamline IOC stopped answering; run "), stderr
     uid = last.split("run ", 1)[1].split()[0]
     assert len(stderr.strip().splitlines()) <= 10, stderr
-    frames = _frames_in(data_dir / "detector", swmr=False)  # no SWMR: the file was closed after the IOC died
+    frames = frames_in(data_dir / "detector", swmr=False)  # no SWMR: the file was closed after the IOC died
     assert frames >= kill_after_frames
     with connect(data_dir=data_dir) as client:
         stop = client[uid].metadata["stop"]
@@ -295,29 +269,10 @@ def test_ioc_killed_mid_demo_raster_fails_the_run_and_keeps_every_frame(tmp_path
 @pytest.mark.slow
 def test_ctrl_c_in_the_demo_aborts_the_run_with_one_line(tmp_path):
     """SIGINT mid-raster: the run is stored with exit_status abort and its frames; stderr ends in one line."""
-    import subprocess
-    import sys
-
     data_dir = tmp_path / "mc-data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    demo = subprocess.Popen([sys.executable, "-m", "mc_beamline.cli", "demo", "--quick", "--data-dir", str(data_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if _frames_in(data_dir / "detector", swmr=True) >= 3:
-                    break
-            except (OSError, KeyError):
-                pass
-            assert demo.poll() is None and time.monotonic() < deadline, "the raster did not start"
-            time.sleep(0.02)
+    with demo_after_frames(data_dir, 3) as demo:
         demo.send_signal(signal.SIGINT)
         stdout, stderr = demo.communicate(timeout=180)  # the bound: a demo that hangs fails here
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.communicate()
     assert demo.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "mc-beamline: interrupted."
     assert "Traceback" not in stderr, stderr  # the live analysis may name frames it did not finish, one line each

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from bluesky_queueserver_api import BPlan
-from bluesky_queueserver_api.zmq import REManagerAPI
 
 from mc_beamline.callbacks.experiments import experiment_of
 from mc_beamline.callbacks.replay import replay, stored_results
@@ -23,7 +22,7 @@ from mc_beamline.queue_server.processes import alive as _alive
 from mc_beamline.storage import DataDir
 from mc_beamline.storage.runs import derived_runs, plain
 
-from .test_queue import QUICK, free_tcp_port, queue_cli, run_queue
+from .test_queue import QUICK, queue_cli, run_queue, running_queue
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +34,8 @@ DERIVED_WAIT_S = 180.0
 def queue(sim_ioc):
     """The queue with its analysis service (a short catch-up sweep) on the session IOC's data directory."""
     data_dir = Path(sim_ioc.data_dir)
-    control = f"tcp://127.0.0.1:{free_tcp_port()}"
-    info = f"tcp://127.0.0.1:{free_tcp_port()}"
-    proc = queue_cli("start", "--data-dir", str(data_dir), "--zmq-control-addr", control, "--zmq-info-addr", info)
-    assert proc.returncode == 0, proc.stderr
-    api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
-    try:
+    with running_queue(data_dir) as api:
         yield api, data_dir
-    finally:
-        api.close()
-        stop = queue_cli("stop", "--data-dir", str(data_dir), "--force")
-        assert stop.returncode == 0, stop.stderr
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,24 @@ def queue_cli(*args: str, env: dict | None = None, timeout: float = 240) -> subp
                           text=True, timeout=timeout, env=env or dict(os.environ), stdin=subprocess.DEVNULL)
 
 
+@contextmanager
+def running_queue(data_dir: Path, *start_args: str, env: dict | None = None):
+    """``queue start`` on ``data_dir`` (extra ``start_args``, control and info on free loopback
+    ports); yields the RE Manager's API; ``queue stop --force`` (which must succeed) after."""
+    control = f"tcp://127.0.0.1:{free_tcp_port()}"
+    info = f"tcp://127.0.0.1:{free_tcp_port()}"
+    proc = queue_cli("start", "--data-dir", str(data_dir), *start_args, "--zmq-control-addr", control,
+                     "--zmq-info-addr", info, env=env)
+    assert proc.returncode == 0, proc.stderr
+    api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
+    try:
+        yield api
+    finally:
+        api.close()
+        stop = queue_cli("stop", "--data-dir", str(data_dir), "--force")
+        assert stop.returncode == 0, stop.stderr
+
+
 QUICK = {"ny": 3, "nx": 4, "step_um": 0.4, "exposure_s": 0.01}
 
 
@@ -45,19 +64,8 @@ QUICK = {"ny": 3, "nx": 4, "step_um": 0.4, "exposure_s": 0.01}
 def queue(sim_ioc):
     """A running queue on the session IOC's data directory; yields (api, data_dir)."""
     data_dir = Path(sim_ioc.data_dir)
-    control = f"tcp://127.0.0.1:{free_tcp_port()}"
-    info = f"tcp://127.0.0.1:{free_tcp_port()}"
-    env = dict(os.environ, MC_BEAMLINE_SUSPEND_SLEEP_S="0.2")
-    proc = queue_cli("start", "--data-dir", str(data_dir), "--zmq-control-addr", control,
-                     "--zmq-info-addr", info, env=env)
-    assert proc.returncode == 0, proc.stderr
-    api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
-    try:
+    with running_queue(data_dir, env=dict(os.environ, MC_BEAMLINE_SUSPEND_SLEEP_S="0.2")) as api:
         yield api, data_dir
-    finally:
-        api.close()
-        stop = queue_cli("stop", "--data-dir", str(data_dir), "--force")
-        assert stop.returncode == 0, stop.stderr
 
 
 @pytest.fixture(scope="module")

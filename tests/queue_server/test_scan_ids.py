@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 from bluesky_queueserver_api import BPlan
-from bluesky_queueserver_api.zmq import REManagerAPI
 
 from mc_beamline.queue_server.plans import nanodiffraction_raster
 from mc_beamline.queue_server.redis import running_redis
 from mc_beamline.queue_server.session import StartupConfig, start_session
 
-from .test_queue import QUICK, free_tcp_port, queue_cli, run_queue
+from .test_queue import QUICK, run_queue, running_queue
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +24,11 @@ def queued_scan_id(data_dir: Path) -> int:
     from mc_beamline.queue_server.manager import read_state
     from mc_beamline.storage import DataDir
 
-    control = f"tcp://127.0.0.1:{free_tcp_port()}"
-    start = queue_cli("start", "--data-dir", str(data_dir), "--no-analysis", "--zmq-control-addr", control,
-                      "--zmq-info-addr", f"tcp://127.0.0.1:{free_tcp_port()}")
-    assert start.returncode == 0, start.stderr
-    api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
-    try:
+    with running_queue(data_dir, "--no-analysis") as api:
         (entry,) = run_queue(api, [BPlan("nanodiffraction_raster", "det", "stage", **QUICK)])
         client = from_uri(read_state(data_dir)["tiled_uri"], api_key=DataDir(data_dir).api_key(), trust_env=False)
         with client.context:
             return client[entry["result"]["run_uids"][0]].metadata["start"]["scan_id"]
-    finally:
-        api.close()
-        stop = queue_cli("stop", "--data-dir", str(data_dir), "--force")
-        assert stop.returncode == 0, stop.stderr
 
 
 def ipython_scan_ids(data_dir: Path, prefix: str, n: int) -> list[int]:

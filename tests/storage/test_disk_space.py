@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 
 import h5py
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 
 from mc_beamline.storage import connect, read_stream_array
 from mc_beamline.storage.disk_space import NoSpaceLeftError, check_free_space
+from tests.demo_process import demo_after_frames
 
 
 @pytest.fixture
@@ -41,40 +40,15 @@ def test_a_run_larger_than_the_free_space_is_refused(small_fs, monkeypatch):
         check_free_space(small_fs, 200 * 2**20)
 
 
-def _frames(directory) -> int:
-    total = 0
-    for path in directory.rglob("*.h5"):
-        with h5py.File(path, "r", swmr=True) as f:
-            total += f["/entry/data/data"].shape[0]
-    return total
-
-
 @pytest.mark.slow
 def test_disk_filling_mid_demo_fails_the_run_and_keeps_what_it_recorded(small_fs):
     data_dir = small_fs / "mc-data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    env["MC_BEAMLINE_MIN_FREE_MIB"] = "16"
-    demo = subprocess.Popen([sys.executable, "-m", "mc_beamline.cli", "demo", "--quick", "--data-dir", str(data_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if _frames(data_dir / "detector") >= 5:
-                    break
-            except (OSError, KeyError):
-                pass
-            assert demo.poll() is None and time.monotonic() < deadline, "the raster did not start"
-            time.sleep(0.02)
+    with demo_after_frames(data_dir, 5, env={"MC_BEAMLINE_MIN_FREE_MIB": "16"}) as demo:
         # another writer takes the space: 12 MiB stay free, below the 16 MiB the run must leave
         free = os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize
         with open(small_fs / "ballast", "wb") as f:
             f.write(b"\0" * max(free - 12 * 2**20, 0))
         stdout, stderr = demo.communicate(timeout=180)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.communicate()
     assert demo.returncode == 2, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"mc-beamline demo: No space left in {data_dir}"), stderr

@@ -35,7 +35,6 @@ def _noisy(intensity: np.ndarray, rel: float, seed: int) -> tuple[np.ndarray, np
 
 
 def test_stored_curves_are_what_sasmodels_computes():
-    pytest.importorskip("sasmodels")
     from tests.analysis.saxs import make_sasmodels_grid as gen
 
     q, curves, lattices, params = _grid()
@@ -72,7 +71,6 @@ def test_sasmodels_colloid_gives_no_lattice_and_its_mean_radius(radius, pd, phi)
     the dense fluid are not claimed: the regularised size fit knows no structure factor,
     and the robust form-factor fit can lock onto a wrong radius, 0.84 instead of 1.5 nm
     at R = 1.5 nm, pd 0.1.)"""
-    pytest.importorskip("sasmodels")
     from sasmodels.core import load_model
     from sasmodels.direct_model import call_kernel
 
