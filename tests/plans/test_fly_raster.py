@@ -14,6 +14,7 @@ from mc_beamline.callbacks.live_xcca import LiveXcca, xcca_router
 from mc_beamline.callbacks.replay import replay, stored_results
 from mc_beamline.plans import PlanArgumentError, RasterSpec, nanodiffraction_fly_raster
 from mc_beamline.storage import read_stream_array, tiled_writer
+from tests.seed_truth import assert_recovers_the_seed_truth
 
 SMALL = {"ny": 3, "nx": 5, "step_um": 0.4, "center_x_um": 1.0, "center_y_um": -2.0, "exposure_s": 0.01}
 
@@ -143,14 +144,6 @@ def test_seed_fly_raster_recovers_the_simulator_truth(tmp_path):
                           text=True, timeout=900, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     demo = json.loads(proc.stdout)
-    result, truth, summary = demo["result"], demo["truth"], demo["summary"]
-    print(summary)
-    assert demo["n_points"] == 35 * 51 and "Stored 1785 frames in" in summary
-    assert demo["errors"] == [], summary
-    assert result["n_frames"] == 35 * 51
-    assert result["superlattice"]["lattice"] == "bct"
-    assert abs(result["superlattice"]["c_over_a"] - truth["c_over_a"]) <= 0.02, summary
-    assert abs(result["orientational_disorder_fwhm_deg"] - truth["disorder_fwhm_deg"]) <= 2.0, summary
-    assert abs(result["misorientation_deg"]["std"] - truth["psi_std_deg"]) <= 1.0, summary
-    assert abs(result["domains"]["count"] - truth["grains"]) <= 0.2 * truth["grains"], summary
-    assert f"uid: {demo['uid']}" in summary
+    print(demo["summary"])
+    assert "Stored 1785 frames in" in demo["summary"]
+    assert_recovers_the_seed_truth(demo)
