@@ -22,6 +22,7 @@ timeouts are scaled with it (on real hardware the scale is 1).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -33,7 +34,7 @@ from ophyd.pseudopos import (
     pseudo_position_argument,
     real_position_argument,
 )
-from ophyd.status import DeviceStatus, SubscriptionStatus
+from ophyd.status import DeviceStatus, MoveStatus, SubscriptionStatus
 
 PUT_TIMEOUT_S = 10.0
 """Wall-clock margin added to every acquisition and flush timeout, s."""
@@ -118,6 +119,30 @@ class Pump(PVPositionerIsClose):
         super().__init__(prefix, name=name, egu=egu, **kwargs)
         self.readback.name = self.name
         self.done.kind = "omitted"
+
+    def move(self, position, wait=True, timeout=None, moved_cb=None):
+        """Move to ``position`` (mL/min) as :class:`~ophyd.PVPositioner` does, except that a
+        rate the pump already has (set point and readback within ``atol``/``rtol``) is not put
+        again: the returned status is finished at once.
+
+        Repeating an unchanged set point makes the IOC re-post it, which flips ``done`` to
+        0 and back to 1 after the move already completed, and ophyd then finishes the same
+        status twice (an ``InvalidState`` traceback from a monitor thread).
+        """
+        target = float(position)
+        if self._has_rate(target):
+            self.check_value(target)
+            status = MoveStatus(self, target, settle_time=0.0)
+            if moved_cb is not None:
+                status.add_callback(functools.partial(moved_cb, obj=self))
+            status.set_finished()
+            return status
+        return super().move(position, wait=wait, timeout=timeout, moved_cb=moved_cb)
+
+    def _has_rate(self, rate: float) -> bool:
+        """True if both the set point and the readback already equal ``rate`` (mL/min)."""
+        return all(bool(np.isclose(float(signal.get()), rate, atol=self.atol, rtol=self.rtol))
+                   for signal in (self.setpoint, self.readback))
 
     @property
     def limits(self) -> tuple[float, float]:
