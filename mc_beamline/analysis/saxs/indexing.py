@@ -42,6 +42,7 @@ Units: q in nm⁻¹, a and d in nm.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -322,7 +323,28 @@ def reflections(lattice: str, g_max: float, c_over_a: float | None = None) -> Re
     ca = (IDEAL_HCP_C_OVER_A if lattice == "hcp" else 1.0) if c_over_a is None else float(c_over_a)
     n_ab = int(math.ceil(g_max / (2 * math.pi) * (2 / math.sqrt(3) if lattice in ("hcp", "hex") else 1.0))) + 1
     n_c = n_ab if lattice in ("fcc", "bcc", "sc") else int(math.ceil(g_max * ca / (2 * math.pi))) + 1
-    hkl, f2, coef_a, coef_c = _table(lattice, max(n_ab, n_c, 8))
+    n = max(n_ab, n_c, 8)
+    if lattice in ("fcc", "bcc", "sc"):  # no c/a: the same reflections for every call, cut at g_max
+        every = _cubic_reflections(lattice, n)
+        k = int(np.searchsorted(every.g, g_max, side="right"))
+        return Reflections(every.g[:k], every.strength[:k], every.hkl[:k], every.coef_a[:k], every.coef_c[:k])
+    return _distinct_reflections(lattice, ca, n, g_max)
+
+
+@functools.lru_cache(maxsize=64)
+def _cubic_reflections(lattice: str, n: int) -> Reflections:
+    """:func:`_distinct_reflections` of a cubic lattice for its whole (h, k, l) table, kept:
+    indexing and phase fits ask for the same cubic lattices again and again."""
+    every = _distinct_reflections(lattice, 1.0, n, math.inf)
+    for arr in (every.g, every.strength, every.hkl, every.coef_a, every.coef_c):
+        arr.setflags(write=False)
+    return every
+
+
+def _distinct_reflections(lattice: str, ca: float, n: int, g_max: float) -> Reflections:
+    """Distinct reflections up to q = ``g_max`` nm⁻¹ of the (h, k, l) table of size ``n`` at
+    c/a = ``ca``, by ascending q (a = 1 nm)."""
+    hkl, f2, coef_a, coef_c = _table(lattice, n)
     g = np.sqrt(coef_a + coef_c / ca**2)
     keep = g <= g_max
     hkl, f2, g, coef_a, coef_c = hkl[keep], f2[keep], g[keep], coef_a[keep], coef_c[keep]
