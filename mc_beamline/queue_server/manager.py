@@ -17,7 +17,7 @@
 
 then opens the RE worker environment and waits until it is ready. What it started is
 written to ``DATA_DIR/queue/state.json``; ``status`` and ``stop`` read it. Logs are in
-``DATA_DIR/queue/logs/`` (mode 0600).
+``DATA_DIR/queue/logs/`` (mode 0600: the RE Manager's shows the Redis password).
 
 The control channel is encrypted with the data directory's 0MQ key pair and Redis, the
 embedded one or ``--redis``, is reached with the data directory's password
@@ -42,6 +42,7 @@ from mc_beamline.queue_server import PROFILE_COLLECTION, STARTUP_MODULE
 from mc_beamline.queue_server.access import manager_api, redis_client, write_manager_config
 from mc_beamline.queue_server.processes import alive as _alive
 from mc_beamline.queue_server.processes import is_ours as _is_ours
+from mc_beamline.queue_server.processes import open_log as _open_log
 from mc_beamline.queue_server.redis import ensure_redis, parse_address
 from mc_beamline.services.stream import StreamAddresses, proxy_command
 
@@ -114,10 +115,7 @@ def _terminate(entry: dict | None, timeout: float = 10.0) -> None:
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)  # the RE Manager logs its Redis address with the password; older logs too
-    with os.fdopen(fd, "ab") as out:
+    with _open_log(log) as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mc_beamline.queue_server.processes import command_line
+from mc_beamline.queue_server.processes import command_line, open_log
 
 CONFIG_FILE = "redis.conf"
 """In the Redis data directory: the server's configuration, with its password (mode 0600)."""
@@ -114,12 +114,9 @@ def start_redis(directory: Path, password: str, port: int | None = None, *, exec
     port = port or free_port()
     executable = executable or find_redis_server()
     cmd = [executable, str(write_config(directory, port, password))]
-    log = open(log_file or os.devnull, "ab")
-    try:
+    with open_log(log_file) if log_file else open(os.devnull, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    finally:
-        log.close()
     deadline = time.monotonic() + timeout
     while not ping("127.0.0.1", port, password, timeout=0.5):
         if proc.poll() is not None:
