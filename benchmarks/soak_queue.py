@@ -87,8 +87,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from bluesky_queueserver_api import BPlan
-    from bluesky_queueserver_api.zmq import REManagerAPI
 
+    from mc_beamline.queue_server.access import manager_api
     from mc_beamline.queue_server.manager import read_state, start_analysis_service
     from mc_beamline.sim_iocs.process import IocProcess
     from mc_beamline.storage import TiledService, read_stream_array
@@ -109,7 +109,7 @@ def main() -> int:
         print(proc.stderr, file=sys.stderr)
         return 2
     report["queue_start_s"] = round(time.perf_counter() - t0, 1)
-    api = REManagerAPI(zmq_control_addr=control)
+    api = manager_api(data_dir, control)
     try:
         item_uids = []
         for i in range(args.items):

@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--zmq-info-addr", default="tcp://127.0.0.1:60625",
                        help="address publishing the console output (default %(default)s)")
     start.add_argument("--redis", default=None, metavar="HOST:PORT",
-                       help="a running Redis server (default: an embedded one, data in DATA_DIR/queue/redis)")
+                       help="a running Redis server whose requirepass is DATA_DIR/queue/redis_password "
+                            "(default: an embedded one, data in DATA_DIR/queue/redis)")
     start.add_argument("--tiled", default=None, metavar="URI",
                        help="a running Tiled server (API key: TILED_API_KEY or DATA_DIR/tiled/api_key; "
                             "default: serve DATA_DIR)")

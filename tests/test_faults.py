@@ -22,11 +22,11 @@ import h5py
 import numpy as np
 import pytest
 from bluesky_queueserver_api import BPlan
-from bluesky_queueserver_api.zmq import REManagerAPI
 
+from mc_beamline.queue_server.access import manager_api
 from mc_beamline.queue_server.redis import find_redis_server, start_redis
 from mc_beamline.sim_iocs.process import IocProcess
-from mc_beamline.storage import TiledService, connect, read_stream_array
+from mc_beamline.storage import DataDir, TiledService, connect, read_stream_array
 from tests.demo_process import demo_after_frames, frames_in
 from tests.queue_server.test_queue import QUICK, free_tcp_port, queue_cli
 
@@ -68,7 +68,7 @@ def faulty(tmp_path_factory):
     """(api, beamline): a queue started with an existing Tiled server and an existing Redis."""
     data_dir = tmp_path_factory.mktemp("faults")
     beamline = Beamline(data_dir)
-    redis_proc, redis_port = start_redis(data_dir / "system-redis",
+    redis_proc, redis_port = start_redis(data_dir / "system-redis", DataDir(data_dir).redis_password(),
                                          executable=shutil.which("redis-server") or find_redis_server())
     control = f"tcp://127.0.0.1:{free_tcp_port()}"
     env = dict(os.environ, **beamline.ioc.client_env, MC_BEAMLINE_SUSPEND_SLEEP_S="0.2",
@@ -79,7 +79,7 @@ def faulty(tmp_path_factory):
                          "--redis", f"127.0.0.1:{redis_port}", "--zmq-control-addr", control,
                          "--zmq-info-addr", f"tcp://127.0.0.1:{free_tcp_port()}", env=env)
         assert proc.returncode == 0, proc.stderr
-        api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
+        api = manager_api(data_dir, control, request_fail_exceptions=False)
         yield api, beamline
     finally:
         if api is not None:

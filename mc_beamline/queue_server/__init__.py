@@ -1,6 +1,7 @@
 """The overnight queue: the RunEngine session that IPython and bluesky-queueserver load
 (:mod:`.session`), the queue's typed plans (:mod:`.plans`), and the processes behind
-``mc-beamline queue start|status|stop`` (:mod:`.manager`, :mod:`.redis`).
+``mc-beamline queue start|status|stop`` (:mod:`.manager`, :mod:`.redis`), and how every
+client reaches them with the data directory's key and password (:mod:`.access`).
 
 The shipped ``profile_collection/existing_plans_and_devices.yaml`` and
 ``profile_collection/user_group_permissions.yaml`` describe what queue clients may submit.

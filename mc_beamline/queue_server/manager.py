@@ -17,7 +17,11 @@
 
 then opens the RE worker environment and waits until it is ready. What it started is
 written to ``DATA_DIR/queue/state.json``; ``status`` and ``stop`` read it. Logs are in
-``DATA_DIR/queue/logs/``.
+``DATA_DIR/queue/logs/`` (mode 0600: the RE Manager's shows the Redis password).
+
+The control channel is encrypted with the data directory's 0MQ key pair and Redis, the
+embedded one or ``--redis``, is reached with the data directory's password
+(:mod:`.access`): a client needs ``DATA_DIR/queue/zmq_public_key``.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from mc_beamline.queue_server import PROFILE_COLLECTION, STARTUP_MODULE
+from mc_beamline.queue_server.access import manager_api, redis_client, write_manager_config
 from mc_beamline.queue_server.processes import alive as _alive
 from mc_beamline.queue_server.processes import is_ours as _is_ours
-from mc_beamline.queue_server.redis import ensure_redis, parse_address, ping
+from mc_beamline.queue_server.processes import open_log as _open_log
+from mc_beamline.queue_server.redis import ensure_redis, parse_address
 from mc_beamline.services.stream import StreamAddresses, proxy_command
 
 DEFAULT_ZMQ_CONTROL_ADDR = "tcp://127.0.0.1:60615"
@@ -78,7 +84,9 @@ class QueueSettings:
 
 
 def queue_dir(data_dir: Path) -> Path:
-    return Path(data_dir).expanduser().resolve() / "queue"
+    from mc_beamline.storage import DataDir
+
+    return DataDir(data_dir).queue
 
 
 def state_file(data_dir: Path) -> Path:
@@ -107,8 +115,7 @@ def _terminate(entry: dict | None, timeout: float = 10.0) -> None:
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    with _open_log(log) as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
 
@@ -135,12 +142,6 @@ def _port_in_use(address: str) -> bool:
         except OSError:
             return True
     return False
-
-
-def _api(address: str, timeout: float = 5.0):
-    from bluesky_queueserver_api.zmq import REManagerAPI
-
-    return REManagerAPI(zmq_control_addr=address, timeout_recv=timeout, timeout_send=timeout)
 
 
 def _wait_tiled(uri: str, proc: subprocess.Popen | None, log: Path | None, timeout: float) -> None:
@@ -244,14 +245,16 @@ def start_queue(settings: QueueSettings) -> dict:
     try:
         # Redis
         if settings.redis_addr is None:
-            entry, _ = ensure_redis(qdir / "redis", log_file=logs / "redis.log")
+            entry, _ = ensure_redis(qdir / "redis", data_dir.redis_password(), log_file=logs / "redis.log")
             state["redis"] = {"pid": entry["pid"], "marker": entry["marker"]}
             state["redis_addr"] = f"127.0.0.1:{entry['port']}"
         else:
             host, port = parse_address(settings.redis_addr)
-            if not ping(host, port):
-                raise QueueError(f"No Redis server answers at {host}:{port}; start it or leave out --redis "
-                                 "to use the embedded one.")
+            error = _redis_error(data_dir.root, f"{host}:{port}")
+            if error:
+                raise QueueError(f"No Redis server answers at {host}:{port} with the password in "
+                                 f"{data_dir.redis_password_file} as its requirepass ({error}); start it so or "
+                                 "leave out --redis to use the embedded one.")
             state["redis_addr"] = f"{host}:{port}"
         # Tiled
         if settings.tiled_uri is None:
@@ -283,6 +286,9 @@ def start_queue(settings: QueueSettings) -> dict:
                     "MC_BEAMLINE_PREFIX": settings.prefix, "MC_BEAMLINE_REDIS": state["redis_addr"],
                     "MC_BEAMLINE_STREAM_ADDR": stream.publish, "MC_BEAMLINE_LOG": "worker"})
         env.setdefault("TILED_RETRY_TIMEOUT", TILED_RETRY_TIMEOUT_S)
+        env["QSERVER_CONFIG"] = str(write_manager_config(data_dir.root, state["redis_addr"]))
+        for name in ("QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER", "QSERVER_ZMQ_PRIVATE_KEY"):
+            env.pop(name, None)  # would take the place of the data directory's key
         cmd = [sys.executable, "-c", "from bluesky_queueserver.manager.start_manager import start_manager; "
                "start_manager()",
                "--startup-module", STARTUP_MODULE,
@@ -290,7 +296,6 @@ def start_queue(settings: QueueSettings) -> dict:
                "--user-group-permissions", str(permissions),
                "--update-existing-plans-devices", "ENVIRONMENT_OPEN",
                "--user-group-permissions-reload", "ON_STARTUP",
-               "--redis-addr", state["redis_addr"],
                "--zmq-control-addr", settings.zmq_control_addr,
                "--zmq-info-addr", settings.zmq_info_addr,
                "--zmq-publish-console", "ON"]
@@ -357,7 +362,7 @@ def _free_port() -> int:
 
 def _open_environment(settings: QueueSettings, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + settings.timeout_s
-    api = _api(settings.zmq_control_addr, timeout=2.0)
+    api = manager_api(settings.data_dir, settings.zmq_control_addr, timeout=2.0)
     try:
         while True:
             if proc.poll() is not None:
@@ -411,9 +416,9 @@ def queue_status(data_dir: Path) -> dict:
                                             if state.get(name)}}
     report["manager_status"] = None
     report["last_failure"] = None
-    report["redis_error"] = _redis_error(state.get("redis_addr", ""))
+    report["redis_error"] = _redis_error(data_dir, state.get("redis_addr", ""))
     if report["processes"].get("manager"):
-        api = _api(state["zmq_control_addr"], timeout=5.0)
+        api = manager_api(data_dir, state["zmq_control_addr"], timeout=5.0)
         try:
             report["manager_status"] = api.status(reload=True)
             history = api.history_get().get("items", [])
@@ -429,13 +434,10 @@ def queue_status(data_dir: Path) -> dict:
     return report
 
 
-def _redis_error(address: str) -> str | None:
+def _redis_error(data_dir: Path, address: str) -> str | None:
     """Why the queue's Redis does not answer (one line), or None if it does."""
-    import redis
-
     try:
-        host, port = parse_address(address)
-        client = redis.Redis(host=host, port=port, socket_timeout=2.0, socket_connect_timeout=2.0)
+        client = redis_client(data_dir, address, timeout=2.0)
         try:
             client.ping()
         finally:
@@ -452,7 +454,7 @@ def stop_queue(data_dir: Path, *, force: bool = False, timeout: float = 30.0) ->
         raise QueueError(f"No queue was started for {Path(data_dir).resolve()} (no {state_file(data_dir)}).")
     manager = state.get("manager")
     if _is_ours(manager):
-        api = _api(state["zmq_control_addr"], timeout=5.0)
+        api = manager_api(data_dir, state["zmq_control_addr"], timeout=5.0)
         try:
             status = api.status(reload=True)
             if status["manager_state"] not in ("idle",) and not force:

@@ -8,6 +8,7 @@ reboot or a crash is not taken for ours.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def alive(pid: int | None) -> bool:
@@ -42,9 +43,18 @@ def command_line(pid: int) -> str:
         return ""
 
 
+def open_log(path: Path):
+    """``path`` opened for appending a process's console, mode 0600 (also an older log): the
+    RE Manager's console shows the Redis address with its password."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 def is_ours(entry: dict | None) -> bool:
     """The recorded process still runs and is the one we started (the pid was not reused)."""
     return bool(entry) and alive(entry.get("pid")) and entry.get("marker", "") in command_line(entry["pid"])
 
 
-__all__ = ["alive", "command_line", "is_ours"]
+__all__ = ["alive", "command_line", "is_ours", "open_log"]

@@ -25,7 +25,8 @@ MC_BEAMLINE_OFFLINE                 ``1``: devices are created but not connected
                                     client is made (to list plans and devices without a beamline)
 MC_BEAMLINE_REDIS                   where the persistent run metadata (``RE.md``, ``scan_id``)
                                     lives: ``HOST:PORT``, ``data-dir`` (default: the data
-                                    directory's Redis, started if it does not run) or ``off``
+                                    directory's Redis, started if it does not run) or ``off``;
+                                    either with the password in ``DATA_DIR/queue/redis_password``
 MC_BEAMLINE_STREAM_ADDR             ``HOST:PORT`` of the document stream to publish to (default:
                                     the stream of the queue running for the data directory)
 MC_BEAMLINE_LOG                     name of the log file under ``DATA_DIR/logs`` (default
@@ -343,23 +344,25 @@ def _persistent_metadata(session: Session) -> None:
     and the other persistent keys are shared by every session of the data directory."""
     import redis
 
-    from mc_beamline.queue_server.redis import ensure_redis, parse_address
+    from mc_beamline.queue_server.access import redis_client
+    from mc_beamline.queue_server.redis import ensure_redis
     from mc_beamline.services.persistent_md import RedisMetadata, metadata_key
+    from mc_beamline.storage import DataDir
 
     config = session.config
-    if config.md_redis == "data-dir":
-        directory = config.data_dir / "queue" / "redis"
-        entry, started = ensure_redis(directory, log_file=config.data_dir / "logs" / "redis.log")
-        host, port = "127.0.0.1", int(entry["port"])
+    address = config.md_redis
+    if address == "data-dir":
+        data_dir = DataDir(config.data_dir)
+        entry, started = ensure_redis(data_dir.queue / "redis", data_dir.redis_password(),
+                                      log_file=config.data_dir / "logs" / "redis.log")
+        address = f"127.0.0.1:{entry['port']}"
         if started:
-            logger.info("Started the data directory's Redis on 127.0.0.1:%d (pid %d).", port, entry["pid"])
-    else:
-        host, port = parse_address(config.md_redis)
-    client = redis.Redis(host=host, port=port, socket_timeout=5.0, socket_connect_timeout=5.0)
+            logger.info("Started the data directory's Redis on %s (pid %d).", address, entry["pid"])
+    client = redis_client(config.data_dir, address)
     try:
         md = RedisMetadata(client, metadata_key(config.data_dir))
     except redis.RedisError as exc:
-        raise StartupError(f"The persistent run metadata in Redis at {host}:{port} cannot be read ({exc}).") from None
+        raise StartupError(f"The persistent run metadata in Redis at {address} cannot be read ({exc}).") from None
     md.update(session.RE.md)  # beamline_id, prefix and versions of this session
     session.RE.md = md
     session.RE.scan_id_source = md.next_scan_id

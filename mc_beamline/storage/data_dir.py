@@ -9,6 +9,9 @@
     <root>/tiled/api_key         the server's single-user API key (mode 0600, reused on restart)
     <root>/tiled/readonly_keys   SHA-256 digests of read-only API keys, one per line (mode 0600)
     <root>/detector/             detector HDF5 files; readable storage, so Tiled serves them
+    <root>/queue/redis_password  password of the data directory's Redis (mode 0600, reused)
+    <root>/queue/zmq_private_key the RE Manager's 0MQ CURVE private key (mode 0600, reused)
+    <root>/queue/zmq_public_key  its public key: what a queue client needs (mode 0600, reused)
 
 The catalog is the data directory's SQLite file unless the data directory names another
 catalog database (`DataDir.set_catalog_uri`, e.g. ``postgresql://user:pass@host:5432/db``
@@ -18,13 +21,15 @@ tabular storage and arrays in its file storage with either catalog.
 
 Only the owner may enter ``tiled/`` and ``detector/`` (mode 0700) and read the files in
 ``tiled/`` (0600): the catalog and the frames are reached through the server and its key,
-not around it.
+not around it. Every key, password and file holding one is written by `write_private`
+(mode 0600 from its creation, atomically); a generated secret by `stored_secret`, once.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +61,43 @@ def redact_uri(uri: str) -> str:
         return urlunsplit(parts._replace(netloc=netloc))
     except ValueError:
         return "<unparsable URI>"
+
+
+def write_private(path: Path, text: str, *, replace: bool = True) -> bool:
+    """Write ``text`` to ``path`` with mode 0600 from the start, atomically; return whether it was written.
+
+    The text goes to a new 0600 file beside ``path`` that is then renamed (``replace``) or
+    linked (not ``replace``: an existing ``path`` is kept and False returned), so no reader
+    ever sees a partial file and no other user a readable one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def stored_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret in ``path``; on first use ``make()`` generates it and `write_private` stores it.
+
+    Two processes that generate it at once agree: the first file written wins.
+    """
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(path, make() + "\n", replace=False)
+    return path.read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -110,6 +152,26 @@ class DataDir:
         return self.tiled / "readonly_keys"
 
     @property
+    def queue(self) -> Path:
+        """Directory of the queue's files (its Redis data, logs, keys, state)."""
+        return self.root / "queue"
+
+    @property
+    def redis_password_file(self) -> Path:
+        """File holding the password of the data directory's Redis (see `redis_password`)."""
+        return self.queue / "redis_password"
+
+    @property
+    def zmq_private_key_file(self) -> Path:
+        """File holding the RE Manager's 0MQ CURVE private key (see `zmq_keys`)."""
+        return self.queue / "zmq_private_key"
+
+    @property
+    def zmq_public_key_file(self) -> Path:
+        """File holding the RE Manager's 0MQ CURVE public key: give it to a queue client."""
+        return self.queue / "zmq_public_key"
+
+    @property
     def sqlite_catalog_uri(self) -> str:
         """URI of the data directory's own SQLite catalog file."""
         return f"sqlite:///{self.catalog}"
@@ -143,11 +205,7 @@ class DataDir:
             return self
         catalog_dialect(uri)
         self.tiled.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(uri.strip() + "\n")
-        os.replace(tmp, path)
+        write_private(path, uri.strip() + "\n")
         return self
 
     def has_catalog(self) -> bool:
@@ -199,10 +257,46 @@ class DataDir:
 
     def api_key(self) -> str:
         """Return the API key, generating it (hex, 256 bit, file mode 0600) on first use."""
-        path = self.api_key_file
-        if not path.exists():
-            self.tiled.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        return path.read_text().strip()
+        return stored_secret(self.api_key_file, lambda: secrets.token_hex(32))
+
+    def redis_password(self) -> str:
+        """Return the password of the data directory's Redis, generating it (hex, 256 bit,
+        file mode 0600) on first use."""
+        return stored_secret(self.redis_password_file, lambda: secrets.token_hex(32))
+
+    def zmq_keys(self) -> tuple[str, str]:
+        """(public, private) 0MQ CURVE keys of the RE Manager, generated (files mode 0600) on first use.
+
+        The public key is derived from the private one; a public key file that does not
+        belong to the private key is a ValueError (one sentence).
+        """
+        from bluesky_queueserver import generate_zmq_keys, generate_zmq_public_key
+
+        private = stored_secret(self.zmq_private_key_file, lambda: generate_zmq_keys()[1])
+        try:
+            derived = generate_zmq_public_key(private)
+        except ValueError:
+            raise ValueError(f"The 0MQ private key in {self.zmq_private_key_file} is not a 40-character z85 key; "
+                             "delete it and its public key file to generate a new pair.") from None
+        public = stored_secret(self.zmq_public_key_file, lambda: derived)
+        if public != derived:
+            raise ValueError(f"The 0MQ public key in {self.zmq_public_key_file} does not belong to the private key "
+                             f"in {self.zmq_private_key_file}; delete it to write the right one.")
+        return public, private
+
+    def zmq_public_key(self) -> str:
+        """The RE Manager's 0MQ public key from `zmq_public_key_file` (what a client needs);
+        a missing or malformed file is a ValueError (one sentence)."""
+        from bluesky_queueserver import validate_zmq_key
+
+        try:
+            key = self.zmq_public_key_file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"The queue's 0MQ public key cannot be read from {self.zmq_public_key_file} "
+                             f"({exc.strerror or exc}); start the queue once or copy the key file there.") from None
+        try:
+            validate_zmq_key(key)
+        except ValueError:
+            raise ValueError(f"The file {self.zmq_public_key_file} does not hold a 0MQ public key "
+                             "(40 z85 characters).") from None
+        return key

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 from bluesky_queueserver_api import BFunc, BPlan
-from bluesky_queueserver_api.zmq import REManagerAPI
 
 from mc_beamline.queue_server import PROFILE_COLLECTION
+from mc_beamline.queue_server.access import manager_api
 from mc_beamline.queue_server.manager import (
     generate_existing_plans_and_devices,
     read_state,
@@ -48,7 +48,7 @@ def running_queue(data_dir: Path, *start_args: str, env: dict | None = None):
     proc = queue_cli("start", "--data-dir", str(data_dir), *start_args, "--zmq-control-addr", control,
                      "--zmq-info-addr", info, env=env)
     assert proc.returncode == 0, proc.stderr
-    api = REManagerAPI(zmq_control_addr=control, request_fail_exceptions=False)
+    api = manager_api(data_dir, control, request_fail_exceptions=False)
     try:
         yield api
     finally:
@@ -239,6 +239,91 @@ def test_status_reports_the_running_queue(queue):
     assert "RE Manager: idle; environment open" in proc.stdout
     again = queue_cli("start", "--data-dir", str(data_dir), timeout=60)
     assert again.returncode == 2 and "already running" in again.stderr and "Traceback" not in again.stderr
+
+
+KEYLESS_TIMEOUT_S = 1.0
+"""How long a client without the public key waits for the RE Manager's answer that never comes."""
+
+
+def test_control_channel_answers_only_clients_with_the_public_key(queue):
+    from bluesky_queueserver import generate_zmq_keys
+    from bluesky_queueserver_api.comm_base import RequestTimeoutError
+    from bluesky_queueserver_api.zmq import REManagerAPI
+
+    api, data_dir = queue
+    control = read_state(data_dir)["zmq_control_addr"]
+    for key in (None, generate_zmq_keys()[0]):  # no key, the key of another pair
+        stranger = REManagerAPI(zmq_control_addr=control, zmq_public_key=key, timeout_recv=KEYLESS_TIMEOUT_S,
+                                timeout_send=KEYLESS_TIMEOUT_S)
+        try:
+            with pytest.raises(RequestTimeoutError):
+                stranger.queue_clear()
+        finally:
+            stranger.close()
+    assert api.status(reload=True)["manager_state"] == "idle"
+
+
+def test_redis_refuses_clients_without_the_password(queue):
+    import redis
+
+    from mc_beamline.queue_server.access import redis_client
+
+    _, data_dir = queue
+    address = read_state(data_dir)["redis_addr"]
+    host, port = address.split(":")
+    for password in (None, "wrong"):
+        stranger = redis.Redis(host=host, port=int(port), password=password, socket_timeout=5.0,
+                               socket_connect_timeout=5.0)
+        try:
+            with pytest.raises(redis.AuthenticationError):
+                stranger.ping()
+        finally:
+            stranger.close()
+    client = redis_client(data_dir, address)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+
+
+def test_queue_secrets_are_private_and_off_every_command_line(queue):
+    import stat
+
+    from mc_beamline.queue_server.access import MANAGER_CONFIG
+    from mc_beamline.queue_server.processes import command_line
+    from mc_beamline.queue_server.redis import CONFIG_FILE
+
+    _, data_dir = queue
+    layout = DataDir(data_dir)
+    private = [layout.redis_password_file, layout.zmq_private_key_file, layout.zmq_public_key_file,
+               layout.queue / MANAGER_CONFIG, layout.queue / "redis" / CONFIG_FILE,
+               *(layout.queue / "logs").glob("*.log")]  # the RE Manager logs the Redis address with its password
+    for path in private:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    secrets = (layout.redis_password(), layout.zmq_keys()[1])
+    state = read_state(data_dir)
+    for name in ("manager", "redis"):
+        line = command_line(state[name]["pid"])
+        assert line and not any(secret in line for secret in secrets), name
+
+
+@pytest.mark.parametrize("content", [None, "not a key\n"])
+def test_status_with_a_missing_or_bad_public_key_is_one_sentence(queue, content):
+    from mc_beamline.storage.data_dir import write_private
+
+    _, data_dir = queue
+    key_file = DataDir(data_dir).zmq_public_key_file
+    kept = key_file.read_text()
+    try:
+        if content is None:
+            key_file.unlink()
+        else:
+            key_file.write_text(content)
+        proc = queue_cli("status", "--data-dir", str(data_dir), timeout=60)
+    finally:
+        write_private(key_file, kept)
+    assert proc.returncode == 2 and "zmq_public_key" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_shipped_plan_and_device_list_is_what_the_startup_offers(tmp_path):

@@ -11,6 +11,7 @@ from bluesky_queueserver_api import BPlan
 from mc_beamline.queue_server.plans import nanodiffraction_raster
 from mc_beamline.queue_server.redis import running_redis
 from mc_beamline.queue_server.session import StartupConfig, start_session
+from mc_beamline.storage import DataDir
 
 from .test_queue import QUICK, run_queue, running_queue
 
@@ -22,7 +23,6 @@ def queued_scan_id(data_dir: Path) -> int:
     from tiled.client import from_uri
 
     from mc_beamline.queue_server.manager import read_state
-    from mc_beamline.storage import DataDir
 
     with running_queue(data_dir, "--no-analysis") as api:
         (entry,) = run_queue(api, [BPlan("nanodiffraction_raster", "det", "stage", **QUICK)])
@@ -48,9 +48,10 @@ def ipython_scan_ids(data_dir: Path, prefix: str, n: int) -> list[int]:
 def test_scan_ids_never_repeat_across_queue_restarts_and_an_ipython_session(sim_ioc):
     data_dir = Path(sim_ioc.data_dir)
     first = queued_scan_id(data_dir)
-    assert running_redis(data_dir / "queue" / "redis") is None  # `queue stop` stopped the Redis
+    password = DataDir(data_dir).redis_password()
+    assert running_redis(data_dir / "queue" / "redis", password) is None  # `queue stop` stopped the Redis
     in_ipython = ipython_scan_ids(data_dir, sim_ioc.prefix, 2)
     second = queued_scan_id(data_dir)  # the queue takes over the Redis the session started
     ids = [first, *in_ipython, second]
     assert ids == sorted(set(ids)), ids
-    assert running_redis(data_dir / "queue" / "redis") is None
+    assert running_redis(data_dir / "queue" / "redis", password) is None

@@ -23,6 +23,7 @@ from mc_beamline.queue_server.session import (
     start_session,
     tiled_api_key,
 )
+from mc_beamline.storage import DataDir
 
 
 def python(code: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -122,7 +123,8 @@ def test_profile_install_gives_an_ipython_session_with_table_progress_bar_and_ma
                                "--profile=mc_beamline", "--no-banner", "--colors=NoColor", str(script)],
                               capture_output=True, text=True, env=env, timeout=180, stdin=subprocess.DEVNULL)
     finally:
-        stop_redis(data_dir / "queue" / "redis")  # the session started the data directory's Redis
+        # the session started the data directory's Redis
+        stop_redis(data_dir / "queue" / "redis", DataDir(data_dir).redis_password())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "magics True" in proc.stdout
     assert "bec BestEffortCallback progress ProgressBarManager" in proc.stdout
