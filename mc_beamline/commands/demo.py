@@ -242,6 +242,32 @@ def flow_truth(nucleation_c: float, growth_c: float, reaction_time_s: float) -> 
             "nc_diameter_nm": population.nc_mean_diameter_nm if peak is not None else None}
 
 
+def flow_window_truth(family: str, reaction_time_s: float, growth_c: float, low_c: float, high_c: float,
+                      step_c: float = 1.0) -> tuple[float | None, float | None]:
+    """Edges (°C) of the simulator's T_nuc window of ``family`` at ``reaction_time_s`` (s).
+
+    T_nuc runs from ``low_c`` to ``high_c`` in ``step_c`` steps with the oven at
+    min(T_nuc, ``growth_c``), as the adaptive flow series sets it; the window is the longest
+    run of temperatures whose truth holds the family, each edge the midpoint between its
+    last temperature and the next one outside (None where the window reaches the range limit).
+    """
+    temps = np.arange(low_c, high_c + 0.5 * step_c, step_c)
+    present = [family in flow_truth(float(t), min(float(t), growth_c), reaction_time_s)["families"] for t in temps]
+    runs, start = [], None
+    for i, p in enumerate(present + [False]):
+        if p and start is None:
+            start = i
+        elif not p and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if not runs:
+        return None, None
+    first, last = max(runs, key=lambda r: r[1] - r[0])
+    lower = None if first == 0 else float(temps[first] - 0.5 * step_c)
+    upper = None if last == len(temps) - 1 else float(temps[last] + 0.5 * step_c)
+    return lower, upper
+
+
 def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> FlowDemoResult:
     """Run a flow series (T_nuc x T_growth x reaction time) with live MSC/SAXS analysis into Tiled."""
     from mc_beamline.callbacks.live_flow import flow_router
