@@ -8,6 +8,10 @@ re-derives (derived run) and those a replay from Tiled re-derives are the same.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -69,6 +73,19 @@ def test_replay_from_tiled_reproduces_every_decision(adaptive_run, tiled):
     stored = stored_results(tiled, uid)
     assert stored == live.result
     assert replay(tiled, uid)["window_search"] == stored["window_search"]
+
+
+def test_results_and_replay_commands_write_the_same_decisions(adaptive_run, sim_ioc, tmp_path):
+    uid, live = adaptive_run
+    outputs = {}
+    for command in ("results", "replay"):
+        proc = subprocess.run([sys.executable, "-m", "mc_beamline.cli", command, uid, "--data-dir",
+                               str(sim_ioc.data_dir), "--out", f"{command}.json"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outputs[command] = (tmp_path / f"{command}.json").read_text()
+    assert outputs["results"] == outputs["replay"]
+    assert json.loads(outputs["replay"])["window_search"] == live.result["window_search"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
