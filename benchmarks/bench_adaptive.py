@@ -8,9 +8,10 @@ does it find the same window?
 Both series run one after the other against the same simulated IOC (reactor 100x faster
 than real time, as in ``mc-beamline demo flow``) with the live flow analysis and the Tiled
 writer subscribed, each as one run whose conditions are measured by the flow series' own
-stub (set, settle, flush 3 reactor volumes, spectrum and SAXS). For each: conditions measured, seconds until the RunEngine returns, the
-window edges (°C) — the adaptive one from its decisions, the grid one from the last grid
-point without and first with CdSe-437 on each side — and the simulator's edges.
+stub (set, settle, flush 3 reactor volumes, spectrum and SAXS). For each: conditions
+measured, seconds until the RunEngine returns, the window edges (°C) (the adaptive one
+from its decisions, the grid one from the longest run of grid points with CdSe-437) and
+the simulator's edges.
 
 Usage: ``python benchmarks/bench_adaptive.py [--data-dir DIR]``. Prints one table and the load average.
 """

@@ -296,7 +296,8 @@ def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, ada
             if adaptive:
                 print(f"Adaptive flow series: {search['family']} window in T_nuc {search['low_c']:g}–"
                       f"{search['high_c']:g} °C at {search['reaction_time_s']:g} s (T_growth "
-                      f"min(T_nuc, {search['growth_temperature_c']:g}) °C), edges within ±{search['tolerance_c']:g} °C "
+                      f"min(T_nuc, {search['growth_temperature_c']:g}) °C), edges within "
+                      f"±{search['tolerance_c']:g} °C "
                       f"in at most {search['max_conditions']} conditions; simulated reactor "
                       f"{1 / FLOW_TIME_SCALE:g}x faster than real time; data in {data_dir}", file=out, flush=True)
                 plan = adaptive_flow_series(reactor, **search)
@@ -348,8 +349,10 @@ def _print_window_search(demo: FlowDemoResult, search: dict, out: TextIO) -> Non
               f"{'found' if d['present'] else 'absent'}, NCs {'found' if d['nc_present'] else 'absent'}", file=out)
     for name, true in (("lower", truth[0]), ("upper", truth[1])):
         edge = found[name]
-        live = (f"{edge['temperature_c']:.1f} ± {edge['temperature_c_err']:.1f} °C" if edge["temperature_c"] is not None
-                else "beyond the range" if edge["inside_c"] is not None else "not found")
+        if edge["temperature_c"] is not None:
+            live = f"{edge['temperature_c']:.1f} ± {edge['temperature_c_err']:.1f} °C"
+        else:
+            live = "beyond the range" if edge["inside_c"] is not None else "not found"
         print(f"  {name} edge: {live} (simulator: {_fmt(true, 1)} °C)", file=out)
     nc = found["nc_first_seen_c"]
     below = found["nc_absent_below_c"]

@@ -42,7 +42,8 @@ def test_both_edges_of_the_cdse437_window_within_5_c_in_at_most_8_conditions(ada
     assert live.errors == []
     search = live.result["window_search"]
     truth_lower, truth_upper = flow_window_truth("CdSe-437", 14.0, 260.0, 190.0, 350.0)
-    assert search["n_conditions"] <= 8 and tiled[uid].metadata["stop"]["num_events"]["primary"] == search["n_conditions"]
+    assert search["n_conditions"] <= 8
+    assert tiled[uid].metadata["stop"]["num_events"]["primary"] == search["n_conditions"]
     assert abs(search["lower"]["temperature_c"] - truth_lower) <= 5.0, (search["lower"], truth_lower)
     assert abs(search["upper"]["temperature_c"] - truth_upper) <= 5.0, (search["upper"], truth_upper)
     assert search["lower"]["temperature_c_err"] <= 5.0 and search["upper"]["temperature_c_err"] <= 5.0
