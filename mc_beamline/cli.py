@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a small version that finishes in seconds")
     demo.add_argument("--fly", action="store_true",
                       help="raster: fly the stage along each row with one gated exposure per point")
+    demo.add_argument("--adaptive", action="store_true",
+                      help="flow: let the live analysis choose each nucleation temperature until both edges of the "
+                           "CdSe-437 window at 14 s are located")
     _add_data_dir(demo)
 
     xcca = sub.add_parser(

@@ -6,6 +6,12 @@ documents; a worker thread analyses each condition's spectrum and SAXS curve
 (:class:`~mc_beamline.analysis.series.flow_conditions.FlowSeriesAnalysis`), redraws the live
 "MSC map" (temperature x reaction time), and at the stop document publishes the result as a
 derived run. Exceptions are recorded next to the results and never reach the RunEngine.
+
+A run of the adaptive flow series (start metadata ``mc_beamline.window_search``) also gets
+its decisions re-derived from the analysed spectra
+(:func:`~mc_beamline.analysis.adaptive.flow_window.rederive_flow_window`): the result's
+``window_search`` holds every measured condition with the reason it was chosen, the edges
+of the window (°C ± °C), the NC onset and why the search stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mc_beamline.analysis.adaptive.flow_window import rederive_flow_window
+from mc_beamline.analysis.adaptive.window_search import WindowSearchError, WindowSearchSpec
 from mc_beamline.analysis.series.flow_conditions import (
     FlowCondition,
     FlowSeriesAnalysis,
@@ -49,6 +57,7 @@ class LiveFlow(QueuedRunAnalysis):
         md = start_doc.get("mc_beamline", {})
         self.wavelength_nm = np.asarray(md.get("wavelength_nm", []), dtype=float)
         self.q_nm = np.asarray(md.get("q_nm", []), dtype=float)
+        self.window_search = md.get("window_search")
         self._start_worker()
 
     def _event(self, doc: dict) -> None:
@@ -68,7 +77,20 @@ class LiveFlow(QueuedRunAnalysis):
         self._draw()
 
     def _compute_result(self) -> dict:
-        return json_ready(self.analysis.result())
+        result = self.analysis.result()
+        if self.window_search is not None:
+            result["window_search"] = self._window_search()
+        return json_ready(result)
+
+    def _window_search(self) -> dict | None:
+        ws = self.window_search
+        try:
+            spec = WindowSearchSpec(float(ws["low_c"]), float(ws["high_c"]), float(ws["tolerance_c"]),
+                                    int(ws["max_conditions"]))
+            return rederive_flow_window(spec, ws["family"], self.analysis.entries).as_dict()
+        except (WindowSearchError, KeyError, TypeError, ValueError) as exc:
+            self._record("window_search", exc)
+            return None
 
     def _result_documents(self):
         return flow_result_documents(self.start_doc, self.result, self.errors)

@@ -26,6 +26,10 @@ ANALYSIS_TIMEOUT_S = 300.0
 FLOW_SERIES = ((260.0, 280.0, 350.0), (260.0,), (4.5, 7.6, 14.0))
 """Nucleation temperatures (°C), growth temperatures (°C), reaction times (s) of the flow demo."""
 QUICK_FLOW_SERIES = ((280.0, 350.0), (260.0,), (4.5, 14.0))
+ADAPTIVE_FLOW = dict(reaction_time_s=14.0, growth_temperature_c=260.0, low_c=190.0, high_c=350.0, tolerance_c=5.0,
+                     max_conditions=8, family="CdSe-437")
+"""The adaptive flow demo: the T_nuc window (°C) of CdSe-437 at 14 s, both edges within ±5 °C."""
+QUICK_ADAPTIVE_FLOW = {**ADAPTIVE_FLOW, "tolerance_c": 10.0, "max_conditions": 6}
 FLOW_TIME_SCALE = 0.01
 """Wall-clock seconds per simulated reactor second in the flow demo (100x faster than real time)."""
 MIN_TRUE_MSC_ABSORBANCE = 0.007
@@ -242,13 +246,45 @@ def flow_truth(nucleation_c: float, growth_c: float, reaction_time_s: float) -> 
             "nc_diameter_nm": population.nc_mean_diameter_nm if peak is not None else None}
 
 
-def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> FlowDemoResult:
-    """Run a flow series (T_nuc x T_growth x reaction time) with live MSC/SAXS analysis into Tiled."""
+def flow_window_truth(family: str, reaction_time_s: float, growth_c: float, low_c: float, high_c: float,
+                      step_c: float = 1.0) -> tuple[float | None, float | None]:
+    """Edges (°C) of the simulator's T_nuc window of ``family`` at ``reaction_time_s`` (s).
+
+    T_nuc runs from ``low_c`` to ``high_c`` in ``step_c`` steps with the oven at
+    min(T_nuc, ``growth_c``), as the adaptive flow series sets it; the window is the longest
+    run of temperatures whose truth holds the family, each edge the midpoint between its
+    last temperature and the next one outside (None where the window reaches the range limit).
+    """
+    temps = np.arange(low_c, high_c + 0.5 * step_c, step_c)
+    present = [family in flow_truth(float(t), min(float(t), growth_c), reaction_time_s)["families"] for t in temps]
+    runs, start = [], None
+    for i, p in enumerate(present + [False]):
+        if p and start is None:
+            start = i
+        elif not p and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if not runs:
+        return None, None
+    first, last = max(runs, key=lambda r: r[1] - r[0])
+    lower = None if first == 0 else float(temps[first] - 0.5 * step_c)
+    upper = None if last == len(temps) - 1 else float(temps[last] + 0.5 * step_c)
+    return lower, upper
+
+
+def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, adaptive: bool = False) -> FlowDemoResult:
+    """Run a flow series (T_nuc x T_growth x reaction time) with live MSC/SAXS analysis into Tiled.
+
+    With ``adaptive`` the series is :func:`~mc_beamline.plans.adaptive_flow_series`: the live
+    analysis picks each nucleation temperature until both edges of the CdSe-437 window at 14 s
+    are located (:data:`ADAPTIVE_FLOW`); the summary sets the edges beside the simulator's.
+    """
     from mc_beamline.callbacks.live_flow import flow_router
-    from mc_beamline.plans import flow_series
+    from mc_beamline.plans import adaptive_flow_series, flow_series
     from mc_beamline.storage import tiled_writer
 
     nuc, growth, times = QUICK_FLOW_SERIES if quick else FLOW_SERIES
+    search = QUICK_ADAPTIVE_FLOW if quick else ADAPTIVE_FLOW
     figdir = Path(data_dir) / "figures"
     runs: list = []
     with simulated_beamline(data_dir) as (beamline, RE, client):
@@ -257,12 +293,22 @@ def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> 
         try:
             reactor.uvvis.take_dark_and_reference()
             RE.subscribe(flow_router(publish=tiled_writer(client), figure_dir=figdir, on_run=runs.append))
-            print(f"Flow series: T_nuc {', '.join(f'{t:g}' for t in nuc)} °C x T_growth "
-                  f"{', '.join(f'{t:g}' for t in growth)} °C x reaction time {', '.join(f'{t:g}' for t in times)} s; "
-                  f"simulated reactor {1 / FLOW_TIME_SCALE:g}x faster than real time; live MSC map; data in {data_dir}",
-                  file=out, flush=True)
+            if adaptive:
+                print(f"Adaptive flow series: {search['family']} window in T_nuc {search['low_c']:g}–"
+                      f"{search['high_c']:g} °C at {search['reaction_time_s']:g} s (T_growth "
+                      f"min(T_nuc, {search['growth_temperature_c']:g}) °C), edges within "
+                      f"±{search['tolerance_c']:g} °C "
+                      f"in at most {search['max_conditions']} conditions; simulated reactor "
+                      f"{1 / FLOW_TIME_SCALE:g}x faster than real time; data in {data_dir}", file=out, flush=True)
+                plan = adaptive_flow_series(reactor, **search)
+            else:
+                print(f"Flow series: T_nuc {', '.join(f'{t:g}' for t in nuc)} °C x T_growth "
+                      f"{', '.join(f'{t:g}' for t in growth)} °C x reaction time {', '.join(f'{t:g}' for t in times)} "
+                      f"s; simulated reactor {1 / FLOW_TIME_SCALE:g}x faster than real time; live MSC map; data in "
+                      f"{data_dir}", file=out, flush=True)
+                plan = flow_series(reactor, list(nuc), list(growth), list(times))
             t0 = time.perf_counter()
-            (uid,) = RE(flow_series(reactor, list(nuc), list(growth), list(times)))
+            (uid,) = RE(plan)
             scan_s = time.perf_counter() - t0
             live = runs[-1]
             if not live.wait(ANALYSIS_TIMEOUT_S):
@@ -275,14 +321,46 @@ def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout) -> 
         if stop["exit_status"] != "success":
             raise RuntimeError(f"The flow series ended with status {stop['exit_status']}: {stop.get('reason')}")
         n_events = stop["num_events"].get("primary", 0)
-    truth = [flow_truth(tn, tg, t) for tn in nuc for tg in growth for t in times]
+    if adaptive:
+        conditions = [(e["condition"]["nucleation_temperature_c"], e["condition"]["growth_temperature_c"],
+                       e["condition"]["reaction_time_s"]) for e in (live.result or {}).get("spectra", [])]
+    else:
+        conditions = [(tn, tg, t) for tn in nuc for tg in growth for t in times]
+    truth = [flow_truth(*condition) for condition in conditions]
     result = FlowDemoResult(uid, n_events, scan_s, live.result, truth,
                             [live.figure_path] if live.figure_path else [], live.errors)
-    _print_flow_summary(result, out)
+    if adaptive:
+        print(f"uid: {uid}", file=out)
+        _print_window_search(result, search, out)
+    _print_flow_summary(result, out, uid_line=not adaptive)
     return result
 
 
-def _print_flow_summary(demo: FlowDemoResult, out: TextIO) -> None:
+def _print_window_search(demo: FlowDemoResult, search: dict, out: TextIO) -> None:
+    found = (demo.result or {}).get("window_search")
+    if found is None:
+        print("  the decisions could not be re-derived from the analysed spectra (see the analysis errors)", file=out)
+        return
+    truth = flow_window_truth(search["family"], search["reaction_time_s"], search["growth_temperature_c"],
+                              search["low_c"], search["high_c"])
+    print(f"Decisions ({found['n_conditions']} conditions; stopped: {found['stop_reason']}):", file=out)
+    for d in found["decisions"]:
+        print(f"  {d['index'] + 1}. T_nuc {d['temperature_c']:6.1f} °C  {d['reason']:13s}  {search['family']} "
+              f"{'found' if d['present'] else 'absent'}, NCs {'found' if d['nc_present'] else 'absent'}", file=out)
+    for name, true in (("lower", truth[0]), ("upper", truth[1])):
+        edge = found[name]
+        if edge["temperature_c"] is not None:
+            live = f"{edge['temperature_c']:.1f} ± {edge['temperature_c_err']:.1f} °C"
+        else:
+            live = "beyond the range" if edge["inside_c"] is not None else "not found"
+        print(f"  {name} edge: {live} (simulator: {_fmt(true, 1)} °C)", file=out)
+    nc = found["nc_first_seen_c"]
+    below = found["nc_absent_below_c"]
+    print(f"  NCs first seen at T_nuc {_fmt(nc, 1)} °C" + (f", absent at {below:g} °C" if below is not None else
+                                                            ", at every condition measured"), file=out)
+
+
+def _print_flow_summary(demo: FlowDemoResult, out: TextIO, uid_line: bool = True) -> None:
     print(f"Stored {demo.n_conditions} conditions in {demo.scan_s:.1f} s (settle, flush 3 reactor volumes, "
           "spectrum and SAXS each).", file=out)
     spectra = (demo.result or {}).get("spectra", [])
@@ -302,7 +380,8 @@ def _print_flow_summary(demo: FlowDemoResult, out: TextIO) -> None:
         print(f"  analysis error: {err['message']}", file=out)
     for path in demo.figures:
         print(f"figure: {path}", file=out)
-    print(f"uid: {demo.uid}", file=out)
+    if uid_line:
+        print(f"uid: {demo.uid}", file=out)
 
 
 ASSEMBLY_FRAME_WALL_S = 0.5
@@ -444,6 +523,12 @@ def _print_assembly_summary(reports: list[AssemblySeriesReport], out: TextIO) ->
 
 def run_demo(args) -> None:
     """What ``mc-beamline demo [raster|flow|assembly] [--quick] [--data-dir DIR]`` runs."""
+    if getattr(args, "adaptive", False):
+        if args.experiment != "flow" or getattr(args, "fly", False):
+            raise ValueError(f"--adaptive applies to the flow demo, not to {args.experiment}"
+                             f"{' with --fly' if getattr(args, 'fly', False) else ''}.")
+        flow_demo(args.data_dir.resolve(), quick=args.quick, adaptive=True)
+        return
     if getattr(args, "fly", False):
         if args.experiment != "raster":
             raise ValueError(f"--fly applies to the raster demo, not to {args.experiment}.")

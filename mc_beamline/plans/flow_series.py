@@ -177,6 +177,138 @@ def _read_float(signal):
     return float(value)
 
 
+@dataclass(frozen=True)
+class FlowRun:
+    """A prepared flow run: its start metadata, what each condition reads and the flush (mL)."""
+
+    spec: FlowSeriesSpec
+    plan_md: dict
+    readers: tuple
+    flush_ml: float
+
+
+def _check_exposures(integration_time_s: float | None, saxs_exposure_s: float | None) -> None:
+    for name, value in (("integration_time_s", integration_time_s), ("saxs_exposure_s", saxs_exposure_s)):
+        if value is not None:
+            value = require_finite(name, value, " s")
+            if value <= 0:
+                raise PlanArgumentError(f"{name} must be positive, got {value:g} s; nothing was moved.")
+
+
+def prepare_flow_run(reactor, spec: FlowSeriesSpec, *, integration_time_s: float | None,
+                     saxs_exposure_s: float | None, sample: str, plan_name: str, plan_args: dict,
+                     num_points: int | None, md: dict | None):
+    """Check ``spec`` against the reactor, apply the settings and return the :class:`FlowRun` (a plan).
+
+    Reads volumes (mL) and pump limits (mL/min) from the IOC and refuses unreachable reaction
+    times before anything moves; then sets the Cd fraction and the exposures (s).
+    """
+    _check_exposures(integration_time_s, saxs_exposure_s)
+    yield from wait_for_devices(reactor, timeout_s=DEVICE_WAIT_S)
+    pumps = reactor.pumps
+    volume = yield from _read_float(pumps.volume)
+    cd_limits = ((yield from _read_float(pumps.cd.rate_min)), (yield from _read_float(pumps.cd.rate_max)))
+    se_limits = ((yield from _read_float(pumps.se.rate_min)), (yield from _read_float(pumps.se.rate_max)))
+    if not (math.isfinite(volume) and volume > 0):
+        raise PlanArgumentError(f"{reactor.name} reports a reactor volume of {volume!r} mL; is its IOC configured?")
+    spec.check_pumps(volume, cd_limits, se_limits)
+
+    wavelength = yield from bps.rd(reactor.uvvis.wavelength)
+    q = yield from bps.rd(reactor.saxs.q)
+    nuc_volume = yield from _read_float(reactor.nucleation_volume)
+    growth_volume = yield from _read_float(reactor.growth_volume)
+
+    # Everything is valid: from here on the plan changes the instrument.
+    yield from bps.mv(pumps.cd_fraction, spec.cd_fraction)
+    if integration_time_s is not None:
+        yield from bps.mv(reactor.uvvis.integration_time, float(integration_time_s))
+    if saxs_exposure_s is not None:
+        yield from bps.mv(reactor.saxs.acquire_time, float(saxs_exposure_s))
+    integration = yield from _read_float(reactor.uvvis.integration_time)
+    exposure = yield from _read_float(reactor.saxs.acquire_time)
+
+    uvvis, saxs = reactor.uvvis, reactor.saxs
+    plan_md = {
+        "plan_name": plan_name,
+        "sample": sample,
+        "detectors": [uvvis.name, saxs.name],
+        "motors": [reactor.nucleation.name, reactor.growth.name, pumps.reaction_time.name],
+        **({"num_points": num_points, "num_intervals": num_points - 1} if num_points is not None else {}),
+        "plan_args": {**plan_args, "flush_volumes": spec.flush_volumes, "cd_fraction": spec.cd_fraction},
+        "hints": {"dimensions": [([reactor.nucleation.name], "primary"), ([reactor.growth.name], "primary"),
+                                 ([pumps.reaction_time.name], "primary")]},
+        "mc_beamline": {
+            "experiment": "flow",
+            **spec.metadata(),
+            "reactor_volume_ml": volume,
+            "nucleation_volume_ml": nuc_volume,
+            "growth_volume_ml": growth_volume,
+            "pump_limits_ml_min": {"cd": list(cd_limits), "se": list(se_limits)},
+            "integration_time_s": integration,
+            "saxs_exposure_s": exposure,
+            "wavelength_nm": [float(v) for v in wavelength],
+            "q_nm": [float(v) for v in q],
+            "keys": {
+                "absorbance": uvvis.absorbance.name, "wavelength": uvvis.wavelength.name,
+                "saxs_intensity": saxs.intensity.name, "saxs_sigma": saxs.sigma.name, "saxs_q": saxs.q.name,
+                "nucleation_temperature": reactor.nucleation.name,
+                "nucleation_setpoint": reactor.nucleation.setpoint.name,
+                "growth_temperature": reactor.growth.name, "growth_setpoint": reactor.growth.setpoint.name,
+                "reaction_time": pumps.reaction_time.name,
+                "reaction_time_setpoint": pumps.reaction_time.setpoint.name,
+                "flushed_ml": reactor.flush.flushed.name,
+            },
+        },
+    }
+    plan_md.update(md or {})
+    readers = (uvvis, saxs, reactor.nucleation, reactor.growth, pumps, reactor.flush,
+               reactor.reaction_time, reactor.cell_flushed)
+    return FlowRun(spec, plan_md, readers, spec.flush_volumes * volume)
+
+
+def measure_condition(reactor, run: FlowRun, condition: tuple[float, float, float],
+                      previous: tuple[float, float, float] | None):
+    """Set, settle, flush and record one condition (T_nuc °C, T_growth °C, reaction time s); a plan
+    returning the reading of its ``primary`` event. ``previous``: the condition before (None: first);
+    a heater is only moved when its set point changes."""
+    t_nuc, t_growth, t_reaction = condition
+    moves: list = [reactor.pumps.reaction_time, t_reaction]
+    if previous is None or t_nuc != previous[0]:
+        moves += [reactor.nucleation, t_nuc]
+    if previous is None or t_growth != previous[1]:
+        moves += [reactor.growth, t_growth]
+    yield from bps.mv(*moves)  # heaters complete only once settled
+    guards = [temperature_band_suspender(heater, setpoint, run.spec.temperature_band_c,
+                                         run.spec.temperature_resume_s)
+              for heater, setpoint in ((reactor.nucleation, t_nuc), (reactor.growth, t_growth))]
+    for guard in guards:
+        yield from bps.install_suspender(guard)
+    # A temperature excursion from here on suspends the run; on resume it rewinds to this
+    # checkpoint and flushes again, so the product of the excursion is never measured.
+    yield from bps.checkpoint()
+    yield from bps.mv(reactor.flush, run.flush_ml)
+    reading = yield from bps.trigger_and_read(list(run.readers))
+    yield from bps.checkpoint()  # the condition is recorded: never measured twice
+    for guard in guards:
+        yield from bps.remove_suspender(guard)
+    return reading
+
+
+def with_pumps_running(reactor, plan):
+    """Stage the detectors, start both pumps, run ``plan``; stop the pumps when it ends, fails or is aborted."""
+    pumps = reactor.pumps
+
+    @bpp.stage_decorator([reactor.uvvis, reactor.saxs])
+    def body():
+        yield from bps.mv(pumps.cd.running, 1, pumps.se.running, 1)
+        return (yield from plan)
+
+    def stop_pumps():
+        yield from bps.mv(pumps.cd.running, 0, pumps.se.running, 0)
+
+    return (yield from bpp.finalize_wrapper(body(), stop_pumps()))
+
+
 def flow_series(
     reactor,
     nucleation_temperatures_c: Sequence[float],
@@ -225,112 +357,24 @@ def flow_series(
         nucleation_temperatures_c, growth_temperatures_c, reaction_times_s, flush_volumes=flush_volumes,
         cd_fraction=cd_fraction, allow_growth_above_nucleation=allow_growth_above_nucleation,
         temperature_band_c=temperature_band_c, temperature_resume_s=temperature_resume_s)
-    for name, value in (("integration_time_s", integration_time_s), ("saxs_exposure_s", saxs_exposure_s)):
-        if value is not None:
-            value = require_finite(name, value, " s")
-            if value <= 0:
-                raise PlanArgumentError(f"{name} must be positive, got {value:g} s; nothing was moved.")
+    conditions = spec.conditions()
+    run = yield from prepare_flow_run(
+        reactor, spec, integration_time_s=integration_time_s, saxs_exposure_s=saxs_exposure_s, sample=sample,
+        plan_name="flow_series", num_points=len(conditions), md=md,
+        plan_args={"nucleation_temperatures_c": list(spec.nucleation_temperatures_c),
+                   "growth_temperatures_c": list(spec.growth_temperatures_c),
+                   "reaction_times_s": list(spec.reaction_times_s)})
 
-    yield from wait_for_devices(reactor, timeout_s=DEVICE_WAIT_S)
-    pumps = reactor.pumps
-    volume = yield from _read_float(pumps.volume)
-    cd_limits = ((yield from _read_float(pumps.cd.rate_min)), (yield from _read_float(pumps.cd.rate_max)))
-    se_limits = ((yield from _read_float(pumps.se.rate_min)), (yield from _read_float(pumps.se.rate_max)))
-    if not (math.isfinite(volume) and volume > 0):
-        raise PlanArgumentError(f"{reactor.name} reports a reactor volume of {volume!r} mL; is its IOC configured?")
-    spec.check_pumps(volume, cd_limits, se_limits)
-
-    wavelength = yield from bps.rd(reactor.uvvis.wavelength)
-    q = yield from bps.rd(reactor.saxs.q)
-    nuc_volume = yield from _read_float(reactor.nucleation_volume)
-    growth_volume = yield from _read_float(reactor.growth_volume)
-
-    # Everything is valid: from here on the plan changes the instrument.
-    yield from bps.mv(pumps.cd_fraction, spec.cd_fraction)
-    if integration_time_s is not None:
-        yield from bps.mv(reactor.uvvis.integration_time, float(integration_time_s))
-    if saxs_exposure_s is not None:
-        yield from bps.mv(reactor.saxs.acquire_time, float(saxs_exposure_s))
-    integration = yield from _read_float(reactor.uvvis.integration_time)
-    exposure = yield from _read_float(reactor.saxs.acquire_time)
-
-    uvvis, saxs = reactor.uvvis, reactor.saxs
-    plan_md = {
-        "plan_name": "flow_series",
-        "sample": sample,
-        "detectors": [uvvis.name, saxs.name],
-        "motors": [reactor.nucleation.name, reactor.growth.name, pumps.reaction_time.name],
-        "num_points": len(spec.conditions()),
-        "num_intervals": len(spec.conditions()) - 1,
-        "plan_args": {
-            "nucleation_temperatures_c": list(spec.nucleation_temperatures_c),
-            "growth_temperatures_c": list(spec.growth_temperatures_c),
-            "reaction_times_s": list(spec.reaction_times_s),
-            "flush_volumes": spec.flush_volumes,
-            "cd_fraction": spec.cd_fraction,
-        },
-        "hints": {"dimensions": [([reactor.nucleation.name], "primary"), ([reactor.growth.name], "primary"),
-                                 ([pumps.reaction_time.name], "primary")]},
-        "mc_beamline": {
-            "experiment": "flow",
-            **spec.metadata(),
-            "reactor_volume_ml": volume,
-            "nucleation_volume_ml": nuc_volume,
-            "growth_volume_ml": growth_volume,
-            "pump_limits_ml_min": {"cd": list(cd_limits), "se": list(se_limits)},
-            "integration_time_s": integration,
-            "saxs_exposure_s": exposure,
-            "wavelength_nm": [float(v) for v in wavelength],
-            "q_nm": [float(v) for v in q],
-            "keys": {
-                "absorbance": uvvis.absorbance.name, "wavelength": uvvis.wavelength.name,
-                "saxs_intensity": saxs.intensity.name, "saxs_sigma": saxs.sigma.name, "saxs_q": saxs.q.name,
-                "nucleation_temperature": reactor.nucleation.name,
-                "nucleation_setpoint": reactor.nucleation.setpoint.name,
-                "growth_temperature": reactor.growth.name, "growth_setpoint": reactor.growth.setpoint.name,
-                "reaction_time": pumps.reaction_time.name,
-                "reaction_time_setpoint": pumps.reaction_time.setpoint.name,
-                "flushed_ml": reactor.flush.flushed.name,
-            },
-        },
-    }
-    plan_md.update(md or {})
-    readers = [uvvis, saxs, reactor.nucleation, reactor.growth, pumps, reactor.flush,
-               reactor.reaction_time, reactor.cell_flushed]
-    flush_ml = spec.flush_volumes * volume
-
-    @bpp.stage_decorator([uvvis, saxs])
-    @bpp.run_decorator(md=plan_md)
+    @bpp.run_decorator(md=run.plan_md)
     def series():
-        yield from bps.mv(pumps.cd.running, 1, pumps.se.running, 1)
-        last_nuc = last_growth = None
-        for t_nuc, t_growth, t_reaction in spec.conditions():
-            moves: list = [pumps.reaction_time, t_reaction]
-            if t_nuc != last_nuc:
-                moves += [reactor.nucleation, t_nuc]
-            if t_growth != last_growth:
-                moves += [reactor.growth, t_growth]
-            yield from bps.mv(*moves)  # heaters complete only once settled
-            last_nuc, last_growth = t_nuc, t_growth
-            guards = [temperature_band_suspender(heater, setpoint, spec.temperature_band_c,
-                                                 spec.temperature_resume_s)
-                      for heater, setpoint in ((reactor.nucleation, t_nuc), (reactor.growth, t_growth))]
-            for guard in guards:
-                yield from bps.install_suspender(guard)
-            # A temperature excursion from here on suspends the run; on resume it rewinds to this
-            # checkpoint and flushes again, so the product of the excursion is never measured.
-            yield from bps.checkpoint()
-            yield from bps.mv(reactor.flush, flush_ml)
-            yield from bps.trigger_and_read(readers)
-            yield from bps.checkpoint()  # the condition is recorded: never measured twice
-            for guard in guards:
-                yield from bps.remove_suspender(guard)
+        previous = None
+        for condition in conditions:
+            yield from measure_condition(reactor, run, condition, previous)
+            previous = condition
 
-    def stop_pumps():
-        yield from bps.mv(pumps.cd.running, 0, pumps.se.running, 0)
-
-    return (yield from bpp.finalize_wrapper(series(), stop_pumps()))
+    return (yield from with_pumps_running(reactor, series()))
 
 
-__all__ = ["FlowSeriesSpec", "flow_series", "temperature_band_suspender", "TEMPERATURE_RANGE_C", "MIN_FLUSH_VOLUMES",
-           "DEFAULT_TEMPERATURE_BAND_C", "DEFAULT_TEMPERATURE_RESUME_S"]
+__all__ = ["FlowRun", "FlowSeriesSpec", "flow_series", "measure_condition", "prepare_flow_run", "with_pumps_running",
+           "temperature_band_suspender", "TEMPERATURE_RANGE_C", "MIN_FLUSH_VOLUMES", "DEFAULT_TEMPERATURE_BAND_C",
+           "DEFAULT_TEMPERATURE_RESUME_S"]

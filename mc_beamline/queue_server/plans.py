@@ -19,6 +19,8 @@ from bluesky_queueserver import parameter_annotation_decorator
 
 from mc_beamline import plans
 from mc_beamline.plans.assembly_series import LATTICES, MAX_FRAMES, SAMPLES
+from mc_beamline.materials.cdse import MSC_FAMILY_NM
+from mc_beamline.plans.adaptive_flow import MAX_ADAPTIVE_CONDITIONS
 from mc_beamline.plans.flow_series import MIN_FLUSH_VOLUMES
 from mc_beamline.plans.raster import MAX_RASTER_POINTS
 
@@ -104,34 +106,58 @@ nanodiffraction_fly_raster = queue_plan(plans.nanodiffraction_fly_raster, {
     "parameters": _RASTER_PARAMETERS,
 })
 
+_FLOW_PARAMETERS = {  # the flow series and the adaptive flow series share these
+    "reactor": {"description": "continuous-flow reactor with UV-Vis and SAXS flow cells",
+                "annotation": "Reactors", "devices": {"Reactors": REACTORS}},
+    "flush_volumes": {"description": "reactor volumes flushed after every change (at least 3)",
+                      "min": MIN_FLUSH_VOLUMES, "max": 1000.0},
+    "cd_fraction": {"description": "share of the total flow from the Cd pump (between 0 and 1)",
+                    "min": 0.001, "max": 0.999},
+    "temperature_band_c": {"description": "a heater further than this from its set point while a condition "
+                                          "is flushed and measured suspends the run, °C",
+                           "min": 0.01, "max": 100.0},
+    "temperature_resume_s": {"description": "time a heater must be back in its band before the run resumes "
+                                            "(and flushes again), s", "min": 0.0, "max": 3600.0},
+    "integration_time_s": {"description": "UV-Vis integration time, s (default: the spectrometer's setting)",
+                           "min": 0.0001, "max": 10.0},
+    "saxs_exposure_s": {"description": "SAXS exposure, s (default: the detector's setting)",
+                        "min": 0.001, "max": 3600.0},
+    "sample": _SAMPLE,
+    "md": _MD,
+}
+
 flow_series = queue_plan(plans.flow_series, {
     "description": "Flow-synthesis series: every combination of nucleation temperature, growth temperature "
                    "and reaction time; waits for thermal settling, flushes the reactor, records one UV-Vis "
                    "spectrum and one SAXS curve per condition; stored in Tiled.",
     "parameters": {
-        "reactor": {"description": "continuous-flow reactor with UV-Vis and SAXS flow cells",
-                    "annotation": "Reactors", "devices": {"Reactors": REACTORS}},
+        **_FLOW_PARAMETERS,
         "nucleation_temperatures_c": {"description": "nucleation-chamber temperatures, °C (20-400)"},
         "growth_temperatures_c": {"description": "growth-oven temperatures, °C (20-400, not above the "
                                                  "nucleation temperatures)"},
         "reaction_times_s": {"description": "reaction times, s (> 0, within the pumps' range)"},
-        "flush_volumes": {"description": "reactor volumes flushed after every change (at least 3)",
-                          "min": MIN_FLUSH_VOLUMES, "max": 1000.0},
-        "cd_fraction": {"description": "share of the total flow from the Cd pump (between 0 and 1)",
-                        "min": 0.001, "max": 0.999},
         "allow_growth_above_nucleation": {"description": "accept growth temperatures above the nucleation "
                                                          "temperature"},
-        "temperature_band_c": {"description": "a heater further than this from its set point while a condition "
-                                              "is flushed and measured suspends the run, °C",
-                               "min": 0.01, "max": 100.0},
-        "temperature_resume_s": {"description": "time a heater must be back in its band before the run resumes "
-                                                "(and flushes again), s", "min": 0.0, "max": 3600.0},
-        "integration_time_s": {"description": "UV-Vis integration time, s (default: the spectrometer's setting)",
-                               "min": 0.0001, "max": 10.0},
-        "saxs_exposure_s": {"description": "SAXS exposure, s (default: the detector's setting)",
+    },
+})
+
+adaptive_flow_series = queue_plan(plans.adaptive_flow_series, {
+    "description": "Adaptive flow series: at one reaction time, the live UV-Vis analysis chooses each next "
+                   "nucleation temperature (bisection) until both edges of the window in which an MSC family "
+                   "persists are known within tolerance_c, or max_conditions are measured; each condition is "
+                   "settled, flushed and recorded as in flow_series; the decisions are stored in the run.",
+    "parameters": {
+        **_FLOW_PARAMETERS,
+        "reaction_time_s": {"description": "reaction time of every condition, s (within the pumps' range)",
                             "min": 0.001, "max": 3600.0},
-        "sample": _SAMPLE,
-        "md": _MD,
+        "growth_temperature_c": {"description": "growth-oven temperature, °C (the oven runs at the nucleation "
+                                                "temperature where that is lower)", "min": 20.0, "max": 400.0},
+        "low_c": {"description": "lowest nucleation temperature searched, °C", "min": 20.0, "max": 400.0},
+        "high_c": {"description": "highest nucleation temperature searched, °C", "min": 20.0, "max": 400.0},
+        "tolerance_c": {"description": "each edge is located within ± this, °C", "min": 0.01, "max": 380.0},
+        "max_conditions": {"description": "most conditions measured", "min": 1, "max": MAX_ADAPTIVE_CONDITIONS},
+        "family": {"description": "MSC family whose window is searched", "annotation": "Families",
+                   "enums": {"Families": list(MSC_FAMILY_NM)}},
     },
 })
 
@@ -164,8 +190,9 @@ assembly_series = queue_plan(plans.assembly_series, {
 
 QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster,
                "nanodiffraction_fly_raster": nanodiffraction_fly_raster, "flow_series": flow_series,
-               "assembly_series": assembly_series}
+               "adaptive_flow_series": adaptive_flow_series, "assembly_series": assembly_series}
 """Every plan the startup offers, by name (the permissions allow exactly these)."""
 
-__all__ = ["nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "assembly_series", "QUEUE_PLANS", "queue_plan",
+__all__ = ["nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "adaptive_flow_series",
+           "assembly_series", "QUEUE_PLANS", "queue_plan",
            "queue_signature", "DETECTORS", "STAGES", "REACTORS", "CELLS"]

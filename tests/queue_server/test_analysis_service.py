@@ -71,17 +71,20 @@ def service(data_dir: Path) -> dict:
     return read_state(data_dir)["analysis"]
 
 
-def test_queued_rasters_flow_and_assembly_series_each_get_their_derived_run(queue, client, reactor):
+def test_queued_rasters_flow_adaptive_flow_and_assembly_series_each_get_their_derived_run(queue, client, reactor):
     api, data_dir = queue
     assert _alive(service(data_dir)["pid"])
     items = [BPlan("nanodiffraction_raster", "det", "stage", **QUICK),
              BPlan("flow_series", "reactor", [280.0], [260.0], [4.5, 14.0]),
              BPlan("assembly_series", "assembly", sample="binary", flocculant_mm=20.0, addition_time_s=1.0,
-                   n_frames=3, interval_s=1.0, exposure_s=0.1)]
+                   n_frames=3, interval_s=1.0, exposure_s=0.1),
+             BPlan("adaptive_flow_series", "reactor", max_conditions=2)]
     history = run_queue(api, items)
-    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 3
+    assert [h["result"]["exit_status"] for h in history] == ["completed"] * 4
     for entry in history:
         assert_results_equal_replay(client, entry["result"]["run_uids"][0])
+    decisions = stored_results(client, history[3]["result"]["run_uids"][0])["window_search"]["decisions"]
+    assert [d["temperature_c"] for d in decisions] == [270.0, 230.0]  # re-derived by the service from the spectra
     status = queue_cli("status", "--data-dir", str(data_dir))
     assert "analysis: running" in status.stdout and "proxy: running" in status.stdout, status.stdout
 

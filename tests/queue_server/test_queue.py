@@ -135,10 +135,25 @@ def test_queued_flow_series_raster_and_assembly_series_run_and_are_found_in_tile
     assert images.shape == (4, 512, 512)
 
 
+def test_queued_adaptive_flow_series_records_its_decisions_in_the_run(queue, tiled_client, reactor):
+    api, _ = queue
+    (item,) = run_queue(api, [BPlan("adaptive_flow_series", "reactor", max_conditions=2)])
+    assert item["result"]["exit_status"] == "completed"
+    run = tiled_client[item["result"]["run_uids"][0]]
+    assert run.metadata["start"]["plan_name"] == "adaptive_flow_series"
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert run.metadata["stop"]["num_events"]["primary"] == run.metadata["stop"]["num_events"]["optimization"] == 2
+    # the midpoint of 190-350 °C, then the lower half of the bracket of the lower edge
+    np.testing.assert_array_equal(run["optimization"]["nucleation_temperature_c"].read(), [270.0, 230.0])
+
+
 # Bad queue submissions: refused by `item_add` with the error the client sees, nothing queued.
 BAD_SUBMISSIONS = [
     (BPlan("assembly_series", "assembly", sample="gel"), r"sample\s+Input should be 'colloid', 'monolayer' or"),
     (BPlan("assembly_series", "reactor"), r"cell\s+Input should be 'assembly'"),
+    (BPlan("adaptive_flow_series", "reactor", family="CdSe-999"), r"family\s+Input should be 'CdSe-350'"),
+    (BPlan("adaptive_flow_series", "reactor", max_conditions=500),
+     r"key='max_conditions', value='500': Value 500 is out of range \[1, 100\]"),
     (BPlan("count", ["det"]), r"Plan 'count' is not in the list of allowed plans"),
     (BPlan("nanodiffraction_raster", "beam", "stage"), r"detector\s+Input should be 'det'"),
     (BPlan("nanodiffraction_raster", "det", "motor9"), r"stage\s+Input should be 'stage'"),
@@ -214,7 +229,7 @@ def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled
 def test_queue_offers_only_the_plugins_plans_and_devices(queue):
     api, _ = queue
     assert set(api.plans_allowed()["plans_allowed"]) == {
-        "nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "assembly_series"}
+        "nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "adaptive_flow_series", "assembly_series"}
     assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam", "reactor", "assembly"}
     params = {p["name"]: p for p in api.plans_allowed()["plans_allowed"]["nanodiffraction_raster"]["parameters"]}
     assert params["ny"]["annotation"]["type"] == "int" and params["ny"]["min"] == "1"

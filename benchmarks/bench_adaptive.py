@@ -1,0 +1,133 @@
+"""Adaptive vs full flow series on the same simulated reactor, in one run.
+
+Question: how many conditions and how much wall time does the adaptive flow series
+(:func:`~mc_beamline.plans.adaptive_flow_series`, bisection on T_nuc) save against the full
+T_nuc grid (190–350 °C in 10 °C steps, 17 conditions) for the CdSe-437 window at 14 s, and
+does it find the same window?
+
+Both series run one after the other against the same simulated IOC (reactor 100x faster
+than real time, as in ``mc-beamline demo flow``) with the live flow analysis and the Tiled
+writer subscribed, each as one run whose conditions are measured by the flow series' own
+stub (set, settle, flush 3 reactor volumes, spectrum and SAXS). For each: conditions
+measured, seconds until the RunEngine returns, the window edges (°C) (the adaptive one
+from its decisions, the grid one from the longest run of grid points with CdSe-437) and
+the simulator's edges.
+
+Usage: ``python benchmarks/bench_adaptive.py [--data-dir DIR]``. Prints one table and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def grid_edges(spectra: list[dict], family: str) -> tuple[float | None, float | None]:
+    """Window edges (°C) of a full grid: the longest run of T_nuc with ``family``, each edge the
+    midpoint to the grid point outside it (None where the run reaches the end of the grid)."""
+    temps = sorted((e["condition"]["nucleation_temperature_c"], any(p["family"] == family for p in e["msc"]))
+                   for e in spectra)
+    runs, start = [], None
+    for i, (_, present) in enumerate(temps + [(None, False)]):
+        if present and start is None:
+            start = i
+        elif not present and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if not runs:
+        return None, None
+    first, last = max(runs, key=lambda r: r[1] - r[0])
+    return (0.5 * (temps[first - 1][0] + temps[first][0]) if first > 0 else None,
+            0.5 * (temps[last][0] + temps[last + 1][0]) if last < len(temps) - 1 else None)
+
+
+def grid_series(reactor, temperatures_c: list[float], growth_c: float, reaction_time_s: float):
+    """The full grid as one run, each condition measured by the flow series' own stub (oven at
+    min(T_nuc, ``growth_c``) as in the adaptive series)."""
+    import bluesky.preprocessors as bpp
+
+    from mc_beamline.plans.flow_series import (
+        FlowSeriesSpec,
+        measure_condition,
+        prepare_flow_run,
+        with_pumps_running,
+    )
+
+    spec = FlowSeriesSpec.build(temperatures_c, [growth_c], [reaction_time_s], allow_growth_above_nucleation=True)
+    conditions = [(t, min(t, growth_c), reaction_time_s) for t in temperatures_c]
+    run = yield from prepare_flow_run(reactor, spec, integration_time_s=None, saxs_exposure_s=None,
+                                      sample="benchmark grid", plan_name="bench_adaptive_grid",
+                                      plan_args={}, num_points=len(conditions), md=None)
+
+    @bpp.run_decorator(md=run.plan_md)
+    def series():
+        previous = None
+        for condition in conditions:
+            yield from measure_condition(reactor, run, condition, previous)
+            previous = condition
+
+    return (yield from with_pumps_running(reactor, series()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+
+    from mc_beamline.callbacks.live_flow import flow_router
+    from mc_beamline.commands.demo import ADAPTIVE_FLOW, FLOW_TIME_SCALE, flow_window_truth, simulated_beamline
+    from mc_beamline.plans import adaptive_flow_series
+    from mc_beamline.storage import tiled_writer
+
+    search = ADAPTIVE_FLOW
+    grid = [float(t) for t in range(int(search["low_c"]), int(search["high_c"]) + 1, 10)]
+    growth = search["growth_temperature_c"]
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
+    rows = []
+    with simulated_beamline(data_dir) as (beamline, RE, client):
+        reactor = beamline.reactor
+        saved = reactor.run_simulation_fast(FLOW_TIME_SCALE)
+        try:
+            reactor.uvvis.take_dark_and_reference()
+            runs: list = []
+            RE.subscribe(flow_router(publish=tiled_writer(client), on_run=runs.append))
+            t0 = time.perf_counter()
+            RE(adaptive_flow_series(reactor, **search))
+            adaptive_s = time.perf_counter() - t0
+            if not runs[-1].wait(300):
+                raise RuntimeError("The live analysis of the adaptive series did not finish within 300 s.")
+            found = runs[-1].result["window_search"]
+            rows.append(("adaptive (bisection)", found["n_conditions"], adaptive_s,
+                         found["lower"]["temperature_c"], found["upper"]["temperature_c"]))
+            t0 = time.perf_counter()
+            RE(grid_series(reactor, grid, growth, search["reaction_time_s"]))
+            grid_s = time.perf_counter() - t0
+            if not runs[-1].wait(300):
+                raise RuntimeError("The live analysis of the grid did not finish within 300 s.")
+            spectra = runs[-1].result["spectra"]
+            rows.append((f"full grid ({grid[0]:g}–{grid[-1]:g} °C, 10 °C)", len(grid), grid_s,
+                         *grid_edges(spectra, search["family"])))
+        finally:
+            reactor.pumps.cd.running.set(0).wait(5)
+            reactor.pumps.se.running.set(0).wait(5)
+            reactor.restore_settings(saved)
+    truth = flow_window_truth(search["family"], search["reaction_time_s"], growth, search["low_c"], search["high_c"])
+
+    def fmt(t):
+        return "n/a" if t is None else f"{t:.1f}"
+
+    print(f"{search['family']} window at {search['reaction_time_s']:g} s, T_growth min(T_nuc, {growth:g}) °C; "
+          f"simulator edges {fmt(truth[0])} / {fmt(truth[1])} °C")
+    print(f"{'series':34s} {'conditions':>10s} {'wall s':>8s} {'lower °C':>9s} {'upper °C':>9s}")
+    for name, n, seconds, lower, upper in rows:
+        print(f"{name:34s} {n:10d} {seconds:8.1f} {fmt(lower):>9s} {fmt(upper):>9s}")
+    (_, n_a, s_a, *_), (_, n_g, s_g, *_) = rows
+    print(f"adaptive / full: conditions {n_a / n_g:.2f}, wall time {s_a / s_g:.2f}")
+    print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
