@@ -22,8 +22,8 @@ timeouts are scaled with it (on real hardware the scale is 1).
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 
 import numpy as np
 from ophyd import Component as Cpt
@@ -34,7 +34,7 @@ from ophyd.pseudopos import (
     pseudo_position_argument,
     real_position_argument,
 )
-from ophyd.status import DeviceStatus, MoveStatus, SubscriptionStatus
+from ophyd.status import DeviceStatus, SubscriptionStatus
 
 PUT_TIMEOUT_S = 10.0
 """Wall-clock margin added to every acquisition and flush timeout, s."""
@@ -116,33 +116,32 @@ class Pump(PVPositionerIsClose):
     rtol = 1e-6
 
     def __init__(self, prefix: str = "", *, name: str, egu: str = "mL/min", **kwargs):
+        self._move_lock = threading.Lock()
+        self._move_pending = False
         super().__init__(prefix, name=name, egu=egu, **kwargs)
         self.readback.name = self.name
         self.done.kind = "omitted"
 
-    def move(self, position, wait=True, timeout=None, moved_cb=None):
-        """Move to ``position`` (mL/min) as :class:`~ophyd.PVPositioner` does, except that a
-        rate the pump already has (set point and readback within ``atol``/``rtol``) is not put
-        again: the returned status is finished at once.
+    def _setup_move(self, position) -> None:
+        """Put the new rate (mL/min); from here on the move's status may finish."""
+        with self._move_lock:
+            self._move_pending = True
+        super()._setup_move(position)
 
-        Repeating an unchanged set point makes the IOC re-post it, which flips ``done`` to
-        0 and back to 1 after the move already completed, and ophyd then finishes the same
-        status twice (an ``InvalidState`` traceback from a monitor thread).
+    def _done_moving(self, **kwargs) -> None:
+        """Finish the pending move once; calls with no move pending are ignored.
+
+        An IOC posts the rate set point again when only its alarm state changes (and may
+        post it after the readback), so ``done`` can fall and rise twice for one move, and
+        ophyd would finish the move's status twice (an ``InvalidState`` traceback from a
+        monitor thread). The move becomes pending when its rate is put (:meth:`_setup_move`),
+        after its status is subscribed, so a late post of the previous move cannot use it
+        up. The lock only guards the flag: no callback runs while it is held.
         """
-        target = float(position)
-        if self._has_rate(target):
-            self.check_value(target)
-            status = MoveStatus(self, target, settle_time=0.0)
-            if moved_cb is not None:
-                status.add_callback(functools.partial(moved_cb, obj=self))
-            status.set_finished()
-            return status
-        return super().move(position, wait=wait, timeout=timeout, moved_cb=moved_cb)
-
-    def _has_rate(self, rate: float) -> bool:
-        """True if both the set point and the readback already equal ``rate`` (mL/min)."""
-        return all(bool(np.isclose(float(signal.get()), rate, atol=self.atol, rtol=self.rtol))
-                   for signal in (self.setpoint, self.readback))
+        with self._move_lock:
+            pending, self._move_pending = self._move_pending, False
+        if pending:
+            super()._done_moving(**kwargs)
 
     @property
     def limits(self) -> tuple[float, float]:
