@@ -27,7 +27,7 @@ from mc_beamline.queue_server.access import manager_api
 from mc_beamline.queue_server.redis import find_redis_server, start_redis
 from mc_beamline.sim_iocs.process import IocProcess
 from mc_beamline.storage import DataDir, TiledService, connect, read_stream_array
-from tests.demo_process import demo_after_frames, frames_in
+from tests.demo_process import demo_after_frames, demo_when, enough_frames, frames_in
 from tests.queue_server.test_queue import QUICK, free_tcp_port, queue_cli
 
 RESEND_WAIT_S = 60.0
@@ -233,37 +233,89 @@ def _file_of_run(client, uid) -> Path:
 
 
 # ------------------------------------------------------------------ a dead IOC under the demo
-@pytest.mark.slow
-@pytest.mark.parametrize("kill_after_frames", [3, 60])
-def test_ioc_killed_mid_demo_raster_fails_the_run_and_keeps_every_frame(tmp_path, kill_after_frames):
-    """``kill -9`` of the IOC after some frames of ``demo --quick``: one sentence, the run's stop
-    document says fail, and Tiled holds the frames of the (closed, plainly readable) file, one
-    event each; the frame being written when the IOC died may have no event (its trigger
-    never completed)."""
+def kill_the_ioc_and_wait(demo) -> str:
+    """``kill -9`` the demo's IOC; the demo must end within the bound with exit 2 and one
+    sentence naming the failed run and its stored events. Returns the run's uid."""
     import psutil
 
-    data_dir = tmp_path / "mc-data"
-    with demo_after_frames(data_dir, kill_after_frames) as demo:
-        (ioc,) = [p for p in psutil.Process(demo.pid).children() if "mc_beamline.sim_iocs" in " ".join(p.cmdline())]
-        ioc.kill()
-        stdout, stderr = demo.communicate(timeout=120)  # the bound: a demo that hangs fails here
+    (ioc,) = [p for p in psutil.Process(demo.pid).children() if "mc_beamline.sim_iocs" in " ".join(p.cmdline())]
+    ioc.kill()
+    _, stderr = demo.communicate(timeout=120)  # the bound: a demo that hangs fails here
     assert demo.returncode == 2, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("mc-beamline demo: The beamline IOC stopped answering; run "), stderr
-    uid = last.split("run ", 1)[1].split()[0]
+    assert " ended with exit_status fail and its " in last, stderr
     assert len(stderr.strip().splitlines()) <= 10, stderr
+    return last.split("run ", 1)[1].split()[0]
+
+
+def after_line(text: str, delay_s: float):
+    """A ``ready`` for :func:`demo_when`: ``delay_s`` seconds after the demo printed ``text``."""
+    seen: list[float] = []
+
+    def ready(stdout: Path) -> bool:
+        if not seen and text in stdout.read_text():
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] >= delay_s
+
+    return ready
+
+
+def assert_events_are_the_file_frames(data_dir: Path, uid: str, image_key: str, at_least: int) -> None:
+    """The failed run's events hold the frames of its (closed, plainly readable) file, one
+    event each; the frame being written when the IOC died may have no event (its trigger
+    never completed)."""
     frames = frames_in(data_dir / "detector", swmr=False)  # no SWMR: the file was closed after the IOC died
-    assert frames >= kill_after_frames
+    assert frames >= at_least
     with connect(data_dir=data_dir) as client:
         stop = client[uid].metadata["stop"]
         assert stop["exit_status"] == "fail"
         events = stop["num_events"].get("primary", 0)
         assert frames - 1 <= events <= frames
-        stored = read_stream_array(client, uid, "det_image")
+        stored = read_stream_array(client, uid, image_key)
     (h5file,) = list((data_dir / "detector").rglob("*.h5"))
     with h5py.File(h5file, "r") as f:
         assert np.array_equal(stored, f["/entry/data/data"][:events])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_frames", [3, 60])
+def test_ioc_killed_mid_demo_raster_fails_the_run_and_keeps_every_frame(tmp_path, kill_after_frames):
+    """``kill -9`` of the IOC after some frames of ``demo --quick``: one sentence, the run's
+    stop document says fail, and Tiled holds the frames of the file."""
+    data_dir = tmp_path / "mc-data"
+    with demo_after_frames(data_dir, kill_after_frames) as demo:
+        uid = kill_the_ioc_and_wait(demo)
+    assert_events_are_the_file_frames(data_dir, uid, "det_image", kill_after_frames)
+
+
+@pytest.mark.slow
+def test_ioc_killed_mid_assembly_series_fails_the_run_and_keeps_every_frame(tmp_path):
+    """The same for the first series of ``demo assembly --quick``, after 3 camera frames."""
+    data_dir = tmp_path / "mc-data"
+    with demo_when(data_dir, enough_frames(data_dir, 3), args=("assembly",)) as demo:
+        uid = kill_the_ioc_and_wait(demo)
+    assert_events_are_the_file_frames(data_dir, uid, "assembly_saxs_image", 3)
+
+
+@pytest.mark.slow
+def test_ioc_killed_mid_flow_series_fails_the_run_and_keeps_its_conditions(tmp_path):
+    """The same for ``demo flow --quick`` (4 conditions, ~2 s each) 2 s into the series: the
+    run fails, and every condition it recorded is in Tiled with its spectrum."""
+    data_dir = tmp_path / "mc-data"
+    with demo_when(data_dir, after_line("Flow series:", 2.0), args=("flow",)) as demo:
+        uid = kill_the_ioc_and_wait(demo)
+    with connect(data_dir=data_dir) as client:
+        run = client[uid]
+        stop = run.metadata["stop"]
+        assert stop["exit_status"] == "fail"
+        events = stop["num_events"].get("primary", 0)
+        assert events < 4
+        if events:
+            key = run.metadata["start"]["mc_beamline"]["keys"]["absorbance"]
+            spectra = read_stream_array(client, uid, key)
+            assert spectra.shape[0] == events and np.all(np.isfinite(spectra))
 
 
 @pytest.mark.slow

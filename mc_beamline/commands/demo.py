@@ -51,12 +51,15 @@ class RasterDemoResult:
 
 
 @contextlib.contextmanager
-def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
+def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis", analyses: list | None = None):
     """Start the simulated IOC and an embedded Tiled server; yield (beamline, RunEngine, client).
 
     The RunEngine has the TiledWriter subscribed and fails a run before the data directory's
     disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
     fails or is interrupted (Ctrl-C) keeps what it recorded: see `ended_run`.
+    ``analyses``: the caller's live analyses (anything with ``wait(timeout_s)``), filled
+    while it runs; on the way out, also after a failed run, they get up to
+    :data:`ANALYSIS_TIMEOUT_S` together to finish and store their results while Tiled is up.
     """
     from bluesky import RunEngine
 
@@ -77,7 +80,12 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis"):
                 RE.subscribe(tiled_writer(client))
                 RE.preprocessors.append(guard_disk_space(data_dir))
                 with ended_run(RE, client, ioc):
-                    yield beamline, RE, client
+                    try:
+                        yield beamline, RE, client
+                    finally:
+                        deadline = time.monotonic() + ANALYSIS_TIMEOUT_S
+                        for live in analyses or ():
+                            live.wait(max(0.0, deadline - time.monotonic()))
 
 
 @contextlib.contextmanager
@@ -287,7 +295,7 @@ def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, ada
     search = QUICK_ADAPTIVE_FLOW if quick else ADAPTIVE_FLOW
     figdir = Path(data_dir) / "figures"
     runs: list = []
-    with simulated_beamline(data_dir) as (beamline, RE, client):
+    with simulated_beamline(data_dir, analyses=runs) as (beamline, RE, client):
         reactor = beamline.reactor
         saved = reactor.run_simulation_fast(FLOW_TIME_SCALE)
         try:
@@ -454,7 +462,7 @@ def assembly_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout)
     figdir = Path(data_dir) / "figures"
     reports: list[AssemblySeriesReport] = []
     runs: list = []
-    with simulated_beamline(data_dir) as (beamline, RE, client):
+    with simulated_beamline(data_dir, analyses=runs) as (beamline, RE, client):
         cell = beamline.assembly
         saved_scale = cell.time_scale.get()
         RE.subscribe(assembly_router(publish=tiled_writer(client), figure_dir=figdir, on_run=runs.append))
