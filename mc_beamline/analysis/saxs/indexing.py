@@ -42,6 +42,7 @@ Units: q in nm⁻¹, a and d in nm.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -275,13 +276,33 @@ class Reflections:
 _TABLES: dict[str, tuple] = {}
 
 
-def _table(lattice: str, n: int):
-    """:func:`_hkl_table` for |h|, |k|, |l| ≤ at least ``n`` (the largest one made is kept)."""
+def _table(lattice: str, n_ab: int, n_c: int):
+    """The distinct (A, C) of :func:`_hkl_table` for |h|, |k| ≤ at least ``n_ab`` and |l| ≤
+    at least ``n_c``, sorted by increasing A: the summed |F|² of each and its
+    representative hkl (non-negative indices first, then descending h, k, l). q² = A + C /
+    (c/a)² depends on hkl only through (A, C), so this serves every c/a. The largest table
+    made is kept; it grows by half beyond the need."""
     have = _TABLES.get(lattice)
-    if have is None or have[0] < n:
-        have = (n, _hkl_table(lattice, n, n))
+    if have is None or have[0] < n_ab or have[1] < n_c:
+        n_ab = math.ceil(1.5 * max(n_ab, have[0] if have else 0))
+        n_c = math.ceil(1.5 * max(n_c, have[1] if have else 0))
+        hkl, f2, coef_a, coef_c = _hkl_table(lattice, n_ab, n_c)
+        # A and C are integers times (2π)² (hexagonal A: times (2π)²/3)
+        ka = np.rint(coef_a * 3.0 / (2 * math.pi) ** 2).astype(np.int64)
+        kc = np.rint(coef_c / (2 * math.pi) ** 2).astype(np.int64)
+        _, first, inv = np.unique(ka * (int(kc.max()) + 1) + kc, return_index=True, return_inverse=True)
+        pairs = np.stack([coef_a[first], coef_c[first]], axis=1)
+        f2_sum = np.bincount(inv, weights=f2)
+        order = np.lexsort((-hkl[:, 2], -hkl[:, 1], -hkl[:, 0], ~(hkl >= 0).all(axis=1), inv))
+        rep = hkl[order[np.r_[True, inv[order][1:] != inv[order][:-1]]]]
+        by_a = np.argsort(pairs[:, 0], kind="stable")
+        arrays = (np.ascontiguousarray(rep[by_a]), f2_sum[by_a], np.ascontiguousarray(pairs[by_a, 0]),
+                  np.ascontiguousarray(pairs[by_a, 1]))
+        for arr in arrays:
+            arr.setflags(write=False)
+        have = (n_ab, n_c, arrays)
         _TABLES[lattice] = have
-    return have[1]
+    return have[2]
 
 
 def _hkl_table(lattice: str, n_ab: int, n_c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -305,8 +326,6 @@ def _hkl_table(lattice: str, n_ab: int, n_c: int) -> tuple[np.ndarray, np.ndarra
     else:
         coef_a = two_pi2 * (hkl**2).sum(axis=1)
         coef_c = np.zeros(hkl.shape[0])
-    for arr in (hkl, f2, coef_a, coef_c):
-        arr.setflags(write=False)
     return hkl, f2, coef_a.astype(float), coef_c.astype(float)
 
 
@@ -320,9 +339,20 @@ def reflections(lattice: str, g_max: float, c_over_a: float | None = None) -> Re
     if lattice not in _N_PARAMS:
         raise ValueError(f"Unknown lattice {lattice!r}; use one of {', '.join(LATTICES)}.")
     ca = (IDEAL_HCP_C_OVER_A if lattice == "hcp" else 1.0) if c_over_a is None else float(c_over_a)
+    # computed up to the next multiple of π and kept: the indexing asks for the same
+    # lattices and c/a grid over and over
+    full = _reflections_upto(lattice, math.pi * math.ceil(g_max / math.pi), ca)
+    n = int(np.searchsorted(full.g, g_max, side="right"))
+    return Reflections(full.g[:n], full.strength[:n], full.hkl[:n], full.coef_a[:n], full.coef_c[:n])
+
+
+@functools.lru_cache(maxsize=4096)
+def _reflections_upto(lattice: str, g_max: float, ca: float) -> Reflections:
     n_ab = int(math.ceil(g_max / (2 * math.pi) * (2 / math.sqrt(3) if lattice in ("hcp", "hex") else 1.0))) + 1
     n_c = n_ab if lattice in ("fcc", "bcc", "sc") else int(math.ceil(g_max * ca / (2 * math.pi))) + 1
-    hkl, f2, coef_a, coef_c = _table(lattice, max(n_ab, n_c, 8))
+    hkl, f2, coef_a, coef_c = _table(lattice, max(n_ab, 8), max(n_c, 8))
+    n = int(np.searchsorted(coef_a, g_max**2 * (1 + 1e-9), side="right"))  # q² ≥ A
+    hkl, f2, coef_a, coef_c = hkl[:n], f2[:n], coef_a[:n], coef_c[:n]
     g = np.sqrt(coef_a + coef_c / ca**2)
     keep = g <= g_max
     hkl, f2, g, coef_a, coef_c = hkl[keep], f2[keep], g[keep], coef_a[keep], coef_c[keep]
@@ -331,7 +361,10 @@ def reflections(lattice: str, g_max: float, c_over_a: float | None = None) -> Re
     # a representative per reflection: non-negative indices first, then descending h, k, l
     order = np.lexsort((-hkl[:, 2], -hkl[:, 1], -hkl[:, 0], ~(hkl >= 0).all(axis=1), inv))
     first = order[np.r_[True, inv[order][1:] != inv[order][:-1]]]
-    return Reflections(uniq, strength, hkl[first], coef_a[first], coef_c[first])
+    out = Reflections(uniq, strength, hkl[first], coef_a[first], coef_c[first])
+    for arr in (out.g, out.strength, out.hkl, out.coef_a, out.coef_c):
+        arr.setflags(write=False)
+    return out
 
 
 # ----------------------------------------------------------------------- indexing
@@ -413,6 +446,16 @@ def _refine_params(lattice, refl, j_assigned, q_obs, ca):
     return 1.0 / math.sqrt(inv_a2), ca
 
 
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Median of each row of ``values`` over its ``mask``ed entries (1 where none)."""
+    srt = np.sort(np.where(mask, values, np.inf), axis=1)
+    n = mask.sum(axis=1)
+    rows = np.arange(values.shape[0])
+    lo = srt[rows, np.maximum((n - 1) // 2, 0)]
+    hi = srt[rows, np.maximum(n // 2, 0)]
+    return np.where(n > 0, 0.5 * (lo + hi), 1.0)
+
+
 def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None,
               reliability=None, visibility=None):
     """Score lattice constants ``a`` (array of hypotheses) given the reflections ``refl`` of
@@ -431,9 +474,7 @@ def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cos
     in_range = (g >= q_lo * (1 + tol)) & (g <= q_hi)
     miss = in_range & ~near
     strength = refl.strength[j]  # (H, P)
-    with np.errstate(invalid="ignore"):
-        s_ref = np.nanmedian(np.where(matched, strength, np.nan), axis=1)
-    s_ref = np.where(np.isfinite(s_ref), s_ref, 1.0)
+    s_ref = _masked_median(strength, matched)
     w_miss = np.minimum(refl.strength[None, :] / s_ref[:, None], 1.0)
     if visibility is not None:  # a reflection in a form-factor minimum may be invisible
         w_miss = w_miss * np.minimum(1.0, visibility(g) / FULL_VISIBILITY)
