@@ -478,9 +478,23 @@ def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cos
     w_miss = np.minimum(refl.strength[None, :] / s_ref[:, None], 1.0)
     if visibility is not None:  # a reflection in a form-factor minimum may be invisible
         w_miss = w_miss * np.minimum(1.0, visibility(g) / FULL_VISIBILITY)
+    # reflections crowd at high order: a peak within e = max(|ε|, σ_ε) of a reflection whose
+    # neighbours are less than 4 e away (a random position comes that close with
+    # probability over ½) is explained by chance, is evidence for no lattice and costs as
+    # much as an unexplained one
+    rel_gap = np.diff(refl.g) / refl.g[:-1]
+    gap = np.minimum(np.r_[np.inf, rel_gap], np.r_[rel_gap, np.inf])
+    evidence = matched & (gap[j] > 4.0 * np.maximum(np.abs(eps), sigma_eps))
+    rel = np.ones(q_obs.size) if reliability is None else reliability
+    # a reflection is expected as reliably as the most reliable peak the hypothesis
+    # explains (by a resolved reflection) at or above it: the orders of a paracrystal fade
+    # with q, and where only weak peaks are left the reflections between them may be lost
+    rel_m = np.where(evidence, rel[None, :], 0.0)
+    above = np.c_[np.maximum.accumulate(rel_m[:, ::-1], axis=1)[:, ::-1], np.zeros(a.size)]
+    w_miss = w_miss * np.take_along_axis(above, np.searchsorted(q_obs, g * (1 - tol)), axis=1)
     missing = np.sum(np.where(miss, w_miss, 0.0), axis=1)
-    price = unmatched_cost if reliability is None else unmatched_cost * reliability[None, :]
-    chi = np.sum(np.where(matched, np.minimum((eps / sigma_eps) ** 2, price), price), axis=1)
+    price = unmatched_cost * rel[None, :]
+    chi = np.sum(np.where(evidence, np.minimum((eps / sigma_eps) ** 2, price), price), axis=1)
     cost = chi + missing_cost * missing + 2.0 * _N_PARAMS[lattice]
     return j, eps, matched, missing, cost
 
