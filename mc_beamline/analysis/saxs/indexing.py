@@ -27,10 +27,13 @@ which is linear in 1/a² and 1/c². The cost of a hypothesis is
     Σ_i min((ε_i / σ_ε)², U)  +  M · Σ_missing w_j  +  P · (number of free parameters)
 
 with ε_i = q_obs,i / q_calc,i − 1 (``position_sigma`` σ_ε), U the price of an observed peak
-no reflection explains (|ε| > ``tol``), and w_j ≤ 1 the relative strength (m|F|²/q²,
-normalised to the median matched reflection; every lamellar order weighs 1) of every
-reflection between the low end of the measured q range and the last observed peak that
-no observed peak is within ``tol`` (or its FWHM) of. The lattice of least cost wins if it explains at
+no reflection explains (|ε| > ``tol``) or explains only by chance (its reflection's
+neighbours closer than 4 max(|ε|, σ_ε): at high order reflections crowd and any position
+is near one), and w_j ≤ 1 the relative strength (m|F|²/q², normalised to the median
+matched reflection; every lamellar order weighs 1) of every reflection between the low end
+of the measured q range and the last observed peak that no observed peak is within ``tol``
+(or its FWHM) of, times the reliability of the most reliable peak explained (not by chance)
+at or above it (the orders of a paracrystal fade with q). The lattice of least cost wins if it explains at
 least ``min_peaks`` peaks (2 for lamellar), leaves at most ``max_unmatched`` unexplained,
 and its missing reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
 peak (½ for one free parameter, ⅓ for two); otherwise
