@@ -143,9 +143,11 @@ def _scan(q: np.ndarray, i: np.ndarray, ln_i: np.ndarray, weight: np.ndarray, fr
 
 def fit_sphere_form_factor(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, *,
                            q_min_nm: float | None = None,
-                           radius_range_nm: tuple[float, float] | None = None) -> SphereFit | None:
+                           radius_range_nm: tuple[float, float] | None = None,
+                           min_radius_nm: float = 0.0) -> SphereFit | None:
     """Fit c · P̄(q; R, p) + b to the curve above ``q_min_nm`` (see the module docstring),
-    with R inside ``radius_range_nm`` if given (default: 1.5/q_max to 2π/q_min).
+    with R inside ``radius_range_nm`` if given (default: 1.5/q_max to 2π/q_min), and at
+    least ``min_radius_nm`` (nm) where that is inside the default range.
 
     Returns None where fewer than 20 points with I > 0 are left, or no radius fits.
     """
@@ -161,6 +163,7 @@ def fit_sphere_form_factor(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.nd
     weight = 1.0 / np.sqrt(RELATIVE_MISFIT**2 + (s_f / i_f) ** 2)
     if radius_range_nm is None:
         r_lo, r_hi = max(1.5 / qf[-1], 0.3), min(2.0 * math.pi / qf[0], 100.0)
+        r_lo = min(max(r_lo, min_radius_nm), r_hi)
     else:
         r_lo, r_hi = radius_range_nm
     radii = np.geomspace(r_lo, r_hi, 50)

@@ -27,10 +27,13 @@ which is linear in 1/a² and 1/c². The cost of a hypothesis is
     Σ_i min((ε_i / σ_ε)², U)  +  M · Σ_missing w_j  +  P · (number of free parameters)
 
 with ε_i = q_obs,i / q_calc,i − 1 (``position_sigma`` σ_ε), U the price of an observed peak
-no reflection explains (|ε| > ``tol``), and w_j ≤ 1 the relative strength (m|F|²/q²,
-normalised to the median matched reflection; every lamellar order weighs 1) of every
-reflection between the low end of the measured q range and the last observed peak that
-no observed peak is within ``tol`` (or its FWHM) of. The lattice of least cost wins if it explains at
+no reflection explains (|ε| > ``tol``) or explains only by chance (its reflection's
+neighbours closer than 4 max(|ε|, σ_ε): at high order reflections crowd and any position
+is near one), and w_j ≤ 1 the relative strength (m|F|²/q², normalised to the median
+matched reflection; every lamellar order weighs 1) of every reflection between the low end
+of the measured q range and the last observed peak that no observed peak is within ``tol``
+(or its FWHM) of, times the reliability of the most reliable peak explained (not by chance)
+at or above it (the orders of a paracrystal fade with q). The lattice of least cost wins if it explains at
 least ``min_peaks`` peaks (2 for lamellar), leaves at most ``max_unmatched`` unexplained,
 and its missing reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
 peak (½ for one free parameter, ⅓ for two); otherwise
@@ -276,13 +279,33 @@ class Reflections:
 _TABLES: dict[str, tuple] = {}
 
 
-def _table(lattice: str, n: int):
-    """:func:`_hkl_table` for |h|, |k|, |l| ≤ at least ``n`` (the largest one made is kept)."""
+def _table(lattice: str, n_ab: int, n_c: int):
+    """The distinct (A, C) of :func:`_hkl_table` for |h|, |k| ≤ at least ``n_ab`` and |l| ≤
+    at least ``n_c``, sorted by increasing A: the summed |F|² of each and its
+    representative hkl (non-negative indices first, then descending h, k, l). q² = A + C /
+    (c/a)² depends on hkl only through (A, C), so this serves every c/a. The largest table
+    made is kept; it grows by half beyond the need."""
     have = _TABLES.get(lattice)
-    if have is None or have[0] < n:
-        have = (n, _hkl_table(lattice, n, n))
+    if have is None or have[0] < n_ab or have[1] < n_c:
+        n_ab = math.ceil(1.5 * max(n_ab, have[0] if have else 0))
+        n_c = math.ceil(1.5 * max(n_c, have[1] if have else 0))
+        hkl, f2, coef_a, coef_c = _hkl_table(lattice, n_ab, n_c)
+        # A and C are integers times (2π)² (hexagonal A: times (2π)²/3)
+        ka = np.rint(coef_a * 3.0 / (2 * math.pi) ** 2).astype(np.int64)
+        kc = np.rint(coef_c / (2 * math.pi) ** 2).astype(np.int64)
+        _, first, inv = np.unique(ka * (int(kc.max()) + 1) + kc, return_index=True, return_inverse=True)
+        pairs = np.stack([coef_a[first], coef_c[first]], axis=1)
+        f2_sum = np.bincount(inv, weights=f2)
+        order = np.lexsort((-hkl[:, 2], -hkl[:, 1], -hkl[:, 0], ~(hkl >= 0).all(axis=1), inv))
+        rep = hkl[order[np.r_[True, inv[order][1:] != inv[order][:-1]]]]
+        by_a = np.argsort(pairs[:, 0], kind="stable")
+        arrays = (np.ascontiguousarray(rep[by_a]), f2_sum[by_a], np.ascontiguousarray(pairs[by_a, 0]),
+                  np.ascontiguousarray(pairs[by_a, 1]))
+        for arr in arrays:
+            arr.setflags(write=False)
+        have = (n_ab, n_c, arrays)
         _TABLES[lattice] = have
-    return have[1]
+    return have[2]
 
 
 def _hkl_table(lattice: str, n_ab: int, n_c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -306,8 +329,6 @@ def _hkl_table(lattice: str, n_ab: int, n_c: int) -> tuple[np.ndarray, np.ndarra
     else:
         coef_a = two_pi2 * (hkl**2).sum(axis=1)
         coef_c = np.zeros(hkl.shape[0])
-    for arr in (hkl, f2, coef_a, coef_c):
-        arr.setflags(write=False)
     return hkl, f2, coef_a.astype(float), coef_c.astype(float)
 
 
@@ -321,30 +342,20 @@ def reflections(lattice: str, g_max: float, c_over_a: float | None = None) -> Re
     if lattice not in _N_PARAMS:
         raise ValueError(f"Unknown lattice {lattice!r}; use one of {', '.join(LATTICES)}.")
     ca = (IDEAL_HCP_C_OVER_A if lattice == "hcp" else 1.0) if c_over_a is None else float(c_over_a)
+    # computed up to the next multiple of π and kept: the indexing asks for the same
+    # lattices and c/a grid over and over
+    full = _reflections_upto(lattice, math.pi * math.ceil(g_max / math.pi), ca)
+    n = int(np.searchsorted(full.g, g_max, side="right"))
+    return Reflections(full.g[:n], full.strength[:n], full.hkl[:n], full.coef_a[:n], full.coef_c[:n])
+
+
+@functools.lru_cache(maxsize=4096)
+def _reflections_upto(lattice: str, g_max: float, ca: float) -> Reflections:
     n_ab = int(math.ceil(g_max / (2 * math.pi) * (2 / math.sqrt(3) if lattice in ("hcp", "hex") else 1.0))) + 1
     n_c = n_ab if lattice in ("fcc", "bcc", "sc") else int(math.ceil(g_max * ca / (2 * math.pi))) + 1
-    n = max(n_ab, n_c, 8)
-    if lattice in ("fcc", "bcc", "sc"):  # no c/a: the same reflections for every call, cut at g_max
-        every = _cubic_reflections(lattice, n)
-        k = int(np.searchsorted(every.g, g_max, side="right"))
-        return Reflections(every.g[:k], every.strength[:k], every.hkl[:k], every.coef_a[:k], every.coef_c[:k])
-    return _distinct_reflections(lattice, ca, n, g_max)
-
-
-@functools.lru_cache(maxsize=64)
-def _cubic_reflections(lattice: str, n: int) -> Reflections:
-    """:func:`_distinct_reflections` of a cubic lattice for its whole (h, k, l) table, kept:
-    indexing and phase fits ask for the same cubic lattices again and again."""
-    every = _distinct_reflections(lattice, 1.0, n, math.inf)
-    for arr in (every.g, every.strength, every.hkl, every.coef_a, every.coef_c):
-        arr.setflags(write=False)
-    return every
-
-
-def _distinct_reflections(lattice: str, ca: float, n: int, g_max: float) -> Reflections:
-    """Distinct reflections up to q = ``g_max`` nm⁻¹ of the (h, k, l) table of size ``n`` at
-    c/a = ``ca``, by ascending q (a = 1 nm)."""
-    hkl, f2, coef_a, coef_c = _table(lattice, n)
+    hkl, f2, coef_a, coef_c = _table(lattice, max(n_ab, 8), max(n_c, 8))
+    n = int(np.searchsorted(coef_a, g_max**2 * (1 + 1e-9), side="right"))  # q² ≥ A
+    hkl, f2, coef_a, coef_c = hkl[:n], f2[:n], coef_a[:n], coef_c[:n]
     g = np.sqrt(coef_a + coef_c / ca**2)
     keep = g <= g_max
     hkl, f2, g, coef_a, coef_c = hkl[keep], f2[keep], g[keep], coef_a[keep], coef_c[keep]
@@ -353,7 +364,10 @@ def _distinct_reflections(lattice: str, ca: float, n: int, g_max: float) -> Refl
     # a representative per reflection: non-negative indices first, then descending h, k, l
     order = np.lexsort((-hkl[:, 2], -hkl[:, 1], -hkl[:, 0], ~(hkl >= 0).all(axis=1), inv))
     first = order[np.r_[True, inv[order][1:] != inv[order][:-1]]]
-    return Reflections(uniq, strength, hkl[first], coef_a[first], coef_c[first])
+    out = Reflections(uniq, strength, hkl[first], coef_a[first], coef_c[first])
+    for arr in (out.g, out.strength, out.hkl, out.coef_a, out.coef_c):
+        arr.setflags(write=False)
+    return out
 
 
 # ----------------------------------------------------------------------- indexing
@@ -435,6 +449,16 @@ def _refine_params(lattice, refl, j_assigned, q_obs, ca):
     return 1.0 / math.sqrt(inv_a2), ca
 
 
+def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Median of each row of ``values`` over its ``mask``ed entries (1 where none)."""
+    srt = np.sort(np.where(mask, values, np.inf), axis=1)
+    n = mask.sum(axis=1)
+    rows = np.arange(values.shape[0])
+    lo = srt[rows, np.maximum((n - 1) // 2, 0)]
+    hi = srt[rows, np.maximum(n // 2, 0)]
+    return np.where(n > 0, 0.5 * (lo + hi), 1.0)
+
+
 def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None,
               reliability=None, visibility=None):
     """Score lattice constants ``a`` (array of hypotheses) given the reflections ``refl`` of
@@ -453,15 +477,27 @@ def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cos
     in_range = (g >= q_lo * (1 + tol)) & (g <= q_hi)
     miss = in_range & ~near
     strength = refl.strength[j]  # (H, P)
-    with np.errstate(invalid="ignore"):
-        s_ref = np.nanmedian(np.where(matched, strength, np.nan), axis=1)
-    s_ref = np.where(np.isfinite(s_ref), s_ref, 1.0)
+    s_ref = _masked_median(strength, matched)
     w_miss = np.minimum(refl.strength[None, :] / s_ref[:, None], 1.0)
     if visibility is not None:  # a reflection in a form-factor minimum may be invisible
         w_miss = w_miss * np.minimum(1.0, visibility(g) / FULL_VISIBILITY)
+    # reflections crowd at high order: a peak within e = max(|ε|, σ_ε) of a reflection whose
+    # neighbours are less than 4 e away (a random position comes that close with
+    # probability over ½) is explained by chance, is evidence for no lattice and costs as
+    # much as an unexplained one
+    rel_gap = np.diff(refl.g) / refl.g[:-1]
+    gap = np.minimum(np.r_[np.inf, rel_gap], np.r_[rel_gap, np.inf])
+    evidence = matched & (gap[j] > 4.0 * np.maximum(np.abs(eps), sigma_eps))
+    rel = np.ones(q_obs.size) if reliability is None else reliability
+    # a reflection is expected as reliably as the most reliable peak the hypothesis
+    # explains (by a resolved reflection) at or above it: the orders of a paracrystal fade
+    # with q, and where only weak peaks are left the reflections between them may be lost
+    rel_m = np.where(evidence, rel[None, :], 0.0)
+    above = np.c_[np.maximum.accumulate(rel_m[:, ::-1], axis=1)[:, ::-1], np.zeros(a.size)]
+    w_miss = w_miss * np.take_along_axis(above, np.searchsorted(q_obs, g * (1 - tol)), axis=1)
     missing = np.sum(np.where(miss, w_miss, 0.0), axis=1)
-    price = unmatched_cost if reliability is None else unmatched_cost * reliability[None, :]
-    chi = np.sum(np.where(matched, np.minimum((eps / sigma_eps) ** 2, price), price), axis=1)
+    price = unmatched_cost * rel[None, :]
+    chi = np.sum(np.where(evidence, np.minimum((eps / sigma_eps) ** 2, price), price), axis=1)
     cost = chi + missing_cost * missing + 2.0 * _N_PARAMS[lattice]
     return j, eps, matched, missing, cost
 

@@ -10,8 +10,10 @@ mislead (111/222/333 of fcc look lamellar; the 200 beside the first minimum is m
 2. fits a polydisperse sphere form factor
    (:func:`~mc_beamline.analysis.saxs.form_factor.fit_sphere_form_factor`) to the whole
    curve and, where there are peaks, above ``LOW_Q_FRACTION`` × the first one (below it
-   S(q) of a crystal or dense fluid is ≪ 1); the second fit is taken where it fits the
-   curve above that q clearly better (``WHOLE_CURVE_COST_MARGIN``);
+   S(q) of a crystal or dense fluid is ≪ 1), there with R ≥ ``PACKED_RADIUS[0]`` × 2π / q₁
+   (no lattice with its first peak at q₁ has nearest neighbours closer than 2π / q₁); the
+   second fit is taken where it fits the curve above that q clearly better
+   (``WHOLE_CURVE_COST_MARGIN``) or the whole-curve radius is below that bound;
 3. finds the peaks of S(q) where the form factor keeps at least
    ``MIN_VISIBILITY`` of its envelope
    (:func:`~mc_beamline.analysis.saxs.indexing.find_structure_peaks`) and indexes them with
@@ -22,7 +24,8 @@ mislead (111/222/333 of fcc look lamellar; the 200 beside the first minimum is m
 4. returns the S(q) indexing where it explains its peaks, else the I(q) indexing (a form
    factor that does not fit leaves an S(q) without a lattice, while I(q) may have one);
 5. refits the form factor with R between ``PACKED_RADIUS`` × the lattice's
-   nearest-neighbour distance where the first fit put spheres that do not fit the lattice.
+   nearest-neighbour distance where the first fit put spheres that do not fit the lattice,
+   and indexes S(q) again with it.
 
 Units: q in nm⁻¹, lengths in nm.
 """
@@ -101,16 +104,44 @@ def index_structure_factor(q_nm: np.ndarray, intensity: np.ndarray,
     s = _noise(i) if sigma is None else np.asarray(sigma, dtype=float)
     i_peaks = find_bragg_peaks(q, i, s)
     i_result = _index(i_peaks, q)
+    # every lattice has its nearest neighbours at least 2π / q of its first reflection
+    # apart (sc; fcc, bcc 2π √1.5 / q), so spheres packed in it are at least
+    # PACKED_RADIUS[0] × 2π / q₁ in radius: smaller ones would be a form factor that
+    # flattened to fit the Bragg peaks, not the particles (the fit above the first peak,
+    # kept above that radius, replaces a whole-curve fit below it)
+    r_min = PACKED_RADIUS[0] * 2.0 * math.pi / i_peaks[0].q_nm if i_peaks else 0.0
     ff = fit_sphere_form_factor(q, i, s)
     if i_peaks:
-        high = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * i_peaks[0].q_nm)
+        high = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * i_peaks[0].q_nm, min_radius_nm=r_min)
         if high is not None:
             n_high = int(np.count_nonzero((q >= high.q_min_nm) & (i > 0)))
-            if ff is None or (ff.robust_cost(q, i, s, high.q_min_nm) - high.robust_cost(q, i, s, high.q_min_nm)
+            if ff is None or ff.radius_nm < r_min or (ff.robust_cost(q, i, s, high.q_min_nm) - high.robust_cost(q, i, s, high.q_min_nm)
                               > WHOLE_CURVE_COST_MARGIN * np.sqrt(n_high)):
                 ff = high
     if ff is None:
         return StructureIndexing(tuple(i_peaks), i_result, "I(q)", None)
+    s_peaks, s_result = _index_structure_peaks(q, i, s, ff)
+    if s_result.best is not None or i_result.best is None:
+        peaks, result, source = tuple(s_peaks), s_result, "S(q)"
+    else:
+        peaks, result, source = tuple(i_peaks), i_result, "I(q)"
+    d_nn = nearest_neighbour_nm(result.best) if result.best is not None else None
+    if d_nn is not None and not (PACKED_RADIUS[0] * d_nn <= ff.radius_nm <= PACKED_RADIUS[1] * d_nn):
+        # spheres that do not fit the lattice they are in: the form factor fit failed;
+        # refitted inside the lattice, and S(q) indexed again with it
+        packed = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * peaks[0].q_nm,
+                                        radius_range_nm=(PACKED_RADIUS[0] * d_nn, PACKED_RADIUS[1] * d_nn))
+        if packed is not None:
+            ff = packed
+            s_peaks, s_result = _index_structure_peaks(q, i, s, ff)
+            if s_result.best is not None:
+                peaks, result, source = tuple(s_peaks), s_result, "S(q)"
+    return StructureIndexing(peaks, result, source, ff)
+
+
+def _index_structure_peaks(q: np.ndarray, i: np.ndarray, s: np.ndarray,
+                           ff: SphereFit) -> tuple[list[BraggPeak], IndexingResult]:
+    """Peaks of S(q) = (I − b) / (c P̄) and their indexing (steps 3 of the module docstring)."""
     s_q, s_sigma = ff.structure_factor(q, i, s)
     visibility = ff.visibility(q)
     s_peaks = find_structure_peaks(q, s_q, s_sigma, visibility, min_visibility=MIN_VISIBILITY)
@@ -119,18 +150,7 @@ def index_structure_factor(q_nm: np.ndarray, intensity: np.ndarray,
         heights = np.array([p.height for p in s_peaks])
         strong = float(np.median(np.sort(heights)[-5:]))
         rel = np.minimum(rel, np.clip(heights / (WEAK_PEAK_FRACTION * strong), 0.0, 1.0))
-    s_result = _index(s_peaks, q, peak_reliability=rel, visibility=lambda g: np.interp(g, q, visibility))
-    if s_result.best is not None or i_result.best is None:
-        peaks, result, source = tuple(s_peaks), s_result, "S(q)"
-    else:
-        peaks, result, source = tuple(i_peaks), i_result, "I(q)"
-    d_nn = nearest_neighbour_nm(result.best) if result.best is not None else None
-    if d_nn is not None and not (PACKED_RADIUS[0] * d_nn <= ff.radius_nm <= PACKED_RADIUS[1] * d_nn):
-        # spheres that do not fit the lattice they are in: the form factor fit failed
-        packed = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * peaks[0].q_nm,
-                                        radius_range_nm=(PACKED_RADIUS[0] * d_nn, PACKED_RADIUS[1] * d_nn))
-        ff = packed if packed is not None else ff
-    return StructureIndexing(peaks, result, source, ff)
+    return s_peaks, _index(s_peaks, q, peak_reliability=rel, visibility=lambda g: np.interp(g, q, visibility))
 
 
 def nearest_neighbour_nm(fit: LatticeFit) -> float | None:
