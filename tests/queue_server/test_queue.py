@@ -229,7 +229,8 @@ def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled
 def test_queue_offers_only_the_plugins_plans_and_devices(queue):
     api, _ = queue
     assert set(api.plans_allowed()["plans_allowed"]) == {
-        "nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "adaptive_flow_series", "assembly_series"}
+        "nanodiffraction_raster", "nanodiffraction_fly_raster", "adaptive_raster", "flow_series", "adaptive_flow_series",
+        "assembly_series"}
     assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam", "reactor", "assembly"}
     params = {p["name"]: p for p in api.plans_allowed()["plans_allowed"]["nanodiffraction_raster"]["parameters"]}
     assert params["ny"]["annotation"]["type"] == "int" and params["ny"]["min"] == "1"
