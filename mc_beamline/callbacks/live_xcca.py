@@ -216,8 +216,9 @@ class LiveXcca(QueuedRunAnalysis):
             return None
         self._details = self.analysis.details()
         result = json_ready(self.analysis.result(self._details))
-        if self.follower is not None:
-            result["raster_search"] = json_ready(self.follower.search.result().as_dict())
+        if self._index_key is not None:  # null where the frames are not the ones the search chooses (recorded)
+            result["raster_search"] = (None if self.follower is None
+                                       else json_ready(self.follower.search.result().as_dict()))
         try:
             self._maps = orientation_maps(self.analysis, self._details, self._positions)
         except Exception as exc:  # noqa: BLE001 - the result is stored without the maps
