@@ -37,7 +37,7 @@ from mc_beamline.analysis.adaptive.raster_search import (
 )
 from mc_beamline.analysis.xcca.pipeline import XccaAnalysis
 from mc_beamline.callbacks.live_xcca import analysis_for_start
-from mc_beamline.io.frames import read_frame
+from mc_beamline.io.frames import read_flushed_frame
 from mc_beamline.plans.optimization import optimize_in_one_run
 from mc_beamline.plans.raster import (
     DEVICE_WAIT_S,
@@ -52,7 +52,9 @@ from mc_beamline.plans.validation import PlanArgumentError, require_positive
 
 class _FrameEvaluation:
     """bluesky-adaptive evaluation function: each measured point's frame, read back from the
-    detector file, analysed by ``analysis`` → :func:`~mc_beamline.analysis.adaptive.raster_search.evaluate_point`."""
+    detector file (:func:`~mc_beamline.io.frames.read_flushed_frame`: right after the IOC
+    flushed it, also where the live analysis holds the file open in this process), analysed
+    by ``analysis`` → :func:`~mc_beamline.analysis.adaptive.raster_search.evaluate_point`."""
 
     def __init__(self, analysis: XccaAnalysis):
         self.analysis = analysis
@@ -62,7 +64,7 @@ class _FrameEvaluation:
         outcomes = []
         for suggestion in suggestions:
             index, path, frame_index = self.frames.pop(suggestion[ID_KEY])
-            record = self.analysis.add_frame(index, read_frame(path, frame_index))
+            record = self.analysis.add_frame(index, read_flushed_frame(path, frame_index))
             outcomes.append(evaluate_point(suggestion, record, self.analysis))
         return outcomes
 
