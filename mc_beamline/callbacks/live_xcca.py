@@ -9,9 +9,9 @@ derived run. A run of the adaptive raster (start metadata ``mc_beamline.raster_s
 places each frame by the fine-grid index its event carries (``mc_beamline.index_key``)
 rather than by its sequence number, and re-derives every decision of the search from the
 frames (:class:`~mc_beamline.analysis.adaptive.raster_search.RasterSearchFollower`); the
-result's ``raster_search`` holds them. While it analyses a frame, a few threads decompress the next ones (at most
-``prefetch`` frames ahead, in a few reused arrays, so memory stays bounded); frames are
-analysed in event order. Any exception in the analysis is logged and recorded next to the
+result's ``raster_search`` holds them. While it analyses a frame, a few threads decompress
+the next ones (at most ``prefetch`` frames ahead, in a few reused arrays, so memory stays
+bounded); frames are analysed in event order. Any exception in the analysis is logged and recorded next to the
 results; it never reaches the RunEngine, so the scan goes on.
 """
 

@@ -73,8 +73,8 @@ class RasterSearchSpec:
         if not (math.isfinite(self.budget_fraction) and 0 < self.budget_fraction <= 1):
             raise RasterSearchError(f"budget_fraction must lie in (0, 1], got {self.budget_fraction!r}.")
         if not (math.isfinite(self.orientation_tolerance_deg) and self.orientation_tolerance_deg > 0):
-            raise RasterSearchError(
-                f"orientation_tolerance_deg must be a positive number of degrees, got {self.orientation_tolerance_deg!r}.")
+            raise RasterSearchError("orientation_tolerance_deg must be a positive number of degrees, "
+                                    f"got {self.orientation_tolerance_deg!r}.")
 
     @property
     def n_points(self) -> int:
