@@ -166,7 +166,7 @@ BAD_SUBMISSIONS = [
     (BPlan("assembly_series", "reactor"), r"cell\s+Input should be 'assembly'"),
     (BPlan("adaptive_flow_series", "reactor", family="CdSe-999"), r"family\s+Input should be 'CdSe-350'"),
     (BPlan("adaptive_raster", "det", "stage", budget_fraction=1.5),
-     r"key='budget_fraction', value='1.5': Value 1.5 is out of range \[0.001, 1.0\]"),
+     r"key='budget_fraction', value='1.5': Value 1.5 is out of range \[0.001, 1\]"),
     (BPlan("adaptive_flow_series", "reactor", max_conditions=500),
      r"key='max_conditions', value='500': Value 500 is out of range \[1, 100\]"),
     (BPlan("count", ["det"]), r"Plan 'count' is not in the list of allowed plans"),
