@@ -15,6 +15,7 @@ from mc_beamline.analysis.adaptive.raster_search import (
     ZONE_KEY,
     RasterSearch,
     RasterSearchError,
+    RasterSearchFollower,
     RasterSearchSpec,
     RoundStatistics,
 )
@@ -101,3 +102,10 @@ def test_an_outcome_for_another_point_is_refused():
     search.suggest(1)
     with pytest.raises(RasterSearchError, match="pending"):
         search.ingest([{ID_KEY: "p7", ZONE_KEY: 0}])
+
+
+def test_a_follower_refuses_a_frame_the_search_would_not_have_chosen():
+    """The replay check: the first frame must be the survey's first point (grid index 0)."""
+    follower = RasterSearchFollower(RasterSearchSpec(NY, NX), analysis=None)  # refused before any analysis
+    with pytest.raises(RasterSearchError, match="Point 0 was measured at grid index 5 but the search chooses point 0"):
+        follower.add(5, record=None)
