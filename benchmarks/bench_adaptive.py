@@ -1,4 +1,4 @@
-"""Adaptive vs full flow series on the same simulated reactor, in one run.
+"""Adaptive vs full experiments on the same simulated beamline, in one run: flow series and raster.
 
 Question: how many conditions and how much wall time does the adaptive flow series
 (:func:`~mc_beamline.plans.adaptive_flow_series`, bisection on T_nuc) save against the full
@@ -13,7 +13,17 @@ measured, seconds until the RunEngine returns, the window edges (°C) (the adapt
 from its decisions, the grid one from the longest run of grid points with CdSe-437) and
 the simulator's edges.
 
-Usage: ``python benchmarks/bench_adaptive.py [--data-dir DIR]``. Prints one table and the load average.
+Raster: how many exposures and how much wall time does the adaptive raster
+(:func:`~mc_beamline.plans.adaptive_raster`, survey at 4x the step, refinement around the
+[110] zone and domain boundaries) save against the full 35 x 51 seed raster
+(:func:`~mc_beamline.plans.nanodiffraction_raster`), and does it find the same c/a, ΔΦ and
+ψ spread? Both rasters run one after the other on the same simulated IOC (exposures without
+wall-clock wait, as in ``mc-beamline demo raster``) with the live XCCA and the Tiled writer
+subscribed. For each: exposures, seconds until the RunEngine returns, seconds until the live
+result is in, c/a, ΔΦ (degrees), ψ std (degrees); and the simulator's truth.
+
+Usage: ``python benchmarks/bench_adaptive.py [--only flow|raster] [--data-dir DIR]``. Prints one
+table per experiment and the load average.
 """
 
 from __future__ import annotations
@@ -72,11 +82,76 @@ def grid_series(reactor, temperatures_c: list[float], growth_c: float, reaction_
     return (yield from with_pumps_running(reactor, series()))
 
 
+ANALYSIS_WAIT_S = 600.0
+"""Longest wait for the live XCCA of one raster, s."""
+
+
+def bench_raster(data_dir: Path) -> None:
+    """The adaptive and the full seed raster, one after the other, with live XCCA; one table."""
+    from mc_beamline.callbacks.live_xcca import xcca_router
+    from mc_beamline.commands.demo import SEED_RASTER, simulated_beamline
+    from mc_beamline.physics.mesocrystal import MesocrystalParams, MesocrystalSimulator, raster_truth_summary
+    from mc_beamline.plans import RasterSpec, adaptive_raster, nanodiffraction_raster
+    from mc_beamline.sim_iocs.server import GEOMETRIES
+    from mc_beamline.storage import tiled_writer
+
+    ny, nx, step = SEED_RASTER
+    rows = []
+    with simulated_beamline(data_dir) as (beamline, RE, client):
+        det = beamline.detector
+        det.time_scale.set(0).wait(5)
+        try:
+            runs: list = []
+            RE.subscribe(xcca_router(publish=tiled_writer(client), on_run=runs.append))
+            for name, plan in (("adaptive", adaptive_raster), ("full", nanodiffraction_raster)):
+                t0 = time.perf_counter()
+                (uid,) = RE(plan(det, beamline.stage, ny=ny, nx=nx, step_um=step))
+                scan_s = time.perf_counter() - t0
+                if not runs[-1].wait(ANALYSIS_WAIT_S):
+                    raise RuntimeError(f"The live XCCA of the {name} raster did not finish within "
+                                       f"{ANALYSIS_WAIT_S:g} s.")
+                done_s = time.perf_counter() - t0
+                r = runs[-1].result
+                rows.append((name, client[uid].metadata["stop"]["num_events"]["primary"], scan_s, done_s,
+                             r["superlattice"]["c_over_a"], r["orientational_disorder_fwhm_deg"],
+                             r["misorientation_deg"]["std"], r.get("raster_search", {}).get("stop_reason", "")))
+            sim = MesocrystalSimulator(MesocrystalParams(seed=int(det.sim_seed.get())),
+                                       GEOMETRIES[det.geometry_name.get()]())
+            spec = RasterSpec(ny, nx, step)
+            truth = raster_truth_summary(sim, spec.y_um, spec.x_um)
+        finally:
+            det.time_scale.set(1).wait(5)
+    rows.append(("simulator truth", None, None, None, truth["c_over_a"], truth["disorder_fwhm_deg"],
+                 truth["psi_std_deg"], ""))
+
+    def fmt(v, digits=2):
+        return "" if v is None else f"{v:.{digits}f}"
+
+    print(f"Seed raster {ny} x {nx} points, {step:g} µm steps: adaptive vs full, live XCCA")
+    print(f"{'raster':16s} {'exposures':>9s} {'scan s':>7s} {'result s':>8s} {'c/a':>6s} {'ΔΦ deg':>7s} "
+          f"{'ψ std':>6s}  stop")
+    for name, n, scan_s, done_s, ca, dphi, psi, stop in rows:
+        print(f"{name:16s} {'' if n is None else n:>9} {fmt(scan_s, 1):>7s} {fmt(done_s, 1):>8s} {fmt(ca, 3):>6s} "
+              f"{fmt(dphi):>7s} {fmt(psi):>6s}  {stop}")
+    (_, n_a, s_a, d_a, *_), (_, n_f, s_f, d_f, *_) = rows[:2]
+    print(f"adaptive / full: exposures {n_a / n_f:.2f}, scan time {s_a / s_f:.2f}, time to result {d_a / d_f:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--only", choices=("flow", "raster"), default=None)
     args = parser.parse_args()
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
+    if args.only != "raster":
+        bench_flow(data_dir / "flow")
+    if args.only != "flow":
+        bench_raster(data_dir / "raster")
+    print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
+
+def bench_flow(data_dir: Path) -> None:
+    """The adaptive flow series and the full T_nuc grid, one after the other; one table."""
     from mc_beamline.callbacks.live_flow import flow_router
     from mc_beamline.commands.demo import ADAPTIVE_FLOW, FLOW_TIME_SCALE, flow_window_truth, simulated_beamline
     from mc_beamline.plans import adaptive_flow_series
@@ -85,7 +160,6 @@ def main() -> None:
     search = ADAPTIVE_FLOW
     grid = [float(t) for t in range(int(search["low_c"]), int(search["high_c"]) + 1, 10)]
     growth = search["growth_temperature_c"]
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
     rows = []
     with simulated_beamline(data_dir) as (beamline, RE, client):
         reactor = beamline.reactor
@@ -126,7 +200,6 @@ def main() -> None:
         print(f"{name:34s} {n:10d} {seconds:8.1f} {fmt(lower):>9s} {fmt(upper):>9s}")
     (_, n_a, s_a, *_), (_, n_g, s_g, *_) = rows
     print(f"adaptive / full: conditions {n_a / n_g:.2f}, wall time {s_a / s_g:.2f}")
-    print(f"load average: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

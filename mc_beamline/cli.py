@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fly", action="store_true",
                       help="raster: fly the stage along each row with one gated exposure per point")
     demo.add_argument("--adaptive", action="store_true",
-                      help="flow: let the live analysis choose each nucleation temperature until both edges of the "
-                           "CdSe-437 window at 14 s are located")
+                      help="raster: survey at 4x the step and let the live XCCA choose where to refine (at most "
+                           "40 %% of the points); flow: let the live analysis choose each nucleation temperature "
+                           "until both edges of the CdSe-437 window at 14 s are located")
     _add_data_dir(demo)
 
     xcca = sub.add_parser(

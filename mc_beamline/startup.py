@@ -9,7 +9,7 @@ Importing this module builds the session described by the environment (see
   backup while Tiled is unreachable and sends them when it answers again; a suspender
   holds the scan while the ring current is below its threshold;
 * ``det``, ``stage``, ``beam``, ``reactor``, ``assembly``: the beamline's devices (connected);
-* ``nanodiffraction_raster``, ``flow_series``, ``adaptive_flow_series``, ``assembly_series``: the plans, with typed and range-checked parameters.
+* ``nanodiffraction_raster``, ``adaptive_raster``, ``flow_series``, ``adaptive_flow_series``, ``assembly_series``: the plans, with typed and range-checked parameters.
 
 In the queue server's RE worker (``is_re_worker_active()``) that is all. In IPython the
 session adds a live table and plots (``bec``), a progress bar and bluesky's magics
@@ -28,6 +28,7 @@ from bluesky_queueserver import is_re_worker_active
 
 from mc_beamline.queue_server.plans import (  # noqa: F401
            adaptive_flow_series,
+           adaptive_raster,
            assembly_series,
            flow_series,
            nanodiffraction_fly_raster,

@@ -60,7 +60,7 @@ def test_quick_assembly_demo_reports_the_truth_for_its_four_series(tmp_path):
         (["demo", "nonsense"], "invalid choice"),
         (["serve", "--port", "notaport"], "invalid int"),
         (["demo", "flow", "--fly"], "--fly applies to the raster demo, not to flow."),
-        (["demo", "assembly", "--adaptive"], "--adaptive applies to the flow demo, not to assembly."),
+        (["demo", "assembly", "--adaptive"], "--adaptive applies to the raster and flow demos, not to assembly."),
         (["analysis", "serve", "--data-dir", "/nonexistent-mc-data"],
          "No document stream runs for /nonexistent-mc-data: start the queue"),
         (["analysis", "serve", "--data-dir", "/nonexistent-mc-data", "--stream", "127.0.0.1:9", "--sweep", "0"],

@@ -5,9 +5,13 @@
 queues documents; a worker thread locates each frame (HDF5 file, or Tiled in a remote
 replay), feeds :class:`~mc_beamline.analysis.xcca.pipeline.XccaAnalysis`, redraws the live
 figure now and then, and at the stop document computes the result and publishes it as a
-derived run. While it analyses a frame, a few threads decompress the next ones (at most
-``prefetch`` frames ahead, in a few reused arrays, so memory stays bounded); frames are
-analysed in event order. Any exception in the analysis is logged and recorded next to the
+derived run. A run of the adaptive raster (start metadata ``mc_beamline.raster_search``)
+places each frame by the fine-grid index its event carries (``mc_beamline.index_key``)
+rather than by its sequence number, and re-derives every decision of the search from the
+frames (:class:`~mc_beamline.analysis.adaptive.raster_search.RasterSearchFollower`); the
+result's ``raster_search`` holds them. While it analyses a frame, a few threads decompress
+the next ones (at most ``prefetch`` frames ahead, in a few reused arrays, so memory stays
+bounded); frames are analysed in event order. Any exception in the analysis is logged and recorded next to the
 results; it never reaches the RunEngine, so the scan goes on.
 """
 
@@ -22,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from mc_beamline.analysis.adaptive.raster_search import RasterSearchFollower, RasterSearchSpec
 from mc_beamline.analysis.detector.masks import decode_mask, load_mask
 from mc_beamline.analysis.xcca.pipeline import XccaAnalysis, XccaDetails
 from mc_beamline.callbacks.frame_locator import FrameLocator, PendingFrame
@@ -101,11 +106,17 @@ class LiveXcca(QueuedRunAnalysis):
         self._last_draw = time.monotonic()
         self._details: XccaDetails | None = None
         self._maps: dict[str, np.ndarray] | None = None
-        motors = start_doc["mc_beamline"].get("motors", {})
+        md = start_doc["mc_beamline"]
+        motors = md.get("motors", {})
         self._position_keys = (motors.get("x"), motors.get("y"))
-        self._positions: dict[int, tuple[float, float]] = {}  # seq_num -> measured (x, y), µm
+        self._positions: dict[int, tuple[float, float]] = {}  # frame index -> measured (x, y), µm
+        self._index_key = md.get("index_key") if md.get("raster_search") else None
+        self._indices: dict[int, int] = {}  # seq_num -> fine-grid index (adaptive runs)
+        self.follower: RasterSearchFollower | None = None
         try:
             self.analysis = analysis_factory(start_doc)
+            if self._index_key is not None:
+                self.follower = RasterSearchFollower(RasterSearchSpec(**md["raster_search"]), self.analysis)
         except Exception as exc:  # noqa: BLE001 - recorded, never raised into the scan
             self._record("setup", exc)
         self._start_worker()
@@ -117,8 +128,9 @@ class LiveXcca(QueuedRunAnalysis):
             self._source = (name, doc, self._locator.locate(name, doc), queued)
 
     def _record_positions(self, name: str, doc: dict) -> None:
-        """Keep the measured stage position of every event (the motors' readbacks of a step
-        raster, the latched encoder values of a fly raster) for the maps."""
+        """Keep the frame index of every event (an adaptive run's fine-grid index) and its
+        measured stage position (the motors' readbacks of a step raster, the latched encoder
+        values of a fly raster) for the maps."""
         x_key, y_key = self._position_keys
         if name == "event":
             pages = {k: [v] for k, v in doc["data"].items()}
@@ -127,9 +139,16 @@ class LiveXcca(QueuedRunAnalysis):
             pages, seq_nums = doc["data"], doc["seq_num"]
         else:
             return
+        if self._index_key in pages:
+            self._indices.update((int(s), int(i)) for s, i in zip(seq_nums, pages[self._index_key]))
         if x_key in pages and y_key in pages:
             for seq_num, x, y in zip(seq_nums, pages[x_key], pages[y_key]):
-                self._positions[int(seq_num)] = (float(x), float(y))
+                self._positions[self._frame_index(int(seq_num))] = (float(x), float(y))
+
+    def _frame_index(self, seq_num: int) -> int:
+        """Raster index of the frame of event ``seq_num``: the event's fine-grid index in an
+        adaptive run, ``seq_num - 1`` otherwise."""
+        return self._indices[seq_num] if self._index_key is not None else seq_num - 1
 
     def _step(self, idle: bool) -> bool:
         """Keep up to ``prefetch`` located frames pending; analyse the oldest.
@@ -161,13 +180,26 @@ class LiveXcca(QueuedRunAnalysis):
             frame = None
         if frame is not None:
             try:
-                self.analysis.add_frame(pending.seq_num - 1, frame)
+                index = self._frame_index(pending.seq_num)
+                record = self.analysis.add_frame(index, frame)
             except Exception as exc:  # noqa: BLE001
                 self._record("frame", exc, pending.seq_num)
+            else:
+                self._follow(index, record, pending.seq_num)
             self.frame_latency_s.append(time.perf_counter() - queued)
         del frame
         pending.release()  # its array is reused for a later frame unless something still refers to it
         self._maybe_draw()
+
+    def _follow(self, index: int, record, seq_num: int) -> None:
+        """Re-derive the adaptive search's next decision; after a mismatch (recorded) it stops following."""
+        if self.follower is None:
+            return
+        try:
+            self.follower.add(index, record)
+        except Exception as exc:  # noqa: BLE001
+            self._record("raster_search", exc, seq_num)
+            self.follower = None
 
     def _maybe_draw(self) -> None:
         if self.figure_dir is not None and time.monotonic() - self._last_draw > self.redraw_s:
@@ -184,6 +216,9 @@ class LiveXcca(QueuedRunAnalysis):
             return None
         self._details = self.analysis.details()
         result = json_ready(self.analysis.result(self._details))
+        if self._index_key is not None:  # null where the frames are not the ones the search chooses (recorded)
+            result["raster_search"] = (None if self.follower is None
+                                       else json_ready(self.follower.search.result().as_dict()))
         try:
             self._maps = orientation_maps(self.analysis, self._details, self._positions)
         except Exception as exc:  # noqa: BLE001 - the result is stored without the maps
@@ -215,7 +250,7 @@ class LiveXcca(QueuedRunAnalysis):
 def orientation_maps(analysis: XccaAnalysis, details: XccaDetails,
                      positions: dict[int, tuple[float, float]] | None = None) -> dict[str, np.ndarray]:
     """Raster-shaped SL orientation (degrees, NaN where unknown) and domain labels (-1: none);
-    with ``positions`` (event ``seq_num`` → measured stage (x, y), µm) also ``x_um`` and
+    with ``positions`` (frame index → measured stage (x, y), µm) also ``x_um`` and
     ``y_um``: where each map pixel was measured (NaN where no event said)."""
     orientation = np.full(details.shape, np.nan)
     for index, candidates in details.orientation.items():
@@ -223,8 +258,8 @@ def orientation_maps(analysis: XccaAnalysis, details: XccaDetails,
     maps = {"orientation_deg": orientation, "domain": np.asarray(details.domains.labels, dtype=np.int64)}
     if positions:
         x_um, y_um = np.full(details.shape, np.nan), np.full(details.shape, np.nan)
-        for seq_num, (x, y) in positions.items():
-            row, col = analysis.position(seq_num - 1)
+        for index, (x, y) in positions.items():
+            row, col = analysis.position(index)
             if 0 <= row < details.shape[0] and 0 <= col < details.shape[1]:
                 x_um[row, col], y_um[row, col] = x, y
         maps.update(x_um=x_um, y_um=y_um)

@@ -140,12 +140,15 @@ def ended_run(RE, client, ioc):
         signal.signal(signal.SIGINT, previous)
 
 
-def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, fly: bool = False) -> RasterDemoResult:
+def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, fly: bool = False,
+                adaptive: bool = False) -> RasterDemoResult:
     """Run the seed-000 raster (or the quick one) with live XCCA and store both in Tiled.
 
     With ``fly`` the raster is a fly scan (:func:`~mc_beamline.plans.nanodiffraction_fly_raster`):
     the stage moves continuously along each row and the detector takes one gated exposure
-    per point, so the scan takes about the exposure time per point.
+    per point, so the scan takes about the exposure time per point. With ``adaptive`` it is
+    :func:`~mc_beamline.plans.adaptive_raster` on the same grid: the live XCCA of each frame
+    chooses the next point, within 40 % of the grid's points.
     """
     from mc_beamline.callbacks.analysis_process import AnalysisProcess
     from mc_beamline.physics.mesocrystal import (
@@ -155,6 +158,7 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, f
     )
     from mc_beamline.plans import (
         RasterSpec,
+        adaptive_raster,
         nanodiffraction_fly_raster,
         nanodiffraction_raster,
     )
@@ -168,10 +172,10 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, f
             RE.subscribe(analysis)
             # Simulated exposures need no wall-clock wait: the demo measures the software, not the shutter.
             det.time_scale.set(0).wait(5)
-            kind = "Fly raster" if fly else "Raster"
+            kind = "Fly raster" if fly else "Adaptive raster on" if adaptive else "Raster"
             print(f"{kind} {ny} x {nx} points, {step} µm steps ({(ny - 1) * step:.1f} x {(nx - 1) * step:.1f} µm), "
                   f"{det.acquire_time.get():g} s exposures, live XCCA; data in {data_dir}", file=out, flush=True)
-            plan = nanodiffraction_fly_raster if fly else nanodiffraction_raster
+            plan = nanodiffraction_fly_raster if fly else adaptive_raster if adaptive else nanodiffraction_raster
             t0 = time.perf_counter()
             (uid,) = RE(plan(det, beamline.stage, ny=ny, nx=nx, step_um=step))
             scan_s = time.perf_counter() - t0
@@ -203,6 +207,12 @@ def _print_summary(demo: RasterDemoResult, out: TextIO) -> None:
     print(f"Stored {demo.n_points} frames in {demo.scan_s:.1f} s ({1000 * demo.scan_s / n:.1f} ms per point); "
           f"live analysis finished {demo.analysis_lag_s:.1f} s after the last point.", file=out)
     r, t = demo.result, demo.truth
+    search = (r or {}).get("raster_search")
+    if search is not None:
+        full = search["spec"]["ny"] * search["spec"]["nx"]
+        rounds = len(search["statistics"])
+        print(f"Adaptive search: {search['n_points']} of {full} points ({100 * search['fraction']:.1f} %) "
+              f"in {rounds} rounds, stopped: {search['stop_reason']}.", file=out)
     if r is not None:
         sl = r["superlattice"]
         mis = r["misorientation_deg"]
@@ -532,10 +542,11 @@ def _print_assembly_summary(reports: list[AssemblySeriesReport], out: TextIO) ->
 def run_demo(args) -> None:
     """What ``mc-beamline demo [raster|flow|assembly] [--quick] [--data-dir DIR]`` runs."""
     if getattr(args, "adaptive", False):
-        if args.experiment != "flow" or getattr(args, "fly", False):
-            raise ValueError(f"--adaptive applies to the flow demo, not to {args.experiment}"
+        if args.experiment not in ("raster", "flow") or getattr(args, "fly", False):
+            raise ValueError(f"--adaptive applies to the raster and flow demos, not to {args.experiment}"
                              f"{' with --fly' if getattr(args, 'fly', False) else ''}.")
-        flow_demo(args.data_dir.resolve(), quick=args.quick, adaptive=True)
+        run = {"raster": raster_demo, "flow": flow_demo}[args.experiment]
+        run(args.data_dir.resolve(), quick=args.quick, adaptive=True)
         return
     if getattr(args, "fly", False):
         if args.experiment != "raster":

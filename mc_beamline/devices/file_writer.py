@@ -116,6 +116,15 @@ class Hdf5FileFrames(Device):
             return None
         return str(PurePosixPath(self._resource["root"]) / self._resource["resource_path"])
 
+    @property
+    def last_frame(self) -> tuple[str, int] | None:
+        """(absolute path of the capture file, 0-based index in it) of the last frame written
+        since :meth:`stage`, so that a plan can read it back; None when none was written."""
+        path = self.current_file
+        if path is None or self._datum_count == 0:
+            return None
+        return path, self._frames_in_file - 1
+
     # -------------------------------------------------------------- staging
     def stage(self):
         """Open a new capture file with a unique name (one file per stage)."""

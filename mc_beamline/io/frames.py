@@ -226,6 +226,25 @@ def read_frame(path: str | Path, index: int, dataset: str = DEFAULT_DATASET) -> 
         return ds[index]
 
 
+def read_flushed_frame(path: str | Path, index: int, dataset: str = DEFAULT_DATASET) -> np.ndarray:
+    """Frame ``index`` of a detector file whose writer has flushed it and writes nothing while
+    it is read (a plan reading back the frame it has just taken).
+
+    The file is opened through its own Python file object, so HDF5 does not share it with
+    other handles of the same file in this process: two SWMR handles of one file in a process
+    can see a stale chunk index (the first frame for every later one), e.g. where the live
+    analysis holds the file open beside the plan.
+    """
+    import h5py
+    import hdf5plugin  # noqa: F401 - registers the Bitshuffle/LZ4 filter
+
+    with open(path, "rb") as raw, h5py.File(raw, "r") as f:
+        ds = f[dataset]
+        if index >= ds.shape[0]:
+            raise FrameNotFoundError(f"Detector file {path} holds {ds.shape[0]} frames, not frame {index}.")
+        return ds[index]
+
+
 class Hdf5FrameReader:
     """Reads frame ``index`` of an HDF5 dataset, keeping a few files open.
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky_adaptive.plans import optimize_in_run
 from bluesky_adaptive.protocols import OptimizationProblem
 
 from mc_beamline.analysis.adaptive.flow_window import spectrum_outcome
@@ -48,6 +46,7 @@ from mc_beamline.plans.flow_series import (
     prepare_flow_run,
     with_pumps_running,
 )
+from mc_beamline.plans.optimization import optimize_in_one_run
 from mc_beamline.plans.validation import PlanArgumentError, require_finite
 
 MAX_ADAPTIVE_CONDITIONS = 100
@@ -159,12 +158,7 @@ def adaptive_flow_series(
     problem = OptimizationProblem(optimizer=WindowSearch(search_spec), actuators=[reactor.nucleation],
                                   sensors=[reactor.uvvis], evaluation_function=evaluation, acquisition_plan=acquire)
 
-    def with_run_metadata(msg):
-        if msg.command == "open_run":
-            return msg._replace(kwargs={**msg.kwargs, **run.plan_md, "adaptive_engine": msg.kwargs.get("plan_name")})
-        return msg
-
-    search = bpp.msg_mutator(optimize_in_run(problem, iterations=search_spec.max_conditions), with_run_metadata)
+    search = optimize_in_one_run(problem, search_spec.max_conditions, run.plan_md)
     return (yield from with_pumps_running(reactor, search))
 
 

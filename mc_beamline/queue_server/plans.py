@@ -141,6 +141,20 @@ flow_series = queue_plan(plans.flow_series, {
     },
 })
 
+adaptive_raster = queue_plan(plans.adaptive_raster, {
+    "description": "Adaptive nanodiffraction raster on the ny x nx grid: survey every stride-th row and column, "
+                   "then the live XCCA of each frame chooses where to refine (cells around the [110] zone, domain "
+                   "boundaries, the zone's edges) until c/a, orientational disorder and misorientation spread "
+                   "settle or budget_fraction of the grid is measured; one run, the decisions stored in it.",
+    "parameters": {
+        **{k: v for k, v in _RASTER_PARAMETERS.items() if k != "snake"},
+        "stride": {"description": "the survey measures every stride-th row and column (fine steps)",
+                   "min": 1, "max": 1000},
+        "budget_fraction": {"description": "most points measured, as a share of the ny x nx grid",
+                            "min": 0.001, "max": 1.0},
+    },
+})
+
 adaptive_flow_series = queue_plan(plans.adaptive_flow_series, {
     "description": "Adaptive flow series: at one reaction time, the live UV-Vis analysis chooses each next "
                    "nucleation temperature (bisection) until both edges of the window in which an MSC family "
@@ -190,9 +204,11 @@ assembly_series = queue_plan(plans.assembly_series, {
 
 QUEUE_PLANS = {"nanodiffraction_raster": nanodiffraction_raster,
                "nanodiffraction_fly_raster": nanodiffraction_fly_raster, "flow_series": flow_series,
-               "adaptive_flow_series": adaptive_flow_series, "assembly_series": assembly_series}
+               "adaptive_raster": adaptive_raster, "adaptive_flow_series": adaptive_flow_series,
+               "assembly_series": assembly_series}
 """Every plan the startup offers, by name (the permissions allow exactly these)."""
 
-__all__ = ["nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "adaptive_flow_series",
+__all__ = ["nanodiffraction_raster", "nanodiffraction_fly_raster", "adaptive_raster", "flow_series",
+           "adaptive_flow_series",
            "assembly_series", "QUEUE_PLANS", "queue_plan",
            "queue_signature", "DETECTORS", "STAGES", "REACTORS", "CELLS"]

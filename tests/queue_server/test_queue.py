@@ -147,11 +147,26 @@ def test_queued_adaptive_flow_series_records_its_decisions_in_the_run(queue, til
     np.testing.assert_array_equal(run["optimization"]["nucleation_temperature_c"].read(), [270.0, 230.0])
 
 
+def test_queued_adaptive_raster_records_its_decisions_in_the_run(queue, tiled_client):
+    api, _ = queue
+    (item,) = run_queue(api, [BPlan("adaptive_raster", "det", "stage", ny=5, nx=5, step_um=1.6, budget_fraction=0.4)])
+    assert item["result"]["exit_status"] == "completed"
+    run = tiled_client[item["result"]["run_uids"][0]]
+    assert run.metadata["start"]["plan_name"] == "adaptive_raster"
+    assert run.metadata["stop"]["exit_status"] == "success"
+    n = run.metadata["stop"]["num_events"]["primary"]
+    assert n == run.metadata["stop"]["num_events"]["optimization"] and 4 <= n <= 10  # budget: 40 % of 25 points
+    # the survey first: every fourth row and column of 5 x 5, the second row backwards
+    np.testing.assert_array_equal(run["optimization"]["grid_index"].read()[:4], [0, 4, 24, 20])
+
+
 # Bad queue submissions: refused by `item_add` with the error the client sees, nothing queued.
 BAD_SUBMISSIONS = [
     (BPlan("assembly_series", "assembly", sample="gel"), r"sample\s+Input should be 'colloid', 'monolayer' or"),
     (BPlan("assembly_series", "reactor"), r"cell\s+Input should be 'assembly'"),
     (BPlan("adaptive_flow_series", "reactor", family="CdSe-999"), r"family\s+Input should be 'CdSe-350'"),
+    (BPlan("adaptive_raster", "det", "stage", budget_fraction=1.5),
+     r"key='budget_fraction', value='1.5': Value 1.5 is out of range \[0.001, 1\]"),
     (BPlan("adaptive_flow_series", "reactor", max_conditions=500),
      r"key='max_conditions', value='500': Value 500 is out of range \[1, 100\]"),
     (BPlan("count", ["det"]), r"Plan 'count' is not in the list of allowed plans"),
@@ -229,7 +244,8 @@ def test_plans_refused_at_run_time_fail_alone_and_the_queue_goes_on(queue, tiled
 def test_queue_offers_only_the_plugins_plans_and_devices(queue):
     api, _ = queue
     assert set(api.plans_allowed()["plans_allowed"]) == {
-        "nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series", "adaptive_flow_series", "assembly_series"}
+        "nanodiffraction_raster", "nanodiffraction_fly_raster", "adaptive_raster", "flow_series", "adaptive_flow_series",
+        "assembly_series"}
     assert set(api.devices_allowed()["devices_allowed"]) == {"det", "stage", "beam", "reactor", "assembly"}
     params = {p["name"]: p for p in api.plans_allowed()["plans_allowed"]["nanodiffraction_raster"]["parameters"]}
     assert params["ny"]["annotation"]["type"] == "int" and params["ny"]["min"] == "1"

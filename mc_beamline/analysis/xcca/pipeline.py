@@ -31,15 +31,17 @@ intensities of both rings and of the AL peak cut
 (:mod:`~mc_beamline.analysis.detector.corrections`), folded into the ring operator once.
 
 Hot pixels (:mod:`~mc_beamline.analysis.detector.hot_pixels`) are searched for in the
-first ``hot_pixel_frames`` frames of the scan (indices 0 … K-1) and masked for the whole
-run. Those frames are analysed as they come, and a compact copy of the pixels the analysis
-reads from them is kept (K x ≈ 130 000 pixels for a 1 Mpx detector, ≈ 17 MB for K = 32
-uint32 frames); the search ends when all of them are in, when a frame with index ≥ K is
-added, or at :meth:`XccaAnalysis.details`. If it found hot pixels, the searched frames are
-analysed again with them masked, so every frame of the run is analysed with the same mask.
-Offline, live and replay feed frames in index order, so they search the same frames and
-agree exactly. Frames with index < K added after the search ended are analysed with its
-mask but not searched (out-of-order feeding, merges of partial analyses).
+first ``hot_pixel_frames`` frames received (K frames in arrival order, whatever their
+raster index) and masked for the whole run. Those frames are analysed as they come, and a
+compact copy of the pixels the analysis reads from them is kept (K x ≈ 130 000 pixels for a
+1 Mpx detector, ≈ 17 MB for K = 32 uint32 frames); the search ends when K frames (or the
+whole scan) are in, or at :meth:`XccaAnalysis.details`. If it found hot pixels, the searched
+frames are analysed again with them masked, so every frame of the run is analysed with the
+same mask. Offline, live and replay feed frames in the order they were measured (index
+order for a full raster, the order the search chose for an adaptive one), so they search
+the same frames and agree exactly; an adaptive raster's mask comes from as many frames as a
+full raster's. Frames added after the search ended (merges of partial analyses) are
+analysed with its mask but not searched.
 """
 
 from __future__ import annotations
@@ -329,7 +331,7 @@ class XccaAnalysis:
     def add_frame(self, index: int, frame: np.ndarray) -> FrameRecord:
         """Analyse one frame (detector shape, counts) at raster ``index``; returns its record.
 
-        A frame searched for hot pixels (index < ``hot_pixel_frames`` while the search runs)
+        A frame searched for hot pixels (one of the first ``hot_pixel_frames`` received)
         gets a new record when the search ends with hot pixels; :attr:`records` holds the
         current one.
 
@@ -341,8 +343,6 @@ class XccaAnalysis:
         self._check_index(index)
         index = int(index)
         frame = np.asarray(frame)
-        if self._search is not None and index >= self.settings.hot_pixel_frames:
-            self._end_search()
         self._ingest(index, frame, self.engine.process(frame))
         if self._search is not None:
             self._search_frames([index], frame[None])
@@ -351,8 +351,8 @@ class XccaAnalysis:
     def add_frames(self, indices: Sequence[int], frames: np.ndarray) -> list[FrameRecord]:
         """Analyse a stack of frames (n, rows, columns) at ``indices`` (vectorised).
 
-        While the hot-pixel search runs, the batch's frames with index < ``hot_pixel_frames``
-        are searched before any other frame of the batch is analysed.
+        While the hot-pixel search runs, the batch's first frames, up to ``hot_pixel_frames``
+        frames received in all, are searched before the rest of the batch is analysed.
         """
         frames = np.asarray(frames)
         if len(indices) != frames.shape[0]:
@@ -363,16 +363,11 @@ class XccaAnalysis:
         if len(set(indices)) != len(indices):
             raise ValueError("Frame indices within a batch must be distinct.")
         if self._search is not None:
-            k = self.settings.hot_pixel_frames
-            searched = [n for n, i in enumerate(indices) if i < k]
-            later = [n for n, i in enumerate(indices) if i >= k]
-            if searched and later:
-                self._add_batch([indices[n] for n in searched], frames[searched])
-                self._end_search()
-                self._add_batch([indices[n] for n in later], frames[later])
+            room = self.settings.hot_pixel_frames - len(self._held)
+            if room < len(indices):
+                self._add_batch(indices[:room], frames[:room])  # ends the search (K frames in)
+                self._add_batch(indices[room:], frames[room:])
                 return [self.records[i] for i in indices]
-            if later:
-                self._end_search()
         self._add_batch(indices, frames)
         return [self.records[i] for i in indices]
 
@@ -385,8 +380,8 @@ class XccaAnalysis:
 
     # ------------------------------------------------------------- hot pixels
     def _search_frames(self, indices: list[int], frames: np.ndarray) -> None:
-        """Search frames (all with index < K) for hot pixels and keep their pixels; end the
-        search when every frame with index < K of the scan is in."""
+        """Search frames (at most K received in all) for hot pixels and keep their pixels; end
+        the search when K frames, or every frame of the scan, are in."""
         for i, f in zip(indices, frames):
             self._search.add(f)
             self._held[i] = f.reshape(-1)[self._held_pixels]

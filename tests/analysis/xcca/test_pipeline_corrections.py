@@ -112,6 +112,20 @@ def test_batches_and_a_state_round_trip_during_the_search_give_the_same_result(s
     assert json.dumps(restored.result()) == expected
 
 
+def test_the_search_counts_frames_received_not_raster_indices(sim, frames, hot_pixel, searched):
+    """Frames in the order an adaptive raster measures them (every fourth first): the first
+    K = 32 received are searched, as many as a full raster searches, and every frame ends up
+    with the same mask and record as in index order."""
+    order = list(range(0, N_FRAMES, 4)) + [k for k in range(N_FRAMES) if k % 4]
+    shuffled = _analysis(sim)
+    for n, k in enumerate(order):
+        shuffled.add_frame(k, frames[k])
+        if n == 30:
+            assert shuffled.hot_pixels is None  # 31 frames in, with indices up to 39: still searching
+    assert shuffled.hot_pixels.tolist() == [hot_pixel]
+    assert json.dumps(shuffled.result()) == json.dumps(searched.result())
+
+
 def test_a_short_scan_ends_the_search_when_its_frames_are_in(sim, frames, hot_pixel):
     short = XccaAnalysis(sim.geometry, sim.mask, PARAMS.q112_nm, 18.3, (1, 8), 0.4)
     for k in range(8):
@@ -147,9 +161,12 @@ def test_bad_correction_settings_are_refused(sim, options, message):
 
 def test_analyses_that_masked_different_hot_pixels_do_not_merge(sim, frames, hot_pixel):
     first = _one_by_one(_analysis(sim), frames[:32])  # frames 0 … 31: the search found the pixel
+    clean = frames[32:].copy()  # frames 32 … 39 without the hot pixel (its neighbour's counts)
+    clean.reshape(len(clean), -1)[:, hot_pixel] = clean.reshape(len(clean), -1)[:, hot_pixel + 1]
     rest = _analysis(sim)
-    for k in range(32, N_FRAMES):  # from frame 32 on, nothing is searched
-        rest.add_frame(k, frames[k])
+    for k, frame in zip(range(32, N_FRAMES), clean):  # searched: nothing hot in them
+        rest.add_frame(k, frame)
+    rest.details()  # ends its search
     assert first.hot_pixels.tolist() == [hot_pixel] and rest.hot_pixels.tolist() == []
     with pytest.raises(ValueError, match="different hot pixels"):
         first.merge(rest)
