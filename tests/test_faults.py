@@ -301,10 +301,10 @@ def test_ioc_killed_mid_assembly_series_fails_the_run_and_keeps_every_frame(tmp_
 
 @pytest.mark.slow
 def test_ioc_killed_mid_flow_series_fails_the_run_and_keeps_its_conditions(tmp_path):
-    """The same for ``demo flow --quick`` (4 conditions, ~2 s each) 2 s into the series: the
-    run fails, and every condition it recorded is in Tiled with its spectrum."""
+    """The same for ``demo flow --quick`` (4 conditions, ~2 s each) 0.5 s after its run
+    started: the run fails, and every condition it recorded is in Tiled with its spectrum."""
     data_dir = tmp_path / "mc-data"
-    with demo_when(data_dir, after_line("Flow series:", 2.0), args=("flow",)) as demo:
+    with demo_when(data_dir, after_line(" started (scan id ", 0.5), args=("flow",)) as demo:
         uid = kill_the_ioc_and_wait(demo)
     with connect(data_dir=data_dir) as client:
         run = client[uid]

@@ -54,8 +54,8 @@ class RasterDemoResult:
 def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis", analyses: list | None = None):
     """Start the simulated IOC and an embedded Tiled server; yield (beamline, RunEngine, client).
 
-    The RunEngine has the TiledWriter subscribed and fails a run before the data directory's
-    disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
+    The RunEngine has the TiledWriter subscribed, prints each run's uid on stdout when it
+    starts, and fails a run before the data directory's disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
     fails or is interrupted (Ctrl-C) keeps what it recorded: see `ended_run`.
     ``analyses``: the caller's live analyses (anything with ``wait(timeout_s)``), filled
     while it runs; on the way out, also after a failed run, they get up to
@@ -78,6 +78,8 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis", analyses: l
             with client.context:
                 RE = RunEngine({}, context_managers=[])
                 RE.subscribe(tiled_writer(client))
+                RE.subscribe(lambda name, doc: print(f"run {doc['uid']} started (scan id {doc.get('scan_id')})",
+                                                     flush=True), "start")
                 RE.preprocessors.append(guard_disk_space(data_dir))
                 with ended_run(RE, client, ioc):
                     try:

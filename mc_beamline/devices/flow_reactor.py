@@ -42,7 +42,20 @@ HEATER_TIMEOUT_S = 3600.0
 """Longest heater move (ramp and settling, wall clock) before it fails instead of waiting forever, s."""
 
 
-class Heater(PVPositionerIsClose):
+class _MoveFailsWhenDisconnected:
+    """A :class:`~ophyd.PVPositioner` whose move in progress fails as soon as its readback
+    PV disconnects: a controller that stopped answering can never complete it, and a
+    heater's timeout (an hour) would otherwise hold the run that long."""
+
+    def _watch_connection(self) -> None:
+        self.readback.subscribe(self._readback_connection, event_type=self.readback.SUB_META, run=False)
+
+    def _readback_connection(self, *args, connected=None, **kwargs) -> None:
+        if connected is False and self.moving:
+            self._done_moving(success=False)
+
+
+class Heater(_MoveFailsWhenDisconnected, PVPositionerIsClose):
     """Temperature controller (``{prefix}`` e.g. ``MC:REACTOR:NUC:``), positions in °C.
 
     Parameters
@@ -73,6 +86,7 @@ class Heater(PVPositionerIsClose):
         super().__init__(prefix, name=name, egu=egu, timeout=timeout, **kwargs)
         self.readback.name = self.name
         self.done.kind = "omitted"
+        self._watch_connection()
 
     def done_comparator(self, readback, setpoint) -> bool:
         return bool(self._last_settled) and abs(float(readback) - float(setpoint)) <= self.atol
@@ -94,11 +108,14 @@ class SimHeater(Heater):
     time_constant = Cpt(EpicsSignal, "TimeConstant", kind="config", doc="first-order time constant (simulated s)")
 
 
-class Pump(PVPositionerIsClose):
+class Pump(_MoveFailsWhenDisconnected, PVPositionerIsClose):
     """Precursor pump (``{prefix}`` e.g. ``MC:REACTOR:CD:``), positions are rates in mL/min.
 
     The rate readback is the accepted set point; ``flow`` is the actual flow (0 while the
     pump is stopped) and ``dispensed`` the volume pumped since the IOC started (mL).
+    A pump takes a new rate or run state at once: a move or a start/stop that has not
+    completed after ``timeout`` (default :data:`PUT_TIMEOUT_S`) s fails instead of waiting
+    for a pump that stopped answering.
     ``limits`` are the pump's smallest and largest rate, from the IOC.
     """
 
@@ -106,6 +123,7 @@ class Pump(PVPositionerIsClose):
     readback = Cpt(EpicsSignalRO, "Rate_RBV", kind="hinted", auto_monitor=True, doc="accepted rate (mL/min)")
     flow = Cpt(EpicsSignalRO, "Flow_RBV", kind="normal", auto_monitor=True, doc="actual flow (mL/min)")
     running = Cpt(EpicsSignal, "Run_RBV", write_pv="Run", kind="config", auto_monitor=True, put_complete=True,
+                  write_timeout=PUT_TIMEOUT_S,
                   doc="1 running, 0 stopped")
     dispensed = Cpt(EpicsSignalRO, "Dispensed_RBV", kind="omitted", auto_monitor=True, doc="pumped volume (mL)")
     rate_min = Cpt(EpicsSignalRO, "RateMin_RBV", kind="config", doc="smallest rate (mL/min)")
@@ -115,12 +133,14 @@ class Pump(PVPositionerIsClose):
     atol = 1e-6
     rtol = 1e-6
 
-    def __init__(self, prefix: str = "", *, name: str, egu: str = "mL/min", **kwargs):
+    def __init__(self, prefix: str = "", *, name: str, egu: str = "mL/min", timeout: float = PUT_TIMEOUT_S,
+                 **kwargs):
         self._move_lock = threading.Lock()
         self._move_pending = False
-        super().__init__(prefix, name=name, egu=egu, **kwargs)
+        super().__init__(prefix, name=name, egu=egu, timeout=timeout, **kwargs)
         self.readback.name = self.name
         self.done.kind = "omitted"
+        self._watch_connection()
 
     def _setup_move(self, position) -> None:
         """Put the new rate (mL/min); from here on the move's status may finish."""

@@ -88,8 +88,8 @@ def test_startup_namespace_holds_only_the_plugins_plans_and_devices():
         namespace = vars(importlib.reload(startup))
     finally:
         os.environ.pop("MC_BEAMLINE_OFFLINE")
-    assert set(plans_from_nspace(namespace)) == {"nanodiffraction_raster", "nanodiffraction_fly_raster", "flow_series",
-                                                  "adaptive_flow_series", "assembly_series"}
+    assert set(plans_from_nspace(namespace)) == {"nanodiffraction_raster", "nanodiffraction_fly_raster", "adaptive_raster",
+                                                  "flow_series", "adaptive_flow_series", "assembly_series"}
     assert set(devices_from_nspace(namespace)) == {"det", "stage", "beam", "reactor", "assembly"}
 
 
