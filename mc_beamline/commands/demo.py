@@ -51,11 +51,12 @@ class RasterDemoResult:
 
 
 @contextlib.contextmanager
-def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis", analyses: list | None = None):
+def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis", analyses: list | None = None,
+                       out: TextIO | None = None):
     """Start the simulated IOC and an embedded Tiled server; yield (beamline, RunEngine, client).
 
-    The RunEngine has the TiledWriter subscribed, prints each run's uid on stdout when it
-    starts, and fails a run before the data directory's disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
+    The RunEngine has the TiledWriter subscribed, prints each run's uid on ``out`` (if given)
+    when it starts, and fails a run before the data directory's disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
     fails or is interrupted (Ctrl-C) keeps what it recorded: see `ended_run`.
     ``analyses``: the caller's live analyses (anything with ``wait(timeout_s)``), filled
     while it runs; on the way out, also after a failed run, they get up to
@@ -78,8 +79,9 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis", analyses: l
             with client.context:
                 RE = RunEngine({}, context_managers=[])
                 RE.subscribe(tiled_writer(client))
-                RE.subscribe(lambda name, doc: print(f"run {doc['uid']} started (scan id {doc.get('scan_id')})",
-                                                     flush=True), "start")
+                if out is not None:
+                    RE.subscribe(lambda name, doc: print(f"run {doc['uid']} started (scan id {doc.get('scan_id')})",
+                                                         file=out, flush=True), "start")
                 RE.preprocessors.append(guard_disk_space(data_dir))
                 with ended_run(RE, client, ioc):
                     try:
@@ -168,7 +170,7 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, f
 
     ny, nx, step = QUICK_RASTER if quick else SEED_RASTER
     figdir = Path(data_dir) / "figures"
-    with simulated_beamline(data_dir) as (beamline, RE, client):
+    with simulated_beamline(data_dir, out=out) as (beamline, RE, client):
         det = beamline.detector
         with AnalysisProcess(client.uri, client.context.api_key, figure_dir=figdir) as analysis:
             RE.subscribe(analysis)
@@ -307,7 +309,7 @@ def flow_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, ada
     search = QUICK_ADAPTIVE_FLOW if quick else ADAPTIVE_FLOW
     figdir = Path(data_dir) / "figures"
     runs: list = []
-    with simulated_beamline(data_dir, analyses=runs) as (beamline, RE, client):
+    with simulated_beamline(data_dir, analyses=runs, out=out) as (beamline, RE, client):
         reactor = beamline.reactor
         saved = reactor.run_simulation_fast(FLOW_TIME_SCALE)
         try:
@@ -474,7 +476,7 @@ def assembly_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout)
     figdir = Path(data_dir) / "figures"
     reports: list[AssemblySeriesReport] = []
     runs: list = []
-    with simulated_beamline(data_dir, analyses=runs) as (beamline, RE, client):
+    with simulated_beamline(data_dir, analyses=runs, out=out) as (beamline, RE, client):
         cell = beamline.assembly
         saved_scale = cell.time_scale.get()
         RE.subscribe(assembly_router(publish=tiled_writer(client), figure_dir=figdir, on_run=runs.append))
