@@ -56,8 +56,9 @@ def simulated_beamline(data_dir: Path, *, geometry: str = "offaxis", analyses: l
     """Start the simulated IOC and an embedded Tiled server; yield (beamline, RunEngine, client).
 
     The RunEngine has the TiledWriter subscribed, prints each run's uid on ``out`` (if given)
-    when it starts, and fails a run before the data directory's disk fills (`guard_disk_space`). Everything is stopped on exit. A run that
-    fails or is interrupted (Ctrl-C) keeps what it recorded: see `ended_run`.
+    when it starts, and fails a run before the data directory's disk fills
+    (`guard_disk_space`). Everything is stopped on exit. A run that fails or is interrupted
+    (Ctrl-C) keeps what it recorded: see `ended_run`.
     ``analyses``: the caller's live analyses (anything with ``wait(timeout_s)``), filled
     while it runs; on the way out, also after a failed run, they get up to
     :data:`ANALYSIS_TIMEOUT_S` together to finish and store their results while Tiled is up.
