@@ -57,29 +57,14 @@ def grid_edges(spectra: list[dict], family: str) -> tuple[float | None, float | 
 def grid_series(reactor, temperatures_c: list[float], growth_c: float, reaction_time_s: float):
     """The full grid as one run, each condition measured by the flow series' own stub (oven at
     min(T_nuc, ``growth_c``) as in the adaptive series)."""
-    import bluesky.preprocessors as bpp
-
-    from mc_beamline.plans.flow_series import (
-        FlowSeriesSpec,
-        measure_condition,
-        prepare_flow_run,
-        with_pumps_running,
-    )
+    from mc_beamline.plans.flow_series import FlowSeriesSpec, measure_conditions, prepare_flow_run
 
     spec = FlowSeriesSpec.build(temperatures_c, [growth_c], [reaction_time_s], allow_growth_above_nucleation=True)
     conditions = [(t, min(t, growth_c), reaction_time_s) for t in temperatures_c]
     run = yield from prepare_flow_run(reactor, spec, integration_time_s=None, saxs_exposure_s=None,
                                       sample="benchmark grid", plan_name="bench_adaptive_grid",
                                       plan_args={}, num_points=len(conditions), md=None)
-
-    @bpp.run_decorator(md=run.plan_md)
-    def series():
-        previous = None
-        for condition in conditions:
-            yield from measure_condition(reactor, run, condition, previous)
-            previous = condition
-
-    return (yield from with_pumps_running(reactor, series()))
+    return (yield from measure_conditions(reactor, run, conditions))
 
 
 ANALYSIS_WAIT_S = 600.0

@@ -309,6 +309,21 @@ def with_pumps_running(reactor, plan):
     return (yield from bpp.finalize_wrapper(body(), stop_pumps()))
 
 
+def measure_conditions(reactor, run: FlowRun, conditions: Sequence[tuple[float, float, float]]):
+    """One run of ``run`` through ``conditions`` (T_nuc °C, T_growth °C, reaction time s) in
+    order, each set, settled, flushed and recorded by :func:`measure_condition`, with the
+    pumps running throughout (:func:`with_pumps_running`); a plan."""
+
+    @bpp.run_decorator(md=run.plan_md)
+    def series():
+        previous = None
+        for condition in conditions:
+            yield from measure_condition(reactor, run, condition, previous)
+            previous = condition
+
+    return (yield from with_pumps_running(reactor, series()))
+
+
 def flow_series(
     reactor,
     nucleation_temperatures_c: Sequence[float],
@@ -365,16 +380,10 @@ def flow_series(
                    "growth_temperatures_c": list(spec.growth_temperatures_c),
                    "reaction_times_s": list(spec.reaction_times_s)})
 
-    @bpp.run_decorator(md=run.plan_md)
-    def series():
-        previous = None
-        for condition in conditions:
-            yield from measure_condition(reactor, run, condition, previous)
-            previous = condition
-
-    return (yield from with_pumps_running(reactor, series()))
+    return (yield from measure_conditions(reactor, run, conditions))
 
 
-__all__ = ["FlowRun", "FlowSeriesSpec", "flow_series", "measure_condition", "prepare_flow_run", "with_pumps_running",
+__all__ = ["FlowRun", "FlowSeriesSpec", "flow_series", "measure_condition", "measure_conditions", "prepare_flow_run",
+           "with_pumps_running",
            "temperature_band_suspender", "TEMPERATURE_RANGE_C", "MIN_FLUSH_VOLUMES", "DEFAULT_TEMPERATURE_BAND_C",
            "DEFAULT_TEMPERATURE_RESUME_S"]
