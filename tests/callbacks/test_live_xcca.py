@@ -25,7 +25,6 @@ import logging
 import os
 import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from mc_beamline.callbacks.replay import replay, stored_results
 from mc_beamline.physics.mesocrystal import raster_truth_summary
 from mc_beamline.plans import RasterSpec, nanodiffraction_raster
 from mc_beamline.storage import read_stream_array, tiled_writer
-from tests.seed_truth import assert_recovers_the_seed_truth
+from tests.seed_truth import assert_recovers_the_seed_truth, run_seed_demo
 
 COARSE = {"ny": 9, "nx": 13, "step_um": 1.6}
 """The seed area (12.8 x 19.2 µm) at four times the seed step: 117 points, ~28 in [110] zones."""
@@ -436,29 +435,8 @@ def test_start_metadata_set_the_corrections_of_live_replay_and_offline_alike(tmp
 
 
 # ------------------------------------------------------- 4. the full seed raster vs truth
-FULL_DEMO = textwrap.dedent(
-    """
-    import io, json, sys
-    from pathlib import Path
-    from mc_beamline.commands.demo import raster_demo
-
-    out = io.StringIO()
-    demo = raster_demo(Path(sys.argv[1]), quick=False, out=out)
-    json.dump({"uid": demo.uid, "n_points": demo.n_points, "scan_s": demo.scan_s,
-               "lag_s": demo.analysis_lag_s, "result": demo.result, "truth": demo.truth,
-               "errors": [e["message"] for e in demo.analysis_errors], "summary": out.getvalue()}, sys.stdout)
-    """
-)
-
-
 @pytest.mark.slow
 def test_full_seed_raster_recovers_the_simulator_truth(tmp_path):
     """35 x 51 points at 0.4 µm (1785 frames) through `raster_demo` in its own process, with
-    its own IOC and Tiled server (a CA client reads its EPICS settings once per process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    proc = subprocess.run([sys.executable, "-c", FULL_DEMO, str(tmp_path / "data")], capture_output=True,
-                          text=True, timeout=900, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    demo = json.loads(proc.stdout)
-    print(demo["summary"])  # live results next to the truth, for -rP / -s
-    assert_recovers_the_seed_truth(demo)
+    its own IOC and Tiled server."""
+    assert_recovers_the_seed_truth(run_seed_demo(tmp_path / "data"))

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from mc_beamline.callbacks.live_xcca import LiveXcca, xcca_router
 from mc_beamline.callbacks.replay import replay, stored_results
 from mc_beamline.plans import PlanArgumentError, adaptive_raster
 from mc_beamline.storage import tiled_writer
+from tests.seed_truth import assert_structure_within_tolerances, run_seed_demo
 
 QUICK = dict(ny=9, nx=13, step_um=1.6)
 ANALYSIS_WAIT_S = 300.0
@@ -95,19 +95,6 @@ def test_bad_arguments_are_refused_before_anything_moves(beamline, RE, kwargs, m
         RE(adaptive_raster(beamline.detector, beamline.stage, **{**QUICK, **kwargs}))
 
 
-ADAPTIVE_DEMO = textwrap.dedent(
-    """
-    import io, json, sys
-    from pathlib import Path
-    from mc_beamline.commands.demo import raster_demo
-
-    out = io.StringIO()
-    demo = raster_demo(Path(sys.argv[1]), quick=False, out=out, adaptive=True)
-    json.dump({"uid": demo.uid, "n_points": demo.n_points, "result": demo.result, "truth": demo.truth,
-               "errors": [e["message"] for e in demo.analysis_errors], "summary": out.getvalue()}, sys.stdout)
-    """
-)
-
 @pytest.mark.slow
 def test_adaptive_seed_raster_recovers_the_full_raster_with_at_most_40_percent_of_its_exposures(tmp_path):
     """The seed sample (35 x 51 at 0.4 µm) through ``raster_demo(adaptive=True)`` in its own process.
@@ -119,19 +106,12 @@ def test_adaptive_seed_raster_recovers_the_full_raster_with_at_most_40_percent_o
     std within 1°, with at most 40 % of the 1785 exposures; ``mc-beamline replay`` of the
     stored run re-derives every decision that ``mc-beamline results`` reports.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    proc = subprocess.run([sys.executable, "-c", ADAPTIVE_DEMO, str(tmp_path / "data")], capture_output=True,
-                          text=True, timeout=900, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    demo = json.loads(proc.stdout)
-    print(demo["summary"])
-    result, truth, search = demo["result"], demo["truth"], demo["result"]["raster_search"]
+    demo = run_seed_demo(tmp_path / "data", adaptive=True)
+    result, search = demo["result"], demo["result"]["raster_search"]
     assert demo["errors"] == [], demo["summary"]
     assert demo["n_points"] == search["n_points"] <= int(0.4 * 35 * 51)
-    assert result["superlattice"]["lattice"] == "bct"
-    assert abs(result["superlattice"]["c_over_a"] - truth["c_over_a"]) <= 0.02, demo["summary"]
-    assert abs(result["orientational_disorder_fwhm_deg"] - truth["disorder_fwhm_deg"]) <= 2.0, demo["summary"]
-    assert abs(result["misorientation_deg"]["std"] - truth["psi_std_deg"]) <= 1.0, demo["summary"]
+    assert_structure_within_tolerances(result, demo["truth"], demo["summary"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
     outputs = {}
     for command in ("results", "replay"):
         done = subprocess.run([sys.executable, "-m", "mc_beamline.cli", command, demo["uid"], "--data-dir",

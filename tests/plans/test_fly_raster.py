@@ -14,7 +14,7 @@ from mc_beamline.callbacks.live_xcca import LiveXcca, xcca_router
 from mc_beamline.callbacks.replay import replay, stored_results
 from mc_beamline.plans import PlanArgumentError, RasterSpec, nanodiffraction_fly_raster
 from mc_beamline.storage import read_stream_array, tiled_writer
-from tests.seed_truth import assert_recovers_the_seed_truth
+from tests.seed_truth import assert_recovers_the_seed_truth, run_seed_demo
 
 SMALL = {"ny": 3, "nx": 5, "step_um": 0.4, "center_x_um": 1.0, "center_y_um": -2.0, "exposure_s": 0.01}
 
@@ -117,33 +117,11 @@ def test_out_of_limit_or_too_fast_requests_are_refused_before_anything_moves(bea
     assert stage.x.position == pytest.approx(0.8) and stage.y.position == pytest.approx(0.4)
 
 
-SEED_FLY_DEMO = """
-import io, json, sys
-from pathlib import Path
-from mc_beamline.commands.demo import raster_demo
-
-out = io.StringIO()
-demo = raster_demo(Path(sys.argv[1]), quick=False, out=out, fly=True)
-json.dump({"uid": demo.uid, "n_points": demo.n_points, "result": demo.result, "truth": demo.truth,
-           "errors": [e["message"] for e in demo.analysis_errors], "summary": out.getvalue()}, sys.stdout)
-"""
-
-
 @pytest.mark.slow
 def test_seed_fly_raster_recovers_the_simulator_truth(tmp_path):
     """The 35 x 51 seed raster flown at 10 ms per point (`demo raster --fly`) in its own process
     with its own IOC and Tiled server: the live XCCA finds the truth within the tolerances of
     the step raster's test (tests/callbacks/test_live_xcca.py)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
-    proc = subprocess.run([sys.executable, "-c", SEED_FLY_DEMO, str(tmp_path / "data")], capture_output=True,
-                          text=True, timeout=900, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    demo = json.loads(proc.stdout)
-    print(demo["summary"])
+    demo = run_seed_demo(tmp_path / "data", fly=True)
     assert "Stored 1785 frames in" in demo["summary"]
     assert_recovers_the_seed_truth(demo)
