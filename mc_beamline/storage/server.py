@@ -36,6 +36,8 @@ STARTUP_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 5.0
 """Longest wait (s) for open requests and websockets when the server stops."""
 
+CATALOG_INIT_TIMEOUT_S = 60.0
+"""Longest wait (s) for a new catalog's tables to be created (a PostgreSQL server may not answer)."""
 
 CATALOG_MAX_OVERFLOW = 10
 """Connections a catalog's pool may open beyond its 5 (Tiled's default)."""
@@ -70,28 +72,21 @@ def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str, max_overflow: 
     import hdf5plugin  # noqa: F401 - registers the Bitshuffle/LZ4 filter, so Tiled can serve detector frames
     from bluesky_tiled_plugins.exporters import json_seq_exporter
     from tiled.catalog import from_uri as catalog_from_uri
-    from tiled.catalog.adapter import DatabaseInitializationError
     from tiled.config import Authentication, StreamingCacheConfig
     from tiled.media_type_registration import default_serialization_registry
     from tiled.server.app import build_app
 
-    dialect = catalog_dialect(catalog_uri)
-    try:
-        catalog = catalog_from_uri(
-            catalog_uri,
-            specs=[BLUESKY_CATALOG_SPEC],
-            init_if_not_exists=_needs_init(data_dir, catalog_uri),
-            writable_storage=[data_dir.data, f"sqlite:///{data_dir.tables}"],
-            readable_storage=[data_dir.detector],
-            # In-memory cache of recent writes: enables live subscriptions over websockets.
-            cache_config=StreamingCacheConfig(uri="memory").model_dump(),
-            catalog_max_overflow=max_overflow,
-        )
-    except DatabaseInitializationError as exc:
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        reason = lines[-1].strip() if lines else "no reason given"
-        raise ConnectionError(f"The {dialect} catalog {redact_uri(catalog_uri)} could not be opened "
-                              f"or initialised ({reason})") from None
+    if _needs_init(data_dir, catalog_uri):
+        _initialise_catalog(catalog_uri)
+    catalog = catalog_from_uri(
+        catalog_uri,
+        specs=[BLUESKY_CATALOG_SPEC],
+        writable_storage=[data_dir.data, f"sqlite:///{data_dir.tables}"],
+        readable_storage=[data_dir.detector],
+        # In-memory cache of recent writes: enables live subscriptions over websockets.
+        cache_config=StreamingCacheConfig(uri="memory").model_dump(),
+        catalog_max_overflow=max_overflow,
+    )
     serialization_registry = copy.deepcopy(default_serialization_registry)
     serialization_registry.register("BlueskyRun", JSON_SEQ_MIMETYPE, json_seq_exporter)
     logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner on stderr
@@ -104,13 +99,82 @@ def _build_app(data_dir: DataDir, catalog_uri: str, api_key: str, max_overflow: 
 
 
 def _needs_init(data_dir: DataDir, catalog_uri: str) -> bool:
-    """Whether to run Tiled's catalog initialisation (a ~3 s subprocess).
+    """Whether to run Tiled's catalog initialisation (`_initialise_catalog`).
 
     It is skipped only for the data directory's own SQLite catalog once that exists;
     any other catalog URI (e.g. PostgreSQL) is initialised if it is not yet.
     """
     own = catalog_uri == data_dir.sqlite_catalog_uri
     return not (own and data_dir.catalog.is_file() and data_dir.catalog.stat().st_size > 0)
+
+
+_catalog_init_lock = threading.Lock()
+
+
+def _initialise_catalog(catalog_uri: str) -> None:
+    """Create Tiled's tables in a catalog database that has none and stamp their schema revision.
+
+    What ``tiled catalog init --if-not-exists`` does, done in this process: Tiled itself runs
+    that command as a Python subprocess, ~3 s of start-up for a new data directory or every
+    start on PostgreSQL. It runs in a short-lived thread (its own event loop, whatever the
+    caller's thread runs), one at a time (alembic's migration context is module state). A
+    catalog that is already initialised is left as it is; one that cannot be reached or is
+    of another schema version, or does not answer within :data:`CATALOG_INIT_TIMEOUT_S`,
+    raises ConnectionError with the reason (password redacted).
+    """
+    failure: list[BaseException] = []
+
+    def initialise() -> None:
+        import asyncio
+
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from tiled.alembic_utils import UninitializedDatabase, check_database, stamp_head
+        from tiled.catalog.alembic_constants import ALEMBIC_DIR, ALEMBIC_INI_TEMPLATE_PATH
+        from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION, initialize_database
+        from tiled.utils import ensure_specified_sql_driver
+
+        uri = ensure_specified_sql_driver(catalog_uri)
+
+        async def create_if_missing() -> bool:
+            engine = create_async_engine(uri)
+            try:
+                await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+                return False
+            except UninitializedDatabase:
+                await initialize_database(engine)
+                return True
+            finally:
+                await engine.dispose()
+
+        try:
+            if asyncio.run(create_if_missing()):
+                stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            failure.append(exc)
+
+    with _catalog_init_lock:
+        worker = threading.Thread(target=initialise, name="tiled-catalog-init", daemon=True)
+        worker.start()
+        worker.join(CATALOG_INIT_TIMEOUT_S)
+    if worker.is_alive():
+        failure.append(TimeoutError(f"no answer within {CATALOG_INIT_TIMEOUT_S:.0f} s"))
+    if failure:
+        password = _uri_password(catalog_uri)
+        lines = [line.strip() for line in str(failure[0]).splitlines() if line.strip()]
+        reason = (lines[-1] if lines else type(failure[0]).__name__)
+        if password:
+            reason = reason.replace(password, "***")
+        raise ConnectionError(f"The {catalog_dialect(catalog_uri)} catalog {redact_uri(catalog_uri)} could not "
+                              f"be opened or initialised ({reason})") from None
+
+
+def _uri_password(uri: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(uri).password
+    except ValueError:
+        return None
 
 
 class _ThreadedServer(uvicorn.Server):
