@@ -91,15 +91,27 @@ class IocProcess:
 
     def start(self, timeout: float = 60.0) -> "IocProcess":
         """Start the IOC and wait until it serves; raise RuntimeError (with its stderr) if it fails."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> "IocProcess":
+        """Start the IOC process and return at once; :meth:`wait_ready` waits until it serves.
+
+        Between the two the caller can set up what does not need the IOC (the IOC takes ~1.5 s
+        to come up); it must :meth:`stop` it if that fails.
+        """
         self._tmp = tempfile.TemporaryDirectory(prefix="mc-ioc-")
         tmp = Path(self._tmp.name)
-        ready = tmp / "ready.json"
         env = dict(os.environ)
         env.update(self.client_env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
         self._log = open(tmp / "ioc.log", "w+b")
-        self.proc = subprocess.Popen(self.command(ready), env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command(tmp / "ready.json"), env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=str(_PACKAGE_ROOT))
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> "IocProcess":
+        """Wait until the launched IOC serves; raise RuntimeError (with its stderr) if it fails."""
+        ready = Path(self._tmp.name) / "ready.json"
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.proc.poll() is not None:
