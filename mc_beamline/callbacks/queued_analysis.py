@@ -66,6 +66,8 @@ class QueuedRunAnalysis:
         self.array_fallback = array_fallback
         self.errors: list[dict] = []
         self.result: dict | None = None
+        self.result_at: float | None = None
+        """Wall-clock time (s since the epoch) the result was computed, before the figure and storing."""
         self.figure_path: Path | None = None
         self.keys = dict(start_doc.get("mc_beamline", {}).get("keys", {}))
         self._primary: set[str] = set()
@@ -131,6 +133,7 @@ class QueuedRunAnalysis:
             self.result = self._compute_result()
         except Exception as exc:  # noqa: BLE001
             self._record("result", exc)
+        self.result_at = time.time()
         self._after_result()
         try:
             if self.publish is not None:  # also without a result: the errors are stored
