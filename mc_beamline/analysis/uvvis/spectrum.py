@@ -1,30 +1,30 @@
 """UV-Vis absorption spectra of CdSe reaction mixtures: MSC families and the NC exciton.
 
-MSC families (narrow peaks at the fixed positions of
-:data:`~mc_beamline.materials.cdse.MSC_FAMILY_NM`). A matched filter (a Ricker kernel of
-σ = 4.5 nm: no response to a straight background) proposes candidates within
-``tolerance_nm`` + 2 nm of each family position. All candidates are then fitted together:
-Gaussians on a cubic B-spline background with knots every 20 nm (too stiff to follow a
-10 nm peak, supple enough for NC bands and the continuum), by variable projection (peak
-centres and widths non-linear, amplitudes and spline coefficients by weighted linear least
-squares, weights 1/σ with σ from the spectrum's own second differences). A peak is an MSC
-if its centre is within ``tolerance_nm`` of the family, its FWHM is 5–20 nm and its height
-is ``min_snr`` standard errors and ``min_absorbance`` above the background; rejected
-candidates are dropped and the rest refitted. The broad shoulders of the NCs' second and
-third excitonic bands (FWHM ≥ 30 nm) fail the width test or go into the background.
+Three steps; the last decides.
 
-NC first exciton (the longest-wavelength broad excitonic maximum). The fitted MSC peaks are
-subtracted; the longest-wavelength significant minimum of a 31 nm Savitzky–Golay second
-derivative above 440 nm locates the band; three Gaussians in photon energy (the first,
-second and third excitonic bands, the others at least as wide as the first) plus a straight
-line are fitted from 0.30 eV below to 0.60 eV above it. The first band's centre is the
-exciton wavelength, its width the FWHM, and the Yu et al. sizing curve
-(:func:`~mc_beamline.materials.cdse.yu_diameter_nm`) gives the diameter. A "band" narrower
-than 18 nm, or weaker than a quarter of the fitted third band, is rejected (edges left by
-MSC peaks, not NCs).
+Narrow-peak search (MSC candidates, and the MSCs reported when no NC band is there). A
+matched filter (a Ricker kernel of σ = 4.5 nm: no response to a straight background)
+proposes candidates within ``tolerance_nm`` + 2 nm of each family position of
+:data:`~mc_beamline.materials.cdse.MSC_FAMILY_NM`. All candidates are fitted together:
+Gaussians on a cubic B-spline background with knots every 20 nm, by variable projection
+(peak centres and widths non-linear, amplitudes and spline coefficients by weighted linear
+least squares, weights 1/σ with σ from the spectrum's own second differences). A peak is
+kept if its centre is within ``tolerance_nm`` of the family, its FWHM is 5–20 nm and its
+height is ``min_snr`` standard errors and ``min_absorbance`` above the background; rejected
+candidates are dropped and the rest refitted.
 
-Just-formed NCs, whose first exciton lies near the CdSe-465/437 peaks, are then settled by
-the joint band model of :mod:`mc_beamline.analysis.uvvis.band_model`.
+Band search (where the NC first exciton is). The kept peaks are subtracted; the
+longest-wavelength significant minimum of a 31 nm Savitzky–Golay second derivative above
+440 nm locates the band; three Gaussians in photon energy plus a straight line, fitted from
+0.30 eV below to 0.60 eV above it, refine its position (a "band" narrower than 18 nm, or
+weaker than a quarter of the fitted third band, is not refined).
+
+Whole-band model (:mod:`mc_beamline.analysis.uvvis.band_model`). Where a band was located,
+the NC band is fitted over the whole spectrum as one size-distributed model, with Gaussians
+at the family positions; only peaks narrower than the NC's first transition and significant
+against the noise are MSCs, and the ensemble's first transition gives the exciton
+wavelength, its FWHM and, by the Yu et al. sizing curve
+(:func:`~mc_beamline.materials.cdse.yu_diameter_nm`), the diameter.
 
 Wavelengths in nm, absorbance decadic.
 """
@@ -41,7 +41,6 @@ from mc_beamline.analysis.uvvis.band_model import MIN_NC_FWHM_NM, whole_band_fit
 from mc_beamline.analysis.uvvis.grid import SpectrumGrid, spline_basis
 from mc_beamline.analysis.uvvis.peaks import (
     FWHM_PER_SIGMA,
-    HIDDEN_MSC_MAX_FWHM_NM,
     MIN_MSC_FWHM_NM,
     MscPeak,
     NcExciton,
