@@ -3,14 +3,15 @@
 The NC band is fitted as one size-distributed model before any narrow peak may be called a
 magic-size cluster (MSC). The model, over the whole recorded range:
 
-* an NC ensemble, Gaussian in diameter (mean D, relative spread; Gauss–Hermite nodes),
-  weighted by the Yu extinction coefficient ε(D). Each NC has four excitonic transitions,
-  Gaussians in photon energy: the first at E1 = hc/λ_Yu(D) with width σ1, three higher
-  ones at E1 + Δi with widths gi·σ1, where the offsets Δi and width factors gi ≥ 1 are
-  free within physical bounds (the second transition 0.05–0.25 eV, the third 0.12–0.45 eV,
-  the fourth 0.25–0.70 eV above the first, as reported for 2S3/2–1Se and 1P-type
-  transitions of 2–5 nm CdSe); each transition's height is free (≥ 0); an interband
-  continuum rising from E1 + Δ3 (soft onset, linear and quadratic terms, ≥ 0);
+* an NC ensemble, Gaussian in diameter (mean D, relative spread 1.5–10 %), weighted by the
+  Yu extinction coefficient ε(D): the density of first-transition energies E1 = hc/λ_Yu(D)
+  on a 4 meV grid, broadened by convolution with Gaussians in photon energy. The first
+  transition has the homogeneous width σ1 (0.02–0.08 eV); two higher ones lie at E1 + Δi
+  with widths gi·σ1 (gi 1–4) and peak heights ρi times the first's, where Δ2 (0.10–0.30 eV,
+  the 2S3/2–1Se-type transition), Δ3 (0.25–0.70 eV, 1P-type), gi and ρi are free, so that a
+  band shaped unlike any one model is followed; the mean D stays within
+  :data:`NC_SEARCH_NM` of the band that the band search located. An interband continuum
+  rises from E1 + Δ3 (soft onset; linear and quadratic terms, heights ≥ 0);
 * a smooth background: a cubic B-spline in wavelength with knots every
   :data:`BACKGROUND_KNOTS_NM` (scattering, offsets, what the continuum shapes leave over;
   too stiff to make a 16 nm peak);
@@ -28,8 +29,11 @@ against the same model without it, its first transition is ``min_snr`` standard 
 high and at least :data:`MIN_NC_FWHM_NM` wide. The exciton is the maximum of the fitted
 ensemble's first transition.
 
-Standard errors come from the covariance (JᵀJ)⁻¹·max(χ²/dof, 1) of all parameters, the
-linear ones included. Wavelengths in nm, energies in eV, absorbance decadic.
+The reported standard errors of the MSC positions and of the mean diameter (carried to the
+exciton wavelength through the Yu curve) come from the covariance (JᵀJ)⁻¹·max(χ²/dof, 1)
+of all parameters, the linear ones included; a height's significance uses its standard
+error at the fitted non-linear parameters. Wavelengths in nm, energies in eV, absorbance
+decadic.
 """
 
 from __future__ import annotations
