@@ -95,7 +95,7 @@ _NC_STARTS = [(spread, s1, 0.07, 0.13, 1.5, 0.5, 0.25, 0.35, 2.0, 1.0)
 the located band, gi, ρi)."""
 _CONTINUUM_SOFTNESS_EV = 0.10
 _E_STEP_EV = 0.004
-MAX_FIT_EVALUATIONS = 40
+MAX_FIT_EVALUATIONS = 20
 """Model evaluations per least-squares fit. The fits stop there (or once χ² changes by less
 than 1e-5 of itself) whether or not the NC shape has settled: the narrow valley that the
 free higher transitions leave is crept along for hundreds of evaluations for a few units of
