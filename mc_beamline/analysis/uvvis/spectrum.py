@@ -1,30 +1,30 @@
 """UV-Vis absorption spectra of CdSe reaction mixtures: MSC families and the NC exciton.
 
-MSC families (narrow peaks at the fixed positions of
-:data:`~mc_beamline.materials.cdse.MSC_FAMILY_NM`). A matched filter (a Ricker kernel of
-σ = 4.5 nm: no response to a straight background) proposes candidates within
-``tolerance_nm`` + 2 nm of each family position. All candidates are then fitted together:
-Gaussians on a cubic B-spline background with knots every 20 nm (too stiff to follow a
-10 nm peak, supple enough for NC bands and the continuum), by variable projection (peak
-centres and widths non-linear, amplitudes and spline coefficients by weighted linear least
-squares, weights 1/σ with σ from the spectrum's own second differences). A peak is an MSC
-if its centre is within ``tolerance_nm`` of the family, its FWHM is 5–20 nm and its height
-is ``min_snr`` standard errors and ``min_absorbance`` above the background; rejected
-candidates are dropped and the rest refitted. The broad shoulders of the NCs' second and
-third excitonic bands (FWHM ≥ 30 nm) fail the width test or go into the background.
+Three steps; the last decides.
 
-NC first exciton (the longest-wavelength broad excitonic maximum). The fitted MSC peaks are
-subtracted; the longest-wavelength significant minimum of a 31 nm Savitzky–Golay second
-derivative above 440 nm locates the band; three Gaussians in photon energy (the first,
-second and third excitonic bands, the others at least as wide as the first) plus a straight
-line are fitted from 0.30 eV below to 0.60 eV above it. The first band's centre is the
-exciton wavelength, its width the FWHM, and the Yu et al. sizing curve
-(:func:`~mc_beamline.materials.cdse.yu_diameter_nm`) gives the diameter. A "band" narrower
-than 18 nm, or weaker than a quarter of the fitted third band, is rejected (edges left by
-MSC peaks, not NCs).
+Narrow-peak search (MSC candidates, and the MSCs reported when no NC band is there). A
+matched filter (a Ricker kernel of σ = 4.5 nm: no response to a straight background)
+proposes candidates within ``tolerance_nm`` + 2 nm of each family position of
+:data:`~mc_beamline.materials.cdse.MSC_FAMILY_NM`. All candidates are fitted together:
+Gaussians on a cubic B-spline background with knots every 20 nm, by variable projection
+(peak centres and widths non-linear, amplitudes and spline coefficients by weighted linear
+least squares, weights 1/σ with σ from the spectrum's own second differences). A peak is
+kept if its centre is within ``tolerance_nm`` of the family, its FWHM is 5–20 nm and its
+height is ``min_snr`` standard errors and ``min_absorbance`` above the background; rejected
+candidates are dropped and the rest refitted.
 
-Just-formed NCs, whose first exciton lies near the CdSe-465/437 peaks, are then settled by
-the joint band model of :mod:`mc_beamline.analysis.uvvis.band_model`.
+Band search (where the NC first exciton is). The kept peaks are subtracted; the
+longest-wavelength significant minimum of a 31 nm Savitzky–Golay second derivative above
+440 nm locates the band; three Gaussians in photon energy plus a straight line, fitted from
+0.30 eV below to 0.60 eV above it, refine its position (a "band" narrower than 18 nm, or
+weaker than a quarter of the fitted third band, is not refined).
+
+Whole-band model (:mod:`mc_beamline.analysis.uvvis.band_model`). Where a band was located,
+the NC band is fitted over the whole spectrum as one size-distributed model, with Gaussians
+at the family positions; only peaks narrower than the NC's first transition and significant
+against the noise are MSCs, and the ensemble's first transition gives the exciton
+wavelength, its FWHM and, by the Yu et al. sizing curve
+(:func:`~mc_beamline.materials.cdse.yu_diameter_nm`), the diameter.
 
 Wavelengths in nm, absorbance decadic.
 """
@@ -37,11 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares, lsq_linear
 
-from mc_beamline.analysis.uvvis.band_model import joint_refit
-from mc_beamline.analysis.uvvis.grid import SpectrumGrid
+from mc_beamline.analysis.uvvis.band_model import MIN_NC_FWHM_NM, whole_band_fit
+from mc_beamline.analysis.uvvis.grid import SpectrumGrid, spline_basis
 from mc_beamline.analysis.uvvis.peaks import (
     FWHM_PER_SIGMA,
-    HIDDEN_MSC_MAX_FWHM_NM,
     MIN_MSC_FWHM_NM,
     MscPeak,
     NcExciton,
@@ -52,13 +51,9 @@ from mc_beamline.materials.cdse import HC_EV_NM, MSC_FAMILY_NM
 
 TYPICAL_MSC_FWHM_NM = 11.0
 """Starting width of a cluster peak in the fit (the families have FWHM 8–15 nm)."""
-MIN_NC_FWHM_NM = 18.0
-"""The first exciton of an NC ensemble is broader than this (nm)."""
 MIN_NC_BAND_RATIO = 0.25
 """The first-exciton band is at least this fraction of the fitted third band (which
 absorbs the onset of the continuum); weaker 'bands' are edges left by the MSC peaks."""
-HIDDEN_MSC_MIN_DCHI2 = 100.0
-"""χ² drop that a cluster peak under an NC band must bring (at ``min_snr`` = 6)."""
 
 
 @dataclass(frozen=True)
@@ -140,19 +135,6 @@ def _local_minima(y: np.ndarray) -> np.ndarray:
     return k[(y[k] <= y[k - 1]) & (y[k] < y[k + 1])]
 
 
-def _spline_basis(x: np.ndarray, knot_spacing: float) -> np.ndarray:
-    """Uniform cubic B-spline basis on ``x`` with knots every ``knot_spacing`` (same units).
-
-    B(u) = (4 − 6u² + 3|u|³)/6 for |u| < 1, (2 − |u|)³/6 for 1 ≤ |u| < 2, with
-    u = (x − c_j)/spacing and centres c_j from one spacing before ``x[0]`` to one after ``x[-1]``.
-    """
-    n_int = max(int(math.ceil((x[-1] - x[0]) / knot_spacing)), 1)
-    spacing = (x[-1] - x[0]) / n_int if x[-1] > x[0] else knot_spacing
-    centres = x[0] + spacing * np.arange(-1, n_int + 2)
-    u = np.abs((x[:, None] - centres[None, :]) / spacing)
-    return np.where(u < 1.0, (4.0 - 6.0 * u**2 + 3.0 * u**3) / 6.0, np.where(u < 2.0, (2.0 - u) ** 3 / 6.0, 0.0))
-
-
 @dataclass(frozen=True)
 class _PeakFit:
     centre: np.ndarray
@@ -169,7 +151,7 @@ def _fit_narrow_peaks(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.n
     Centres and widths are non-linear parameters; for each trial the amplitudes and the
     spline coefficients follow from weighted linear least squares (weights ``w`` = 1/σ).
     """
-    spline = _spline_basis(x, knot_spacing)
+    spline = spline_basis(x, knot_spacing)
     k = centres.size
 
     lower = np.concatenate([np.zeros(k), np.full(spline.shape[1], -np.inf)])
@@ -262,50 +244,28 @@ def _find_msc(grid: SpectrumGrid, tolerance_nm: float, max_fwhm_nm: float, min_s
     return accepted, profile
 
 
-@dataclass(frozen=True)
-class _NcFit:
-    exciton: NcExciton | None
-    chi2: float
-    msc: MscPeak | None = None
-    msc_profile: np.ndarray | None = None
-
-
 def _nc_window(rest: SpectrumGrid, e0: float):
     energy = HC_EV_NM / rest.wavelength_nm
     sel = (energy >= e0 - 0.30) & (energy <= e0 + 0.60)
-    return sel, energy[sel], rest.absorbance[sel], 1.0 / rest.sigma[sel]
+    return energy[sel], rest.absorbance[sel], 1.0 / rest.sigma[sel]
 
 
-def _fit_nc(rest: SpectrumGrid, e0: float, min_absorbance: float,
-            hidden: tuple[str, float, float] | None = None) -> _NcFit:
-    """Three excitonic bands in photon energy + a straight line around ``e0`` (eV).
-
-    ``hidden`` = (family, position nm, tolerance nm): also fit a narrow MSC Gaussian (in
-    wavelength) at that family position, for a cluster peak buried under the NC band.
-    """
+def _fit_nc(rest: SpectrumGrid, e0: float, min_absorbance: float) -> NcExciton | None:
+    """Three excitonic bands in photon energy + a straight line around ``e0`` (eV)."""
     lam_all = rest.wavelength_nm
-    sel, x, y, w = _nc_window(rest, e0)
-    lam = HC_EV_NM / x
+    x, y, w = _nc_window(rest, e0)
 
     def model(theta):
         # Band 1 at E1; bands 2 and 3 at E1 + Δ, at least as wide as band 1.
-        amp1, e1, s1, amp2, d2_, g2, amp3, d3_, g3, c0, c1 = theta[:11]
+        amp1, e1, s1, amp2, d2_, g2, amp3, d3_, g3, c0, c1 = theta
         out = c0 + c1 * (x - e0) + amp1 * np.exp(-0.5 * ((x - e1) / s1) ** 2)
         out = out + amp2 * np.exp(-0.5 * ((x - e1 - d2_) / (s1 * g2)) ** 2)
-        out = out + amp3 * np.exp(-0.5 * ((x - e1 - d3_) / (s1 * g3)) ** 2)
-        if hidden is not None:
-            out = out + theta[11] * np.exp(-0.5 * ((lam - theta[12]) / theta[13]) ** 2)
-        return out
+        return out + amp3 * np.exp(-0.5 * ((x - e1 - d3_) / (s1 * g3)) ** 2)
 
     top = max(float(np.ptp(y)), 1e-4)
     theta0 = [top, e0, 0.06, 0.5 * top, 0.15, 1.5, top, 0.4, 2.0, float(y.min()), 0.0]
     lo = [0.0, e0 - 0.08, 0.02, 0.0, 0.08, 1.0, 0.0, 0.2, 1.0, -np.inf, -np.inf]
     hi = [np.inf, e0 + 0.08, 0.25, np.inf, 0.35, 4.0, np.inf, 0.8, 6.0, np.inf, np.inf]
-    if hidden is not None:
-        _, pos, tol = hidden
-        theta0 += [0.2 * top, pos, 5.0]
-        lo += [0.0, pos - tol, MIN_MSC_FWHM_NM / FWHM_PER_SIGMA]
-        hi += [np.inf, pos + tol, HIDDEN_MSC_MAX_FWHM_NM / FWHM_PER_SIGMA]
     theta0 = np.clip(theta0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
     fit = least_squares(lambda t: (model(t) - y) * w, theta0, bounds=(lo, hi))
     chi2 = float(np.sum(fit.fun**2))
@@ -313,22 +273,17 @@ def _fit_nc(rest: SpectrumGrid, e0: float, min_absorbance: float,
     amp, centre, sig = fit.x[:3]
     wavelength = HC_EV_NM / centre
     fwhm_nm = wavelength**2 / HC_EV_NM * FWHM_PER_SIGMA * sig
-    exciton = None
-    if not (amp < min_absorbance or fwhm_nm < MIN_NC_FWHM_NM or amp < MIN_NC_BAND_RATIO * fit.x[6]
+    if (amp < min_absorbance or fwhm_nm < MIN_NC_FWHM_NM or amp < MIN_NC_BAND_RATIO * fit.x[6]
             or wavelength > lam_all[-1] - 10.0):
-        exciton = NcExciton.at(wavelength, fwhm_nm, wavelength**2 / HC_EV_NM * err[1])
-    if hidden is None:
-        return _NcFit(exciton, chi2)
-    a_msc, c_msc, s_msc = fit.x[11:14]
-    peak = MscPeak(hidden[0], float(c_msc), float(FWHM_PER_SIGMA * s_msc), float(a_msc), float(err[12]))
-    profile = a_msc * np.exp(-0.5 * ((lam_all - c_msc) / s_msc) ** 2)
-    return _NcFit(exciton, chi2, peak, profile)
+        return None
+    return NcExciton.at(wavelength, fwhm_nm, wavelength**2 / HC_EV_NM * err[1])
 
 
-def _find_nc(grid: SpectrumGrid, msc_profile: np.ndarray, min_snr: float, min_absorbance: float,
-             known: set[str], tolerance_nm: float) -> tuple[NcExciton | None, list[MscPeak]]:
-    """The longest-wavelength broad excitonic band, refined by a fit in photon energy, and
-    any MSC peak of a family that the band hides (found by a joint fit)."""
+def _find_nc(grid: SpectrumGrid, msc_profile: np.ndarray, min_snr: float,
+             min_absorbance: float) -> tuple[NcExciton | None, float | None]:
+    """The longest-wavelength broad excitonic band: the exciton of a fit in photon energy
+    (None where that fit finds no band) and the band's wavelength (nm; the significant
+    minimum of the second derivative, or the fitted exciton), or (None, None)."""
     lam = grid.wavelength_nm
     rest = SpectrumGrid(lam, grid.absorbance - msc_profile, grid.sigma, grid.step_nm)
     d2, d2_sigma = _second_derivative(rest, 31.0)
@@ -336,28 +291,10 @@ def _find_nc(grid: SpectrumGrid, msc_profile: np.ndarray, min_snr: float, min_ab
     minima = minima[(lam[minima] >= 440.0) & (lam[minima] <= lam[-1] - 20.0)]
     minima = minima[-d2[minima] >= min_snr * d2_sigma[minima]]
     if minima.size == 0:
-        return None, []
-    e0 = float(HC_EV_NM / lam[int(minima[-1])])
-    base = _fit_nc(rest, e0, min_absorbance)
-    if base.exciton is None:
-        return None, []
-    exciton, hidden_peaks = base.exciton, []
-    for name, pos in MSC_FAMILY_NM.items():
-        # Families inside the fitted window, within two band widths of the exciton.
-        if name in known or abs(pos - exciton.wavelength_nm) > 2.0 * exciton.fwhm_nm:
-            continue
-        if not (e0 - 0.25 <= HC_EV_NM / pos <= e0 + 0.55):
-            continue
-        joint = _fit_nc(rest, e0, min_absorbance, hidden=(name, pos, tolerance_nm))
-        peak = joint.msc
-        # A cluster peak must be needed by the data (χ² drop) and significant on its own.
-        if (joint.exciton is not None and peak.absorbance >= min_absorbance
-                and base.chi2 - joint.chi2 >= HIDDEN_MSC_MIN_DCHI2 * max(min_snr / 6.0, 1.0) ** 2
-                and peak.fwhm_nm <= HIDDEN_MSC_MAX_FWHM_NM - 0.5):
-            exciton = joint.exciton
-            hidden_peaks.append(peak)
-            rest = SpectrumGrid(lam, rest.absorbance - joint.msc_profile, rest.sigma, rest.step_nm)
-    return exciton, hidden_peaks
+        return None, None
+    band = float(lam[int(minima[-1])])
+    exciton = _fit_nc(rest, HC_EV_NM / band, min_absorbance)
+    return exciton, band if exciton is None else exciton.wavelength_nm
 
 
 def analyse_spectrum(wavelength_nm: np.ndarray, absorbance: np.ndarray, *, tolerance_nm: float = 4.0,
@@ -382,8 +319,8 @@ def analyse_spectrum(wavelength_nm: np.ndarray, absorbance: np.ndarray, *, toler
     """
     grid = _uniform_grid(wavelength_nm, absorbance)
     msc, profile = _find_msc(grid, tolerance_nm, max_msc_fwhm_nm, min_snr, min_absorbance)
-    nc, hidden = _find_nc(grid, profile, min_snr, min_absorbance, {p.family for p in msc}, tolerance_nm)
-    msc, nc = joint_refit(grid, msc + hidden, nc, tolerance_nm, min_snr, min_absorbance)
+    nc, band_nm = _find_nc(grid, profile, min_snr, min_absorbance)
+    msc, nc = whole_band_fit(grid, msc, nc, band_nm, tolerance_nm, min_snr, min_absorbance)
     return SpectrumAnalysis(tuple(sorted(msc, key=lambda p: p.wavelength_nm)), nc)
 
 
