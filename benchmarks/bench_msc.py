@@ -16,7 +16,6 @@ spectrum over rounds, per set and over all, and the ratio of this checkout to th
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import sys
@@ -53,28 +52,16 @@ def make_spectra(reactor_every: int) -> dict[str, "np.ndarray"]:
     import numpy as np
 
     sys.path.insert(0, str(REPO))
-    from mc_beamline.materials.cdse import MSC_FAMILY_NM
     from mc_beamline.physics.absorption import absorbance, noisy_absorbance
-    from mc_beamline.physics.cdse import MSC_FAMILIES, CdSePopulation
-    from mc_beamline.physics.flow_reactor import ReactorConditions, simulate
-    from tests.analysis.uvvis.alt_band_model import spectrum
+    from mc_beamline.physics.flow_reactor import simulate
+    from tests.analysis.uvvis.alt_band_model import validation_spectra
+    from tests.analysis.uvvis.spectrum_sets import random_mixtures, reactor_conditions
 
     lam = np.arange(300.0, 700.01, 0.5)
-    conditions = [ReactorConditions.at_reaction_time(t_nuc, t_nuc - drop, t)
-                  for t_nuc in range(190, 351, 10) for drop in (0, 40, 90) for t in (1.5, 4.5, 7.6, 14.0)]
     reactor = [noisy_absorbance(absorbance(simulate(c).population, lam), i)
-               for i, c in enumerate(conditions) if i % reactor_every == 0]
-    rng = np.random.default_rng(2020)
-    mixtures = []
-    for trial in range(120):
-        msc = {f.name: float(rng.uniform(1, 30)) if rng.random() < 0.35 else 0.0 for f in MSC_FAMILIES}
-        nc_um = float(rng.uniform(3, 40)) if rng.random() < 0.8 else 0.0
-        d = float(rng.uniform(2.1, 3.9))
-        pop = CdSePopulation(msc, nc_um, d, float(rng.uniform(0.05, 0.09)) + 0.05 * (d - 2.1))
-        mixtures.append(noisy_absorbance(absorbance(pop, lam), 1000 + trial))
-    combos = [c for r in range(len(MSC_FAMILY_NM) + 1) for c in itertools.combinations(MSC_FAMILY_NM, r)]
-    diameters = (2.0, 2.5, 3.0, 3.5, 4.0)
-    alt = [spectrum(lam, diameters[i % 5], {c: 0.04 for c in combo}, seed=i) for i, combo in enumerate(combos)]
+               for i, c in enumerate(reactor_conditions()) if i % reactor_every == 0]
+    mixtures = [noisy_absorbance(absorbance(pop, lam), 1000 + trial) for trial, pop in enumerate(random_mixtures())]
+    alt = [a for _, _, a in validation_spectra(lam)]
     return {"wavelength_nm": lam, "reactor": np.array(reactor), "mixtures": np.array(mixtures),
             "alt_band_model": np.array(alt)}
 

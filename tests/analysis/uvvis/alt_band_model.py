@@ -13,6 +13,9 @@ absorbance decadic.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import numpy as np
 
 from mc_beamline.materials.cdse import BULK_GAP_EV, HC_EV_NM, MSC_FAMILY_NM, yu_extinction_coefficient, \
@@ -94,3 +97,17 @@ def spectrum(lam_nm: np.ndarray, diameter_nm: float | None, families: dict[str, 
     for name, height in families.items():
         clean = clean + msc_absorbance(lam_nm, name, height)
     return clean + noise_sigma(clean) * np.random.default_rng(seed).standard_normal(clean.size)
+
+
+VALIDATION_DIAMETERS_NM = (2.0, 2.5, 3.0, 3.5, 4.0)
+VALIDATION_MSC_HEIGHT = 0.04
+"""Peak absorbance of each MSC family in the validation set."""
+MSC_COMBINATIONS = [c for r in range(len(MSC_FAMILY_NM) + 1) for c in itertools.combinations(MSC_FAMILY_NM, r)]
+
+
+def validation_spectra(lam_nm: np.ndarray) -> Iterator[tuple[float, tuple[str, ...], np.ndarray]]:
+    """(NC diameter nm, MSC families, noisy spectrum) for every combination of the MSC
+    families once, on NCs of 2.0–4.0 nm in turn (each diameter meets about six combinations)."""
+    for i, combo in enumerate(MSC_COMBINATIONS):
+        d = VALIDATION_DIAMETERS_NM[i % len(VALIDATION_DIAMETERS_NM)]
+        yield d, combo, spectrum(lam_nm, d, {c: VALIDATION_MSC_HEIGHT for c in combo}, seed=i)

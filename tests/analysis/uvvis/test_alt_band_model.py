@@ -11,27 +11,21 @@ diameter within 0.06 nm of the Yu diameter at the first transition's true maximu
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from mc_beamline.analysis.uvvis.spectrum import analyse_spectrum
-from mc_beamline.materials.cdse import MSC_FAMILY_NM, yu_diameter_nm
-from tests.analysis.uvvis.alt_band_model import first_band_peak_nm, spectrum
+from mc_beamline.materials.cdse import yu_diameter_nm
+from tests.analysis.uvvis.alt_band_model import VALIDATION_DIAMETERS_NM, first_band_peak_nm, validation_spectra
 
 LAM = np.arange(300.0, 700.01, 0.5)
-DIAMETERS_NM = (2.0, 2.5, 3.0, 3.5, 4.0)
-MSC_HEIGHT = 0.04
 D_TOLERANCE_NM = 0.06
-COMBINATIONS = [c for r in range(len(MSC_FAMILY_NM) + 1) for c in itertools.combinations(MSC_FAMILY_NM, r)]
 
 
 def test_every_msc_combination_on_nc_of_2_to_4_nm():
-    truth = {d: float(yu_diameter_nm(first_band_peak_nm(LAM, d))) for d in DIAMETERS_NM}
+    truth = {d: float(yu_diameter_nm(first_band_peak_nm(LAM, d))) for d in VALIDATION_DIAMETERS_NM}
     failures = []
-    for i, combo in enumerate(COMBINATIONS):
-        d = DIAMETERS_NM[i % len(DIAMETERS_NM)]
-        result = analyse_spectrum(LAM, spectrum(LAM, d, {c: MSC_HEIGHT for c in combo}, seed=i))
+    for d, combo, absorbance in validation_spectra(LAM):
+        result = analyse_spectrum(LAM, absorbance)
         false, missed = result.families - set(combo), set(combo) - result.families
         err = None if result.nc is None else result.nc.diameter_nm - truth[d]
         if false or missed or err is None or abs(err) > D_TOLERANCE_NM:

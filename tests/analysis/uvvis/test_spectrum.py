@@ -17,7 +17,8 @@ from mc_beamline.physics.absorption import (
     noisy_absorbance,
 )
 from mc_beamline.physics.cdse import MSC_FAMILIES, CdSePopulation
-from mc_beamline.physics.flow_reactor import ReactorConditions, simulate
+from mc_beamline.physics.flow_reactor import simulate
+from tests.analysis.uvvis.spectrum_sets import random_mixtures, reactor_conditions
 
 LAM = np.arange(300.0, 700.01, 0.5)
 MUST_FIND = 0.01
@@ -134,14 +135,6 @@ def test_non_uniform_wavelength_grid_is_resampled():
 
 
 # --------------------------------------------------------------------------- acceptance on the reactor model
-def reactor_conditions():
-    """Nucleation 190–350 °C; growth at, 40 °C below and 90 °C below it; 1.5–14 s."""
-    for t_nuc in range(190, 351, 10):
-        for drop in (0, 40, 90):
-            for t in (1.5, 4.5, 7.6, 14.0):
-                yield ReactorConditions.at_reaction_time(t_nuc, t_nuc - drop, t)
-
-
 MAX_AMBIGUOUS_FRACTION = 0.3
 """The kinetic model leaves trace families (peaks of 0.003–0.01) in about a quarter of the
 conditions; those families may or may not be reported, everything else must be exact."""
@@ -163,13 +156,8 @@ def test_families_and_sizes_on_simulated_reactor_spectra():
 
 def test_families_and_sizes_on_random_mixtures():
     """Random MSC mixtures on NCs of 2.1–3.9 nm: harder than the reactor makes them."""
-    rng = np.random.default_rng(2020)
     failures = []
-    for trial in range(120):
-        msc = {f.name: float(rng.uniform(1, 30)) if rng.random() < 0.35 else 0.0 for f in MSC_FAMILIES}
-        nc_um = float(rng.uniform(3, 40)) if rng.random() < 0.8 else 0.0
-        d = float(rng.uniform(2.1, 3.9))
-        pop = CdSePopulation(msc, nc_um, d, float(rng.uniform(0.05, 0.09)) + 0.05 * (d - 2.1))
+    for trial, pop in enumerate(random_mixtures()):
         _, problem = check(pop, seed=1000 + trial)
         if problem:
             failures.append(f"trial {trial}: {problem}")
