@@ -92,6 +92,8 @@ def _index(peaks: list[BraggPeak], q: np.ndarray, **kwargs) -> IndexingResult:
     if "peak_reliability" in kwargs:
         rel = dict(zip([p.q_nm for p in peaks], kwargs.pop("peak_reliability")))
         extra["peak_reliability"] = [rel[p.q_nm] for p in strongest]
+        # peaks of S(q): their areas are the lattice's reflection intensities
+        extra["peak_area"] = [p.height * p.fwhm_nm for p in strongest]
     return index_peaks([p.q_nm for p in strongest], (float(q[0]), float(q[-1])),
                        peak_fwhm_nm=[p.fwhm_nm for p in strongest], **kwargs, **extra)
 
