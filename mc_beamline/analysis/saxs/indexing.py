@@ -43,7 +43,9 @@ fade B ≥ 0 fitted, over the peaks that are evidence, ρ_i their reliability, �
 below the bcc 321 (both have reflections at √1…√6 × q₁), intensities can (sc's √2
 reflection, 110, is as strong as its first; bcc's, 200, a quarter). The lattice of least
 cost wins if it explains at
-least ``min_peaks`` peaks (2 for lamellar), leaves at most ``max_unmatched`` unexplained,
+least ``min_peaks`` peaks (2 for lamellar), leaves at most ``max_unmatched`` unexplained
+(with one free parameter: one more per :data:`MATCHED_PER_STRAY_PEAK` peaks it explains
+not by chance),
 and its missing reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
 peak (½ for one free parameter, ⅓ for two); otherwise
 the answer is "no lattice" (``None``). The goodness of fit is the rms of ε over matched
@@ -72,6 +74,12 @@ MAX_MISSING_PER_MATCHED = {1: 0.5, 2: 0.34}
 """An accepted lattice leaves (strength-weighted) at most this many predicted reflections
 unobserved per observed peak it explains, by its number of free parameters (a lattice
 with a free c/a fits more peak lists by chance and must explain them better)."""
+MATCHED_PER_STRAY_PEAK = 8
+"""A lattice with one free parameter that explains this many peaks by resolved reflections
+(not by chance) may leave one more unexplained (a second phase, an impurity, a reflection
+split by the orientation average) than ``max_unmatched`` of :func:`index_peaks`; per
+further multiple of it, one more. (A free c/a fits long peak lists with one peak left
+over by chance.)"""
 _N_PARAMS = {"fcc": 1, "bcc": 1, "sc": 1, "hcp": 1, "lamellar": 1, "bct": 2, "hex": 2}
 CUBIC_BCT_TOL = 0.02
 """A bct fit whose c/a is within this relative distance of 1 (bcc) or √2 (fcc) is not
@@ -406,6 +414,8 @@ class LatticeFit:
     a_err_nm : standard error of a, nm (see :func:`lattice_errors`).
     c_over_a_err : standard error of c/a (None where c/a is not fitted).
     score : n_matched / (n_matched + n_unmatched + missing), 1 for a perfect indexing.
+    n_resolved : matched peaks whose reflection is resolved from its neighbours (matched
+        not by chance, see :func:`index_peaks`).
     """
 
     lattice: str
@@ -421,6 +431,7 @@ class LatticeFit:
     a_err_nm: float = float("nan")
     c_over_a_err: float | None = None
     score: float = float("nan")
+    n_resolved: int = 0
 
     def as_dict(self) -> dict:
         return {"lattice": self.lattice, "a_nm": self.a_nm, "c_over_a": self.c_over_a,
@@ -499,8 +510,9 @@ def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cos
               reliability=None, visibility=None, peak_area=None):
     """Score lattice constants ``a`` (array of hypotheses) given the reflections ``refl`` of
     a = 1 (enough of them). Returns per hypothesis: assigned reflection of each peak, ε,
-    matched flags, blend flags (unmatched peaks whose half width covers several
-    reflections), weighted missing count and cost."""
+    matched flags, evidence flags (matched by a resolved reflection, not by chance), blend
+    flags (unmatched peaks whose half width covers several reflections), weighted missing
+    count and cost."""
     a = np.atleast_1d(np.asarray(a, dtype=float))
     g = refl.g[None, :] / a[:, None]  # (H, R)
     ratio = q_obs[None, :, None] / g[:, None, :] - 1.0  # (H, P, R)
@@ -544,7 +556,7 @@ def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cos
     cost = chi + missing_cost * missing + 2.0 * _N_PARAMS[lattice]
     if peak_area is not None:
         cost = cost + _intensity_misfit(refl, absr, reach, q_obs, np.where(evidence, rel[None, :], 0.0), peak_area)
-    return j, eps, matched, blend, missing, cost
+    return j, eps, matched, evidence, blend, missing, cost
 
 
 def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None,
@@ -573,11 +585,11 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
     _, a, ca, refl = best
 
     def one(refl_, a_):
-        j, eps, matched, blend, missing, cost = _evaluate(lattice, refl_, a_, *args)
-        return j[0], eps[0], matched[0], blend[0], float(missing[0]), float(cost[0])
+        j, eps, matched, evidence, blend, missing, cost = _evaluate(lattice, refl_, a_, *args)
+        return j[0], eps[0], matched[0], evidence[0], blend[0], float(missing[0]), float(cost[0])
 
     for _ in range(3):  # refine a (and c/a) on the matched peaks, re-assign
-        j, eps, matched, _, missing, cost = one(refl, a)
+        j, eps, matched, _, _, missing, cost = one(refl, a)
         if not matched.any():
             break
         a_new, ca_new = _refine_params(lattice, refl, j[matched], q_obs[matched], ca)
@@ -585,7 +597,7 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
         if one(refl_new, a_new)[-1] > cost + 1e-9:
             break
         a, ca, refl = a_new, ca_new, refl_new
-    j, eps, matched, blend, missing, cost = one(refl, a)
+    j, eps, matched, evidence, blend, missing, cost = one(refl, a)
     hkl = tuple(tuple(int(v) for v in refl.hkl[jj]) if m else None for jj, m in zip(j, matched))
     rms = float(np.sqrt(np.mean(eps[matched] ** 2))) if matched.any() else float("nan")
     unexplained = ~matched & ~blend if reliability is None else ~matched & ~blend & (reliability >= 0.5)
@@ -594,7 +606,7 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
     n_m, n_u = int(matched.sum()), int(unexplained.sum())
     return LatticeFit(lattice, float(a), float(ca) if lattice in ("bct", "hcp", "hex") else None,
                       tuple(float(v) for v in q_obs), hkl, rms, n_m, n_u, missing, cost, a_err,
-                      ca_err if free_ca else None, n_m / max(n_m + n_u + missing, 1e-12))
+                      ca_err if free_ca else None, n_m / max(n_m + n_u + missing, 1e-12), int(evidence.sum()))
 
 
 def lattice_errors(refl: Reflections, j: np.ndarray, q_obs: np.ndarray, a: float, c_over_a: float,
@@ -644,7 +656,8 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
     position_sigma : expected relative error of a peak position (weights the fit).
     unmatched_cost, missing_cost : prices of an unexplained peak and of a missing reflection.
     min_peaks : least number of matched peaks for a 3D lattice (lamellar: 2).
-    max_unmatched : how many observed peaks may stay unexplained.
+    max_unmatched : how many observed peaks may stay unexplained (one more per
+        :data:`MATCHED_PER_STRAY_PEAK` explained not by chance).
     peak_fwhm_nm : optional FWHM of each observed peak (nm⁻¹): a reflection within the
         FWHM of an observed peak counts as observed (unresolved from it), not missing.
     peak_reliability : optional weight in [0, 1] of each observed peak: an unexplained
@@ -679,7 +692,8 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
         need = 2 if fit.lattice == "lamellar" else min_peaks
         if fit.n_matched < need:
             continue
-        if fit.n_unmatched > max_unmatched:
+        stray = fit.n_resolved // MATCHED_PER_STRAY_PEAK if _N_PARAMS[fit.lattice] == 1 else 0
+        if fit.n_unmatched > max_unmatched + stray:
             continue
         if fit.lattice == "bct" and "bcc" in lattices and "fcc" in lattices \
                 and min(abs(fit.c_over_a - 1.0), abs(fit.c_over_a / math.sqrt(2.0) - 1.0)) <= CUBIC_BCT_TOL:
