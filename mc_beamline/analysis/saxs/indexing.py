@@ -31,22 +31,23 @@ with ε_i = q_obs,i / q_calc,i − 1 (``position_sigma`` σ_ε), U the price of 
 no reflection explains (|ε| > ``tol``) or explains only by chance (its reflection's
 neighbours closer than 4 max(|ε|, σ_ε): at high order reflections crowd and any position
 is near one); a peak whose half width covers two or more reflections is their unresolved
-blend (the broadened high orders of a paracrystal) and costs nothing. w_j ≤ 1 is the relative strength (m|F|²/q², normalised to the median
-matched reflection; every lamellar order weighs 1) of every reflection between the low end
-of the measured q range and the last observed peak that no observed peak is within ``tol``
-(or its FWHM) of, times the reliability of the most reliable peak explained (not by chance)
-at or above it (the orders of a paracrystal fade with q). The bracketed term is used where
-the peaks' integrated intensities on a structure factor are known (``peak_area``): r_i =
+blend (the broadened high orders of a paracrystal) and costs nothing. w_j ≤ 1 is the
+relative strength (m|F|²/q², normalised to the median matched reflection; every lamellar
+order weighs 1) of every reflection between the low end of the measured q range and the
+last observed peak that no observed peak is within ``tol`` (or its FWHM) of, times the
+reliability of the most reliable peak explained (not by chance) at or above it (the
+orders of a paracrystal fade with q). The bracketed term is used where the peaks'
+integrated intensities on a structure factor are known (``peak_area``): r_i =
 ln(area_i / Σ m|F|²/q² of the reflections the peak covers) − (c − B q_i²), with c and the
 fade B ≥ 0 fitted, over the peaks that are evidence, ρ_i their reliability, σ_I
 :data:`INTENSITY_SIGMA`, K :data:`INTENSITY_CAP`: positions alone cannot tell sc from bcc
 below the bcc 321 (both have reflections at √1…√6 × q₁), intensities can (sc's √2
-reflection, 110, is as strong as its first; bcc's, 200, a quarter). The lattice of least
-cost wins if it explains at
-least ``min_peaks`` peaks (2 for lamellar), leaves at most ``max_unmatched`` unexplained
-(with one free parameter: one more per :data:`MATCHED_PER_STRAY_PEAK` peaks it explains
-not by chance),
-and its missing reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
+reflection, 110, is as strong as its first; bcc's, 200, a quarter).
+
+The lattice of least cost wins if it explains at least ``min_peaks`` peaks (2 for
+lamellar), leaves at most ``max_unmatched`` unexplained (with one free parameter: one more
+per :data:`MATCHED_PER_STRAY_PEAK` peaks it explains not by chance), and its missing
+reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
 peak (½ for one free parameter, ⅓ for two); otherwise
 the answer is "no lattice" (``None``). The goodness of fit is the rms of ε over matched
 peaks, with the counts of matched, unmatched and missing reflections.

@@ -19,9 +19,10 @@ mislead (111/222/333 of fcc look lamellar; the 200 beside the first minimum is m
    ``MIN_VISIBILITY`` of its envelope
    (:func:`~mc_beamline.analysis.saxs.indexing.find_structure_peaks`) and indexes them with
    the reliability of each peak ramping from 0 to 1 between ``MIN_VISIBILITY`` and twice
-   it and, for weak peaks, in proportion to their height (``WEAK_PEAK_FRACTION``), and
+   it and, for weak peaks, in proportion to their height (``WEAK_PEAK_FRACTION``),
    missing reflections excused in proportion to how deep in a form-factor minimum they
-   fall;
+   fall, and the peaks' areas on S(q) (height × FWHM) compared with the reflection
+   intensities of each lattice;
 4. returns the S(q) indexing where it explains its peaks, else the I(q) indexing (a form
    factor that does not fit leaves an S(q) without a lattice, while I(q) may have one);
 5. refits the form factor with R between ``PACKED_RADIUS`` × the lattice's
