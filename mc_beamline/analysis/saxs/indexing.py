@@ -25,17 +25,29 @@ all peaks to their nearest reflection and a (and c/a) are refined by least squar
 which is linear in 1/a² and 1/c². The cost of a hypothesis is
 
     Σ_i min((ε_i / σ_ε)², U)  +  M · Σ_missing w_j  +  P · (number of free parameters)
+                              [ +  Σ_i ρ_i min((r_i / σ_I)², K) ]
 
 with ε_i = q_obs,i / q_calc,i − 1 (``position_sigma`` σ_ε), U the price of an observed peak
 no reflection explains (|ε| > ``tol``) or explains only by chance (its reflection's
 neighbours closer than 4 max(|ε|, σ_ε): at high order reflections crowd and any position
-is near one), and w_j ≤ 1 the relative strength (m|F|²/q², normalised to the median
-matched reflection; every lamellar order weighs 1) of every reflection between the low end
-of the measured q range and the last observed peak that no observed peak is within ``tol``
-(or its FWHM) of, times the reliability of the most reliable peak explained (not by chance)
-at or above it (the orders of a paracrystal fade with q). The lattice of least cost wins if it explains at
-least ``min_peaks`` peaks (2 for lamellar), leaves at most ``max_unmatched`` unexplained,
-and its missing reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
+is near one); a peak whose half width covers two or more reflections is their unresolved
+blend (the broadened high orders of a paracrystal) and costs nothing. w_j ≤ 1 is the
+relative strength (m|F|²/q², normalised to the median matched reflection; every lamellar
+order weighs 1) of every reflection between the low end of the measured q range and the
+last observed peak that no observed peak is within ``tol`` (or its FWHM) of, times the
+reliability of the most reliable peak explained (not by chance) at or above it (the
+orders of a paracrystal fade with q). The bracketed term is used where the peaks'
+integrated intensities on a structure factor are known (``peak_area``): r_i =
+ln(area_i / Σ m|F|²/q² of the reflections the peak covers) − (c − B q_i²), with c and the
+fade B ≥ 0 fitted, over the peaks that are evidence, ρ_i their reliability, σ_I
+:data:`INTENSITY_SIGMA`, K :data:`INTENSITY_CAP`: positions alone cannot tell sc from bcc
+below the bcc 321 (both have reflections at √1…√6 × q₁), intensities can (sc's √2
+reflection, 110, is as strong as its first; bcc's, 200, a quarter).
+
+The lattice of least cost wins if it explains at least ``min_peaks`` peaks (2 for
+lamellar), leaves at most ``max_unmatched`` unexplained (with one free parameter: one more
+per :data:`MATCHED_PER_STRAY_PEAK` peaks it explains not by chance), and its missing
+reflections weigh at most :data:`MAX_MISSING_PER_MATCHED` per matched
 peak (½ for one free parameter, ⅓ for two); otherwise
 the answer is "no lattice" (``None``). The goodness of fit is the rms of ε over matched
 peaks, with the counts of matched, unmatched and missing reflections.
@@ -63,6 +75,12 @@ MAX_MISSING_PER_MATCHED = {1: 0.5, 2: 0.34}
 """An accepted lattice leaves (strength-weighted) at most this many predicted reflections
 unobserved per observed peak it explains, by its number of free parameters (a lattice
 with a free c/a fits more peak lists by chance and must explain them better)."""
+MATCHED_PER_STRAY_PEAK = 8
+"""A lattice with one free parameter that explains this many peaks by resolved reflections
+(not by chance) may leave one more unexplained (a second phase, an impurity, a reflection
+split by the orientation average) than ``max_unmatched`` of :func:`index_peaks`; per
+further multiple of it, one more. (A free c/a fits long peak lists with one peak left
+over by chance.)"""
 _N_PARAMS = {"fcc": 1, "bcc": 1, "sc": 1, "hcp": 1, "lamellar": 1, "bct": 2, "hex": 2}
 CUBIC_BCT_TOL = 0.02
 """A bct fit whose c/a is within this relative distance of 1 (bcc) or √2 (fcc) is not
@@ -70,6 +88,12 @@ accepted: the cubic lattice, with one parameter less, is the answer."""
 FULL_VISIBILITY = 0.3
 """A reflection where the form factor keeps at least this share of its envelope is fully
 expected (see ``visibility`` of :func:`index_peaks`)."""
+INTENSITY_SIGMA = 0.5
+"""Scatter (in ln) allowed between an observed peak's integrated intensity on S(q) and its
+lattice's prediction m|F|²/q² (with a fitted fade exp(−B q²)): peak areas are measured
+from a Gaussian on a slope, paracrystal peaks are not Gaussians."""
+INTENSITY_CAP = 4.0
+"""Largest intensity misfit (r/σ)² one peak adds to the cost."""
 _PREFERENCE = {"fcc": 0, "bcc": 1, "hcp": 2, "sc": 3, "lamellar": 4, "bct": 5, "hex": 6}
 """Tie-break order (equal cost): the common NC superlattices first."""
 
@@ -381,15 +405,18 @@ class LatticeFit:
     a_nm : lattice constant (conventional cell; d of a lamellar phase), nm.
     c_over_a : c/a (bct, hcp, hex), else None.
     peaks_q_nm : observed peak positions, nm⁻¹.
-    hkl : assigned reflection of each observed peak (None where unexplained).
+    hkl : assigned reflection of each observed peak (None where unexplained or a blend).
     rms_rel_error : rms of q_obs / q_calc − 1 over the matched peaks (goodness of fit).
     n_matched, n_unmatched : observed peaks explained / not explained (peaks of
-        reliability < ½, see :func:`index_peaks`, are not counted as unexplained).
+        reliability < ½, see :func:`index_peaks`, and blends of several reflections
+        within their half width are not counted as unexplained).
     missing : strength-weighted count of predicted reflections not observed.
     cost : the score minimised (lower is better).
     a_err_nm : standard error of a, nm (see :func:`lattice_errors`).
     c_over_a_err : standard error of c/a (None where c/a is not fitted).
     score : n_matched / (n_matched + n_unmatched + missing), 1 for a perfect indexing.
+    n_resolved : matched peaks whose reflection is resolved from its neighbours (matched
+        not by chance, see :func:`index_peaks`).
     """
 
     lattice: str
@@ -405,6 +432,7 @@ class LatticeFit:
     a_err_nm: float = float("nan")
     c_over_a_err: float | None = None
     score: float = float("nan")
+    n_resolved: int = 0
 
     def as_dict(self) -> dict:
         return {"lattice": self.lattice, "a_nm": self.a_nm, "c_over_a": self.c_over_a,
@@ -459,11 +487,33 @@ def _masked_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(n > 0, 0.5 * (lo + hi), 1.0)
 
 
+def _intensity_misfit(refl, absr, reach, q_obs, weight, observed):
+    """Per hypothesis: Σ weight · min((r / σ)², cap) of r = ln(observed / predicted) − (c −
+    B q²), c and B ≥ 0 fitted by weighted least squares (see :data:`INTENSITY_SIGMA`).
+    ``absr`` (H, P, R) are the relative distances of the peaks to the reflections, ``reach``
+    how far a peak gathers reflections (its unresolved blend), ``weight`` (H, P) the
+    weight of each peak (0: not evidence for the hypothesis)."""
+    pred = np.sum(np.where(absr <= reach, refl.strength[None, None, :], 0.0), axis=2)  # (H, P)
+    y = np.log(observed)[None, :] - np.log(np.maximum(pred, 1e-300))
+    x = np.broadcast_to(q_obs**2, y.shape)
+    w = np.where(pred > 0, weight, 0.0)
+    sw = np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    x_m = np.sum(w * x, axis=1, keepdims=True) / sw
+    y_m = np.sum(w * y, axis=1, keepdims=True) / sw
+    sxx = np.sum(w * (x - x_m) ** 2, axis=1, keepdims=True)
+    sxy = np.sum(w * (x - x_m) * (y - y_m), axis=1, keepdims=True)
+    fade = np.maximum(-sxy / np.maximum(sxx, 1e-300), 0.0)  # B ≥ 0: orders fade, never grow
+    r = y - (y_m + fade * x_m) + fade * x
+    return np.sum(w * np.minimum((r / INTENSITY_SIGMA) ** 2, INTENSITY_CAP), axis=1)
+
+
 def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None,
-              reliability=None, visibility=None):
+              reliability=None, visibility=None, peak_area=None):
     """Score lattice constants ``a`` (array of hypotheses) given the reflections ``refl`` of
     a = 1 (enough of them). Returns per hypothesis: assigned reflection of each peak, ε,
-    matched flags, weighted missing count and cost."""
+    matched flags, evidence flags (matched by a resolved reflection, not by chance), blend
+    flags (unmatched peaks whose half width covers several reflections), weighted missing
+    count and cost."""
     a = np.atleast_1d(np.asarray(a, dtype=float))
     g = refl.g[None, :] / a[:, None]  # (H, R)
     ratio = q_obs[None, :, None] / g[:, None, :] - 1.0  # (H, P, R)
@@ -496,14 +546,22 @@ def _evaluate(lattice, refl, a, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cos
     above = np.c_[np.maximum.accumulate(rel_m[:, ::-1], axis=1)[:, ::-1], np.zeros(a.size)]
     w_miss = w_miss * np.take_along_axis(above, np.searchsorted(q_obs, g * (1 - tol)), axis=1)
     missing = np.sum(np.where(miss, w_miss, 0.0), axis=1)
-    price = unmatched_cost * rel[None, :]
+    # a peak whose half width covers several reflections is their unresolved blend (the
+    # broadened high orders of a paracrystal): neither evidence nor unexplained
+    blend = np.zeros_like(matched)
+    if fwhm is not None:
+        half = np.maximum(tol, 0.5 * fwhm / q_obs)[None, :, None]
+        blend = ~matched & (np.count_nonzero(absr <= half, axis=2) >= 2)
+    price = np.where(blend, 0.0, unmatched_cost * rel[None, :])
     chi = np.sum(np.where(evidence, np.minimum((eps / sigma_eps) ** 2, price), price), axis=1)
     cost = chi + missing_cost * missing + 2.0 * _N_PARAMS[lattice]
-    return j, eps, matched, missing, cost
+    if peak_area is not None:
+        cost = cost + _intensity_misfit(refl, absr, reach, q_obs, np.where(evidence, rel[None, :], 0.0), peak_area)
+    return j, eps, matched, evidence, blend, missing, cost
 
 
 def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm=None,
-                 reliability=None, visibility=None, n_first=8):
+                 reliability=None, visibility=None, peak_area=None, n_first=8):
     if lattice in ("bct", "hex"):
         ca_grid = np.round(np.arange(0.55, 2.0001, 0.01), 4)
     elif lattice == "hcp":
@@ -512,7 +570,7 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
         ca_grid = np.array([1.0])
     q_anchor = q_obs[: min(3, q_obs.size)]
     span = q_hi / float(q_anchor[0]) * (1 + 3 * tol)
-    args = (q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm, reliability, visibility)
+    args = (q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, missing_cost, fwhm, reliability, visibility, peak_area)
     best = None
     for ca in ca_grid:
         g_first = reflections(lattice, 2 * math.pi * 3.0, ca).g[:n_first]
@@ -528,11 +586,11 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
     _, a, ca, refl = best
 
     def one(refl_, a_):
-        j, eps, matched, missing, cost = _evaluate(lattice, refl_, a_, *args)
-        return j[0], eps[0], matched[0], float(missing[0]), float(cost[0])
+        j, eps, matched, evidence, blend, missing, cost = _evaluate(lattice, refl_, a_, *args)
+        return j[0], eps[0], matched[0], evidence[0], blend[0], float(missing[0]), float(cost[0])
 
     for _ in range(3):  # refine a (and c/a) on the matched peaks, re-assign
-        j, eps, matched, missing, cost = one(refl, a)
+        j, eps, matched, _, _, missing, cost = one(refl, a)
         if not matched.any():
             break
         a_new, ca_new = _refine_params(lattice, refl, j[matched], q_obs[matched], ca)
@@ -540,16 +598,16 @@ def _fit_lattice(lattice, q_obs, q_lo, q_hi, tol, sigma_eps, unmatched_cost, mis
         if one(refl_new, a_new)[-1] > cost + 1e-9:
             break
         a, ca, refl = a_new, ca_new, refl_new
-    j, eps, matched, missing, cost = one(refl, a)
+    j, eps, matched, evidence, blend, missing, cost = one(refl, a)
     hkl = tuple(tuple(int(v) for v in refl.hkl[jj]) if m else None for jj, m in zip(j, matched))
     rms = float(np.sqrt(np.mean(eps[matched] ** 2))) if matched.any() else float("nan")
-    unexplained = ~matched if reliability is None else ~matched & (reliability >= 0.5)
+    unexplained = ~matched & ~blend if reliability is None else ~matched & ~blend & (reliability >= 0.5)
     free_ca = lattice in ("bct", "hex")
     a_err, ca_err = lattice_errors(refl, j[matched], q_obs[matched], a, ca, free_ca, sigma_eps)
     n_m, n_u = int(matched.sum()), int(unexplained.sum())
     return LatticeFit(lattice, float(a), float(ca) if lattice in ("bct", "hcp", "hex") else None,
                       tuple(float(v) for v in q_obs), hkl, rms, n_m, n_u, missing, cost, a_err,
-                      ca_err if free_ca else None, n_m / max(n_m + n_u + missing, 1e-12))
+                      ca_err if free_ca else None, n_m / max(n_m + n_u + missing, 1e-12), int(evidence.sum()))
 
 
 def lattice_errors(refl: Reflections, j: np.ndarray, q_obs: np.ndarray, a: float, c_over_a: float,
@@ -586,7 +644,7 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
                 lattices: tuple[str, ...] = LATTICES, tol: float = 0.012, position_sigma: float = 0.004,
                 unmatched_cost: float = 16.0, missing_cost: float = 4.0, min_peaks: int = 3,
                 max_unmatched: int = 0, peak_fwhm_nm=None, peak_reliability=None,
-                visibility=None) -> IndexingResult:
+                visibility=None, peak_area=None) -> IndexingResult:
     """Index observed Bragg peak positions to a lattice (see the module docstring).
 
     Parameters
@@ -599,7 +657,8 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
     position_sigma : expected relative error of a peak position (weights the fit).
     unmatched_cost, missing_cost : prices of an unexplained peak and of a missing reflection.
     min_peaks : least number of matched peaks for a 3D lattice (lamellar: 2).
-    max_unmatched : how many observed peaks may stay unexplained.
+    max_unmatched : how many observed peaks may stay unexplained (one more per
+        :data:`MATCHED_PER_STRAY_PEAK` explained not by chance).
     peak_fwhm_nm : optional FWHM of each observed peak (nm⁻¹): a reflection within the
         FWHM of an observed peak counts as observed (unresolved from it), not missing.
     peak_reliability : optional weight in [0, 1] of each observed peak: an unexplained
@@ -608,6 +667,10 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
     visibility : optional function q (nm⁻¹) → [0, 1], how visible a reflection at q can
         be (the form factor's share of its envelope): a missing reflection weighs
         min(1, visibility / :data:`FULL_VISIBILITY`) of its strength.
+    peak_area : optional integrated intensity of each observed peak on a structure
+        factor (S(q) units × nm⁻¹; not on I(q), where the form factor reshapes it): the
+        misfit of their logarithms to the lattice's m|F|²/q² with a fade exp(−B q²) is
+        added to the cost (see :func:`_intensity_misfit`).
     """
     q_obs = np.asarray(peaks_q_nm, dtype=float)
     order = np.argsort(q_obs, kind="stable")
@@ -615,13 +678,14 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
     q_obs = q_obs[order][keep]
     fwhm = None if peak_fwhm_nm is None else np.asarray(peak_fwhm_nm, dtype=float)[order][keep]
     rel = None if peak_reliability is None else np.asarray(peak_reliability, dtype=float)[order][keep]
+    area = None if peak_area is None else np.asarray(peak_area, dtype=float)[order][keep]
     if q_obs.size < 2:
         return IndexingResult(None, (), f"{q_obs.size} Bragg peak(s): too few to index a lattice.")
     q_lo = float(q_obs[0]) if q_range_nm is None else min(float(q_range_nm[0]), float(q_obs[0]))
     fits = []
     for lat in lattices:
         fit = _fit_lattice(lat, q_obs, q_lo, float(q_obs[-1]) * (1 + tol), tol, position_sigma, unmatched_cost,
-                           missing_cost, fwhm, rel, visibility)
+                           missing_cost, fwhm, rel, visibility, area)
         if fit is not None:
             fits.append(fit)
     fits.sort(key=lambda f: (round(f.cost, 6), _PREFERENCE[f.lattice]))
@@ -629,7 +693,8 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
         need = 2 if fit.lattice == "lamellar" else min_peaks
         if fit.n_matched < need:
             continue
-        if fit.n_unmatched > max_unmatched:
+        stray = fit.n_resolved // MATCHED_PER_STRAY_PEAK if _N_PARAMS[fit.lattice] == 1 else 0
+        if fit.n_unmatched > max_unmatched + stray:
             continue
         if fit.lattice == "bct" and "bcc" in lattices and "fcc" in lattices \
                 and min(abs(fit.c_over_a - 1.0), abs(fit.c_over_a / math.sqrt(2.0) - 1.0)) <= CUBIC_BCT_TOL:

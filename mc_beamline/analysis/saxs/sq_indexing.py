@@ -13,14 +13,16 @@ mislead (111/222/333 of fcc look lamellar; the 200 beside the first minimum is m
    S(q) of a crystal or dense fluid is ≪ 1), there with R ≥ ``PACKED_RADIUS[0]`` × 2π / q₁
    (no lattice with its first peak at q₁ has nearest neighbours closer than 2π / q₁); the
    second fit is taken where it fits the curve above that q clearly better
-   (``WHOLE_CURVE_COST_MARGIN``) or the whole-curve radius is below that bound;
+   (``WHOLE_CURVE_COST_MARGIN``), the whole-curve radius is below that bound, or the
+   curve below that q lies well under the whole-curve fit (``DEPRESSED_FRACTION``);
 3. finds the peaks of S(q) where the form factor keeps at least
    ``MIN_VISIBILITY`` of its envelope
    (:func:`~mc_beamline.analysis.saxs.indexing.find_structure_peaks`) and indexes them with
    the reliability of each peak ramping from 0 to 1 between ``MIN_VISIBILITY`` and twice
-   it and, for weak peaks, in proportion to their height (``WEAK_PEAK_FRACTION``), and
+   it and, for weak peaks, in proportion to their height (``WEAK_PEAK_FRACTION``),
    missing reflections excused in proportion to how deep in a form-factor minimum they
-   fall;
+   fall, and the peaks' areas on S(q) (height × FWHM) compared with the reflection
+   intensities of each lattice;
 4. returns the S(q) indexing where it explains its peaks, else the I(q) indexing (a form
    factor that does not fit leaves an S(q) without a lattice, while I(q) may have one);
 5. refits the form factor with R between ``PACKED_RADIUS`` × the lattice's
@@ -64,6 +66,11 @@ WEAK_PEAK_FRACTION = 0.1
 """A maximum of S(q) lower than this fraction of the median of the five highest is weak: its
 reliability falls in proportion (diffuse features and ripples of a paracrystal, noise
 where the form factor is small)."""
+DEPRESSED_FRACTION = 1.0 / 3.0
+"""Where the curve below the first Bragg peak lies, in the median, under this fraction of
+the form factor fitted to the whole curve, S(q) ≪ 1 there (a supercrystal, a dense
+fluid): the whole-curve fit is a compromise with that depression, and the fit above the
+first peak is taken."""
 MIN_VISIBILITY = 0.2
 """Maxima of S(q) where the form factor keeps less of its envelope are not peaks."""
 
@@ -92,6 +99,8 @@ def _index(peaks: list[BraggPeak], q: np.ndarray, **kwargs) -> IndexingResult:
     if "peak_reliability" in kwargs:
         rel = dict(zip([p.q_nm for p in peaks], kwargs.pop("peak_reliability")))
         extra["peak_reliability"] = [rel[p.q_nm] for p in strongest]
+        # peaks of S(q): their areas are the lattice's reflection intensities
+        extra["peak_area"] = [p.height * p.fwhm_nm for p in strongest]
     return index_peaks([p.q_nm for p in strongest], (float(q[0]), float(q[-1])),
                        peak_fwhm_nm=[p.fwhm_nm for p in strongest], **kwargs, **extra)
 
@@ -115,8 +124,9 @@ def index_structure_factor(q_nm: np.ndarray, intensity: np.ndarray,
         high = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * i_peaks[0].q_nm, min_radius_nm=r_min)
         if high is not None:
             n_high = int(np.count_nonzero((q >= high.q_min_nm) & (i > 0)))
-            if ff is None or ff.radius_nm < r_min or (ff.robust_cost(q, i, s, high.q_min_nm) - high.robust_cost(q, i, s, high.q_min_nm)
-                              > WHOLE_CURVE_COST_MARGIN * np.sqrt(n_high)):
+            if ff is None or ff.radius_nm < r_min or _depressed(ff, q, i, high.q_min_nm) \
+                    or (ff.robust_cost(q, i, s, high.q_min_nm) - high.robust_cost(q, i, s, high.q_min_nm)
+                        > WHOLE_CURVE_COST_MARGIN * np.sqrt(n_high)):
                 ff = high
     if ff is None:
         return StructureIndexing(tuple(i_peaks), i_result, "I(q)", None)
@@ -137,6 +147,15 @@ def index_structure_factor(q_nm: np.ndarray, intensity: np.ndarray,
             if s_result.best is not None:
                 peaks, result, source = tuple(s_peaks), s_result, "S(q)"
     return StructureIndexing(peaks, result, source, ff)
+
+
+def _depressed(ff: SphereFit, q: np.ndarray, i: np.ndarray, q_peak_nm: float) -> bool:
+    """Whether the curve below ``q_peak_nm`` lies, in the median, under
+    :data:`DEPRESSED_FRACTION` of the form factor ``ff`` fitted to it: S(q) ≪ 1 there."""
+    low = (q < q_peak_nm) & (i > 0)
+    if not low.any():
+        return False
+    return bool(np.median(i[low] / (ff.form_factor(q[low]) + ff.background)) < DEPRESSED_FRACTION)
 
 
 def _index_structure_peaks(q: np.ndarray, i: np.ndarray, s: np.ndarray,
@@ -169,4 +188,4 @@ def nearest_neighbour_nm(fit: LatticeFit) -> float | None:
     return None
 
 
-__all__ = ["LOW_Q_FRACTION", "PACKED_RADIUS", "nearest_neighbour_nm", "MIN_VISIBILITY", "WEAK_PEAK_FRACTION", "WHOLE_CURVE_COST_MARGIN", "StructureIndexing", "index_structure_factor"]
+__all__ = ["DEPRESSED_FRACTION", "LOW_Q_FRACTION", "PACKED_RADIUS", "nearest_neighbour_nm", "MIN_VISIBILITY", "WEAK_PEAK_FRACTION", "WHOLE_CURVE_COST_MARGIN", "StructureIndexing", "index_structure_factor"]

@@ -93,3 +93,28 @@ def test_bcc_and_sc_told_apart_by_the_seventh_peak():
     g = reflections("sc", 30.0).g
     sc = g[:7] / 5.0  # 1, √2, √3, 2, √5, √6, √8: no √7
     assert index_peaks(sc, (0.5 * sc[0], sc[-1] * 1.01)).best.lattice == "sc"
+
+
+@pytest.mark.parametrize("lattice, a_nm", [("sc", 5.0), ("bcc", 5.0 * math.sqrt(2.0))])
+def test_bcc_and_sc_told_apart_by_intensities_below_the_seventh_peak(lattice, a_nm):
+    """The first six reflections of sc and bcc sit at the same √1…√6 × q₁; their areas on
+    S(q), m|F|²/q² fading with q, tell which lattice it is (sc's √2 reflection is as strong
+    as its first, bcc's a quarter)."""
+    refl = reflections(lattice, 30.0)
+    q = refl.g[:6] / a_nm
+    area = refl.strength[:6] * a_nm**2 * np.exp(-0.02 * q**2)
+    q_range = (0.5 * q[0], q[-1] * 1.01)
+    assert index_peaks(q, q_range, peak_area=area).best.lattice == lattice
+    # without intensities the two tie, and the tie goes to bcc
+    assert index_peaks(q, q_range).best.lattice == "bcc"
+
+
+def test_a_broad_peak_over_several_reflections_is_their_blend_not_unexplained():
+    """A paracrystal's broadened high orders merge: a peak whose half width covers two
+    reflections is neither indexed nor counted against the lattice."""
+    g = reflections("fcc", 40.0).g / 8.0
+    q = list(g[:5]) + [0.5 * (g[8] + g[9])]
+    fwhm = [0.01] * 5 + [1.2 * (g[9] - g[8])]
+    best = index_peaks(q, (0.5 * g[0], g[9] * 1.01), peak_fwhm_nm=fwhm).best
+    assert best is not None and best.lattice == "fcc" and best.n_unmatched == 0
+    assert best.hkl[-1] is None and best.a_nm == pytest.approx(8.0, rel=1e-3)
