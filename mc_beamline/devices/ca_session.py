@@ -6,6 +6,8 @@ Two sources of traceback floods, neither of them news for the user:
   the CA client's threads stop; every CA packet still arriving then logs "cannot schedule
   new futures after interpreter shutdown" with a traceback. :func:`close_at_exit` disconnects
   the client first (at the same stage of shutdown at which Tiled closes its clients).
+  Caproto's search-retry thread may still send on a socket the disconnect closed; that
+  network error ends the thread quietly (:func:`quiet_network_errors_in_threads`).
 * When an IOC dies mid-run, caproto, ophyd and bluesky each log the consequences with a
   traceback, hundreds of lines around the one message that matters.
   :func:`one_line_logging` prints each warning of those libraries as one line, each
@@ -29,7 +31,28 @@ def _disconnect_ca() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     from caproto.threading.pyepics_compat import PV
 
+    quiet_network_errors_in_threads()
     PV.default_context().disconnect(wait=False)
+
+
+def quiet_network_errors_in_threads() -> None:
+    """From now on a caproto network error ends its thread without a traceback.
+
+    Called as the CA client disconnects at exit: its search-retry thread may still send on a
+    socket the disconnect has just closed ("Bad file descriptor"), which Python would print as
+    an unhandled exception in that thread after everything else has finished cleanly. Other
+    exceptions in threads still reach the previous ``threading.excepthook``.
+    """
+    from caproto import CaprotoNetworkError
+
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not None and issubclass(args.exc_type, CaprotoNetworkError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
 
 
 def close_at_exit() -> None:
@@ -84,4 +107,4 @@ def one_line_logging(level: int = logging.ERROR, stream=None) -> logging.Handler
     return handler
 
 
-__all__ = ["NOISY_LOGGERS", "close_at_exit", "one_line_logging"]
+__all__ = ["NOISY_LOGGERS", "close_at_exit", "one_line_logging", "quiet_network_errors_in_threads"]
