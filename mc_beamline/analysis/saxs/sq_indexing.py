@@ -29,7 +29,12 @@ mislead (111/222/333 of fcc look lamellar; the 200 beside the first minimum is m
    nearest-neighbour distance where the first fit put spheres that do not fit the lattice,
    and indexes S(q) again with it, as long as that changes the lattice to one the new
    spheres do not fit either; where it goes round in a circle, the refit that fits the
-   curve best is kept, with the lattice its spheres fit.
+   curve best is kept, with the lattice its spheres fit;
+6. reports as the form factor of a lattice its fit to the curve averaged over shells of q
+   ``SHELL_WIDTH`` × q₁ wide, with R inside the lattice (``PACKED_RADIUS``): between
+   sharp peaks S(q) is far below 1, so the robust fit to the curve itself is pulled
+   (polydispersity to 0, R too large), while averaged over a shell that holds several
+   reflections S is close to 1 (the peaks carry what is missing between them).
 
 Units: q in nm⁻¹, lengths in nm.
 """
@@ -41,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mc_beamline.analysis.saxs.form_factor import SphereFit, fit_sphere_form_factor
+from mc_beamline.analysis.saxs.form_factor import SphereFit, fit_shell_averaged_form_factor, fit_sphere_form_factor
 from mc_beamline.analysis.saxs.indexing import (
     MAX_INDEXED_PEAKS,
     BraggPeak,
@@ -76,6 +81,10 @@ fluid): the whole-curve fit is a compromise with that depression, and the fit ab
 first peak is taken."""
 MIN_VISIBILITY = 0.2
 """Maxima of S(q) where the form factor keeps less of its envelope are not peaks."""
+SHELL_WIDTH = 0.5
+"""Width of the q shells, as a fraction of the first peak's q, over which the curve is
+averaged for the size of the spheres in a lattice (step 6): wide enough to hold several
+reflections above the first few orders."""
 PACKED_REFITS = 3
 """At most this many refits of the form factor inside an indexed lattice (step 5): each
 may change the lattice, and the next refit uses the one then indexed."""
@@ -143,6 +152,13 @@ def index_structure_factor(q_nm: np.ndarray, intensity: np.ndarray,
         peaks, result, source = tuple(i_peaks), i_result, "I(q)"
     if peaks:
         peaks, result, source, ff = _fitted_to_lattice(q, i, s, ff, peaks, result, source)
+        d_nn = nearest_neighbour_nm(result.best) if result.best is not None else None
+        if d_nn is not None:
+            # the size, from the curve averaged over shells of q in which S averages to 1
+            shell = fit_shell_averaged_form_factor(
+                q, i, s, q_min_nm=LOW_Q_FRACTION * peaks[0].q_nm, width_nm=SHELL_WIDTH * peaks[0].q_nm,
+                radius_range_nm=(PACKED_RADIUS[0] * d_nn, PACKED_RADIUS[1] * d_nn))
+            ff = shell or ff
     return StructureIndexing(peaks, result, source, ff)
 
 
@@ -220,4 +236,4 @@ def _index_structure_peaks(q: np.ndarray, i: np.ndarray, s: np.ndarray, ff: Sphe
     return s_peaks, _index(s_peaks, q, **options)
 
 
-__all__ = ["DEPRESSED_FRACTION", "LOW_Q_FRACTION", "PACKED_RADIUS", "PACKED_REFITS", "nearest_neighbour_nm", "MIN_VISIBILITY", "WEAK_PEAK_FRACTION", "WHOLE_CURVE_COST_MARGIN", "StructureIndexing", "index_structure_factor"]
+__all__ = ["DEPRESSED_FRACTION", "LOW_Q_FRACTION", "PACKED_RADIUS", "PACKED_REFITS", "SHELL_WIDTH", "nearest_neighbour_nm", "MIN_VISIBILITY", "WEAK_PEAK_FRACTION", "WHOLE_CURVE_COST_MARGIN", "StructureIndexing", "index_structure_factor"]

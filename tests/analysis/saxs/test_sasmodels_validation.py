@@ -10,10 +10,11 @@ directly at a few q, must give the stored values. Noise is added here (relative 
 asserts the issue's targets for the lattice (right in ≥ 95 % of the grid) and for a
 (within 1.5 % on every curve with the right lattice); it prints each case, the confusion matrix of the
 lattice type and the error statistics of a and of the fitted form factor's mean radius
-(``pytest -s`` shows them). The radius target (within 10 %) is not met on every curve yet
-(the fit misses where Bragg peaks and a depressed S(q) between them hide the form
-factor's minima: small distortion and 10 % polydispersity), so the test holds the radius
-at the level reached, :data:`RADIUS_WITHIN_10_PERCENT` curves of the grid.
+(``pytest -s`` shows them). The radius target (within 10 %) is met on all but one curve
+(bcc R 2.3 nm, dnn 5.75 nm, d_factor 0.02, pd 0.1: +10.9 %; sasmodels' paracrystal weighs
+each radius of the distribution by R⁹, not R⁶, which alone puts the apparent radius of a
+10 % polydisperse curve 3 % high), so the test holds the radius at the level reached,
+:data:`RADIUS_WITHIN_10_PERCENT` curves of the grid.
 
 ``test_second_noise_draw_keeps_a_and_the_levels_reached`` runs the grid again with a second
 noise draw (another seed per curve, the other noise level), so that the lattice call is
@@ -42,12 +43,12 @@ NOISE = (0.01, 0.03)
 LATTICE_RIGHT_FRACTION = 0.95
 A_TOLERANCE = 0.015
 RADIUS_TOLERANCE = 0.10
-RADIUS_WITHIN_10_PERCENT = 42
+RADIUS_WITHIN_10_PERCENT = 47
 """Curves of the 48 whose fitted form-factor radius is within :data:`RADIUS_TOLERANCE`
 (the target is all of them)."""
 LATTICE_RIGHT_BOTH_DRAWS = 88
 """Curves of the 96 of both noise draws whose lattice is right (the target is 95 %: 92)."""
-RADIUS_WITHIN_10_PERCENT_BOTH_DRAWS = 83
+RADIUS_WITHIN_10_PERCENT_BOTH_DRAWS = 94
 """Curves of the 96 of both noise draws whose radius is within :data:`RADIUS_TOLERANCE`."""
 
 
