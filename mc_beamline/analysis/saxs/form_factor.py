@@ -21,6 +21,12 @@ P̄, S is noisy and a reflection there may be invisible: :meth:`SphereFit.visibi
 says how much of the form factor's envelope is left at q (0 in a minimum, about 1
 between minima).
 
+Spheres in a lattice: between sharp Bragg peaks S(q) can lie decades below 1 and no
+stretch of the curve has S ≈ 1, but averaged over a shell of q that holds several
+reflections S is close to 1 (the peaks carry what is missing between them);
+:func:`fit_shell_averaged_form_factor` fits the curve and the model averaged alike over
+such shells, with R inside the range the lattice allows.
+
 Units: q in nm⁻¹, R in nm, intensities in the curve's unit.
 """
 
