@@ -21,6 +21,12 @@ P̄, S is noisy and a reflection there may be invisible: :meth:`SphereFit.visibi
 says how much of the form factor's envelope is left at q (0 in a minimum, about 1
 between minima).
 
+Spheres in a lattice: between sharp Bragg peaks S(q) can lie decades below 1 and no
+stretch of the curve has S ≈ 1, but averaged over a shell of q that holds several
+reflections S is close to 1 (the peaks carry what is missing between them);
+:func:`fit_shell_averaged_form_factor` fits the curve and the model averaged alike over
+such shells, with R inside the range the lattice allows.
+
 Units: q in nm⁻¹, R in nm, intensities in the curve's unit.
 """
 
@@ -186,4 +192,69 @@ def fit_sphere_form_factor(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.nd
     return SphereFit(radius, radius * ln_r_err, float(pd), math.exp(ln_c), float(b), q_lo)
 
 
-__all__ = ["RELATIVE_MISFIT", "SphereFit", "fit_sphere_form_factor"]
+def _shell_average(q: np.ndarray, y: np.ndarray, width_nm: float, at: np.ndarray) -> np.ndarray:
+    """Mean of y over [q − width/2, q + width/2] at each q of ``at`` (trapezoidal integral,
+    any q spacing)."""
+    cum = np.r_[0.0, np.cumsum(0.5 * (y[1:] + y[:-1]) * np.diff(q))]
+    return (np.interp(at + 0.5 * width_nm, q, cum) - np.interp(at - 0.5 * width_nm, q, cum)) / width_nm
+
+
+def fit_shell_averaged_form_factor(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, *,
+                                   q_min_nm: float, width_nm: float,
+                                   radius_range_nm: tuple[float, float]) -> SphereFit | None:
+    """Fit c · P̄(q; R, p) + b to the curve averaged over q windows of ``width_nm`` (nm⁻¹)
+    above ``q_min_nm``, with R inside ``radius_range_nm`` (nm).
+
+    Averaged over a shell of q that holds several reflections, the structure factor of a
+    crystal is close to 1: the Bragg peaks carry the intensity missing between them. Curve
+    and model are averaged alike (linear intensity) and fitted in ln by least squares with
+    the relative misfit :data:`RELATIVE_MISFIT` (S averaged over a finite shell is not
+    exactly 1). Start values: the least misfit on a grid of R (15 radii over the range) and
+    p as in :func:`fit_sphere_form_factor`, b = 0, c the median ratio. ``sigma`` sets the relative
+    weights of the windows (σ of a window mean is ignored: far below the misfit). Returns
+    None where fewer than 10 windows' centres fit above ``q_min_nm`` + width / 2.
+    """
+    q = np.asarray(q_nm, dtype=float)
+    i = np.asarray(intensity, dtype=float)
+    at = q[(q >= q_min_nm + 0.5 * width_nm) & (q <= q[-1] - 0.5 * width_nm)]
+    if at.size < 10:
+        return None
+    i_avg = _shell_average(q, i, width_nm, at)
+    if np.any(i_avg <= 0):
+        return None
+    ln_i = np.log(i_avg)
+    rel_err = _shell_average(q, np.asarray(sigma, dtype=float), width_nm, at) / i_avg
+    weight = 1.0 / np.sqrt(RELATIVE_MISFIT**2 + rel_err**2)
+    inside = (q >= at[0] - 0.5 * width_nm) & (q <= at[-1] + 0.5 * width_nm)
+    q_in = q[inside]
+
+    def residual(theta):
+        ln_r, pd, ln_c, b = theta
+        model = math.exp(ln_c) * sphere_form_factor_poly(q_in, math.exp(ln_r), pd, n_nodes=11)[0] + b
+        return (np.log(np.maximum(_shell_average(q_in, model, width_nm, at), 1e-300)) - ln_i) * weight
+
+    lo = [math.log(radius_range_nm[0]), 0.0, -np.inf, 0.0]
+    hi = [math.log(radius_range_nm[1]), MAX_POLYDISPERSITY, np.inf, float(np.max(i_avg))]
+    start = None
+    for r in np.geomspace(*radius_range_nm, 15):
+        for pd in _PD_STARTS:
+            p = _shell_average(q_in, sphere_form_factor_poly(q_in, r, pd, n_nodes=9)[0], width_nm, at)
+            theta = [math.log(r), pd, float(np.median(ln_i - np.log(np.maximum(p, 1e-300)))), 0.0]
+            cost = float(np.sum(residual(theta) ** 2))
+            if start is None or cost < start[0]:
+                start = (cost, theta)
+    theta0 = np.clip(start[1], np.array(lo) + 1e-9, np.array(hi) - 1e-9)
+    best = least_squares(residual, theta0, bounds=(lo, hi), max_nfev=100,
+                         x_scale=[0.05, 0.02, 0.1, 1e-3 * float(np.median(i_avg))])
+    ln_r, pd, ln_c, b = best.x
+    dof = max(at.size - 4, 1)
+    try:
+        cov = np.linalg.pinv(best.jac.T @ best.jac) * 2.0 * best.cost / dof
+        ln_r_err = math.sqrt(max(float(cov[0, 0]), 0.0))
+    except np.linalg.LinAlgError:
+        ln_r_err = float("nan")
+    radius = math.exp(ln_r)
+    return SphereFit(radius, radius * ln_r_err, float(pd), math.exp(ln_c), float(b), float(q_min_nm))
+
+
+__all__ = ["RELATIVE_MISFIT", "SphereFit", "fit_shell_averaged_form_factor", "fit_sphere_form_factor"]

@@ -644,7 +644,8 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
                 lattices: tuple[str, ...] = LATTICES, tol: float = 0.012, position_sigma: float = 0.004,
                 unmatched_cost: float = 16.0, missing_cost: float = 4.0, min_peaks: int = 3,
                 max_unmatched: int = 0, peak_fwhm_nm=None, peak_reliability=None,
-                visibility=None, peak_area=None) -> IndexingResult:
+                visibility=None, peak_area=None,
+                nearest_neighbour_range_nm: tuple[float, float] | None = None) -> IndexingResult:
     """Index observed Bragg peak positions to a lattice (see the module docstring).
 
     Parameters
@@ -671,6 +672,9 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
         factor (S(q) units × nm⁻¹; not on I(q), where the form factor reshapes it): the
         misfit of their logarithms to the lattice's m|F|²/q² with a fade exp(−B q²) is
         added to the cost (see :func:`_intensity_misfit`).
+    nearest_neighbour_range_nm : optional (lowest, highest) nearest-neighbour distance
+        (nm) of an accepted lattice (:func:`nearest_neighbour_nm`; lamellar has none):
+        particles of a known size fit only lattices whose sites are that far apart.
     """
     q_obs = np.asarray(peaks_q_nm, dtype=float)
     order = np.argsort(q_obs, kind="stable")
@@ -701,10 +705,30 @@ def index_peaks(peaks_q_nm, q_range_nm: tuple[float, float] | None = None, *,
             continue  # bct with c/a = 1 is bcc and with √2 fcc: the cubic fit stands for it
         if fit.missing > MAX_MISSING_PER_MATCHED[_N_PARAMS[fit.lattice]] * fit.n_matched:
             continue
+        d_nn = nearest_neighbour_nm(fit)
+        if nearest_neighbour_range_nm is not None and d_nn is not None \
+                and not nearest_neighbour_range_nm[0] <= d_nn <= nearest_neighbour_range_nm[1]:
+            continue
         return IndexingResult(fit, tuple(fits), f"{fit.lattice}: {fit.n_matched} peaks indexed, "
                                                  f"rms error {fit.rms_rel_error:.2%}.")
         # only the cheapest acceptable fit is returned
     return IndexingResult(None, tuple(fits), f"no lattice explains the {q_obs.size} Bragg peaks.")
+
+
+def nearest_neighbour_nm(fit: LatticeFit) -> float | None:
+    """Nearest-neighbour distance of the lattice sites (nm); None for lamellar."""
+    a, ca = fit.a_nm, fit.c_over_a
+    if fit.lattice == "fcc":
+        return a / math.sqrt(2.0)
+    if fit.lattice == "bcc":
+        return a * math.sqrt(3.0) / 2.0
+    if fit.lattice == "bct":
+        return min(a, a * math.sqrt(0.5 + ca * ca / 4.0), a * ca)
+    if fit.lattice in ("sc", "hcp"):
+        return a
+    if fit.lattice == "hex":
+        return min(a, a * ca)
+    return None
 
 
 def index_curve(q_nm: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | None = None,
@@ -733,6 +757,7 @@ __all__ = [
     "find_bragg_peaks",
     "index_curve",
     "index_peaks",
+    "nearest_neighbour_nm",
     "reflections",
     "smooth_baseline",
 ]

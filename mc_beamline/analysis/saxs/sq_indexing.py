@@ -27,7 +27,14 @@ mislead (111/222/333 of fcc look lamellar; the 200 beside the first minimum is m
    factor that does not fit leaves an S(q) without a lattice, while I(q) may have one);
 5. refits the form factor with R between ``PACKED_RADIUS`` × the lattice's
    nearest-neighbour distance where the first fit put spheres that do not fit the lattice,
-   and indexes S(q) again with it.
+   and indexes S(q) again with it, as long as that changes the lattice to one the new
+   spheres do not fit either; where it goes round in a circle, the refit that fits the
+   curve best is kept, with the lattice its spheres fit;
+6. reports as the form factor of a lattice its fit to the curve averaged over shells of q
+   ``SHELL_WIDTH`` × q₁ wide, with R inside the lattice (``PACKED_RADIUS``): between
+   sharp peaks S(q) is far below 1, so the robust fit to the curve itself is pulled
+   (polydispersity to 0, R too large), while averaged over a shell that holds several
+   reflections S is close to 1 (the peaks carry what is missing between them).
 
 Units: q in nm⁻¹, lengths in nm.
 """
@@ -39,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mc_beamline.analysis.saxs.form_factor import SphereFit, fit_sphere_form_factor
+from mc_beamline.analysis.saxs.form_factor import SphereFit, fit_shell_averaged_form_factor, fit_sphere_form_factor
 from mc_beamline.analysis.saxs.indexing import (
     MAX_INDEXED_PEAKS,
     BraggPeak,
@@ -49,6 +56,7 @@ from mc_beamline.analysis.saxs.indexing import (
     find_bragg_peaks,
     find_structure_peaks,
     index_peaks,
+    nearest_neighbour_nm,
 )
 
 LOW_Q_FRACTION = 0.85
@@ -73,6 +81,13 @@ fluid): the whole-curve fit is a compromise with that depression, and the fit ab
 first peak is taken."""
 MIN_VISIBILITY = 0.2
 """Maxima of S(q) where the form factor keeps less of its envelope are not peaks."""
+SHELL_WIDTH = 0.5
+"""Width of the q shells, as a fraction of the first peak's q, over which the curve is
+averaged for the size of the spheres in a lattice (step 6): wide enough to hold several
+reflections above the first few orders."""
+PACKED_REFITS = 3
+"""At most this many refits of the form factor inside an indexed lattice (step 5): each
+may change the lattice, and the next refit uses the one then indexed."""
 
 
 @dataclass(frozen=True)
@@ -135,18 +150,57 @@ def index_structure_factor(q_nm: np.ndarray, intensity: np.ndarray,
         peaks, result, source = tuple(s_peaks), s_result, "S(q)"
     else:
         peaks, result, source = tuple(i_peaks), i_result, "I(q)"
-    d_nn = nearest_neighbour_nm(result.best) if result.best is not None else None
-    if d_nn is not None and not (PACKED_RADIUS[0] * d_nn <= ff.radius_nm <= PACKED_RADIUS[1] * d_nn):
-        # spheres that do not fit the lattice they are in: the form factor fit failed;
-        # refitted inside the lattice, and S(q) indexed again with it
-        packed = fit_sphere_form_factor(q, i, s, q_min_nm=LOW_Q_FRACTION * peaks[0].q_nm,
-                                        radius_range_nm=(PACKED_RADIUS[0] * d_nn, PACKED_RADIUS[1] * d_nn))
-        if packed is not None:
-            ff = packed
-            s_peaks, s_result = _index_structure_peaks(q, i, s, ff)
+    if peaks:
+        peaks, result, source, ff = _fitted_to_lattice(q, i, s, ff, peaks, result, source)
+        d_nn = nearest_neighbour_nm(result.best) if result.best is not None else None
+        if d_nn is not None:
+            # the size, from the curve averaged over shells of q in which S averages to 1
+            shell = fit_shell_averaged_form_factor(
+                q, i, s, q_min_nm=LOW_Q_FRACTION * peaks[0].q_nm, width_nm=SHELL_WIDTH * peaks[0].q_nm,
+                radius_range_nm=(PACKED_RADIUS[0] * d_nn, PACKED_RADIUS[1] * d_nn))
+            ff = shell or ff
+    return StructureIndexing(peaks, result, source, ff)
+
+
+def _packs(ff: SphereFit, fit: LatticeFit | None) -> bool:
+    """Whether spheres of the fitted radius fit the lattice (:data:`PACKED_RADIUS` of its
+    nearest-neighbour distance); True where there is no lattice or it is lamellar."""
+    d_nn = nearest_neighbour_nm(fit) if fit is not None else None
+    return d_nn is None or PACKED_RADIUS[0] * d_nn <= ff.radius_nm <= PACKED_RADIUS[1] * d_nn
+
+
+def _fitted_to_lattice(q: np.ndarray, i: np.ndarray, s: np.ndarray, ff: SphereFit, peaks: tuple[BraggPeak, ...],
+                       result: IndexingResult, source: str) -> tuple[tuple[BraggPeak, ...], IndexingResult, str,
+                                                                     SphereFit]:
+    """Step 5 of the module docstring: (peaks, indexing, source, form factor) with a form
+    factor whose spheres fit the lattice indexed with it.
+
+    Spheres that do not fit the lattice they are in mean the form factor fit failed: it is
+    refitted with R inside the lattice and S(q) indexed again, which may change the lattice
+    and with it the radii that fit. Where that leads back to a lattice already refitted for
+    (or after :data:`PACKED_REFITS` refits), the refit that fits the curve best (robust
+    cost above the first peak) is kept and S(q) indexed with it among the lattices its
+    spheres fit."""
+    q_min = LOW_Q_FRACTION * peaks[0].q_nm
+    tried: dict[str, SphereFit] = {}
+    while not _packs(ff, result.best):
+        lattice = result.best.lattice
+        if lattice in tried or len(tried) == PACKED_REFITS:
+            ff = min(tried.values(), key=lambda f: f.robust_cost(q, i, s, q_min))
+            s_peaks, s_result = _index_structure_peaks(q, i, s, ff, packed=True)
             if s_result.best is not None:
                 peaks, result, source = tuple(s_peaks), s_result, "S(q)"
-    return StructureIndexing(peaks, result, source, ff)
+            break
+        d_nn = nearest_neighbour_nm(result.best)
+        packed = fit_sphere_form_factor(q, i, s, q_min_nm=q_min,
+                                        radius_range_nm=(PACKED_RADIUS[0] * d_nn, PACKED_RADIUS[1] * d_nn))
+        if packed is None:
+            break
+        tried[lattice] = ff = packed
+        s_peaks, s_result = _index_structure_peaks(q, i, s, ff)
+        if s_result.best is not None:
+            peaks, result, source = tuple(s_peaks), s_result, "S(q)"
+    return peaks, result, source, ff
 
 
 def _depressed(ff: SphereFit, q: np.ndarray, i: np.ndarray, q_peak_nm: float) -> bool:
@@ -158,9 +212,11 @@ def _depressed(ff: SphereFit, q: np.ndarray, i: np.ndarray, q_peak_nm: float) ->
     return bool(np.median(i[low] / (ff.form_factor(q[low]) + ff.background)) < DEPRESSED_FRACTION)
 
 
-def _index_structure_peaks(q: np.ndarray, i: np.ndarray, s: np.ndarray,
-                           ff: SphereFit) -> tuple[list[BraggPeak], IndexingResult]:
-    """Peaks of S(q) = (I − b) / (c P̄) and their indexing (steps 3 of the module docstring)."""
+def _index_structure_peaks(q: np.ndarray, i: np.ndarray, s: np.ndarray, ff: SphereFit,
+                           packed: bool = False) -> tuple[list[BraggPeak], IndexingResult]:
+    """Peaks of S(q) = (I − b) / (c P̄) and their indexing (step 3 of the module docstring);
+    ``packed``: among the lattices the form factor's spheres fit (:data:`PACKED_RADIUS`),
+    where one is accepted."""
     s_q, s_sigma = ff.structure_factor(q, i, s)
     visibility = ff.visibility(q)
     s_peaks = find_structure_peaks(q, s_q, s_sigma, visibility, min_visibility=MIN_VISIBILITY)
@@ -169,23 +225,15 @@ def _index_structure_peaks(q: np.ndarray, i: np.ndarray, s: np.ndarray,
         heights = np.array([p.height for p in s_peaks])
         strong = float(np.median(np.sort(heights)[-5:]))
         rel = np.minimum(rel, np.clip(heights / (WEAK_PEAK_FRACTION * strong), 0.0, 1.0))
-    return s_peaks, _index(s_peaks, q, peak_reliability=rel, visibility=lambda g: np.interp(g, q, visibility))
+    options = dict(peak_reliability=rel, visibility=lambda g: np.interp(g, q, visibility))
+    if packed:
+        # spheres of radius R sit in a lattice whose nearest neighbours are R / PACKED_RADIUS[1]
+        # to R / PACKED_RADIUS[0] apart
+        among = _index(s_peaks, q, nearest_neighbour_range_nm=(ff.radius_nm / PACKED_RADIUS[1],
+                                                                ff.radius_nm / PACKED_RADIUS[0]), **options)
+        if among.best is not None:
+            return s_peaks, among
+    return s_peaks, _index(s_peaks, q, **options)
 
 
-def nearest_neighbour_nm(fit: LatticeFit) -> float | None:
-    """Nearest-neighbour distance of the lattice sites (nm); None for lamellar."""
-    a, ca = fit.a_nm, fit.c_over_a
-    if fit.lattice == "fcc":
-        return a / math.sqrt(2.0)
-    if fit.lattice == "bcc":
-        return a * math.sqrt(3.0) / 2.0
-    if fit.lattice == "bct":
-        return min(a, a * math.sqrt(0.5 + ca * ca / 4.0), a * ca)
-    if fit.lattice in ("sc", "hcp"):
-        return a
-    if fit.lattice == "hex":
-        return min(a, a * ca)
-    return None
-
-
-__all__ = ["DEPRESSED_FRACTION", "LOW_Q_FRACTION", "PACKED_RADIUS", "nearest_neighbour_nm", "MIN_VISIBILITY", "WEAK_PEAK_FRACTION", "WHOLE_CURVE_COST_MARGIN", "StructureIndexing", "index_structure_factor"]
+__all__ = ["DEPRESSED_FRACTION", "LOW_Q_FRACTION", "PACKED_RADIUS", "PACKED_REFITS", "SHELL_WIDTH", "nearest_neighbour_nm", "MIN_VISIBILITY", "WEAK_PEAK_FRACTION", "WHOLE_CURVE_COST_MARGIN", "StructureIndexing", "index_structure_factor"]

@@ -10,14 +10,25 @@ directly at a few q, must give the stored values. Noise is added here (relative 
 asserts the issue's targets for the lattice (right in ≥ 95 % of the grid) and for a
 (within 1.5 % on every curve with the right lattice); it prints each case, the confusion matrix of the
 lattice type and the error statistics of a and of the fitted form factor's mean radius
-(``pytest -s`` shows them). The radius target (within 10 %) is not met on every curve yet
-(the fit misses where Bragg peaks and a depressed S(q) between them hide the form
-factor's minima: small distortion and 10 % polydispersity), so the test holds the radius
-at the level reached, :data:`RADIUS_WITHIN_10_PERCENT` curves of the grid.
+(``pytest -s`` shows them). The radius target (within 10 %) is met on all but one curve
+(bcc R 2.3 nm, dnn 5.75 nm, d_factor 0.02, pd 0.1: +10.9 %; sasmodels' paracrystal weighs
+each radius of the distribution by R⁹, not R⁶, which alone puts the apparent radius of a
+10 % polydisperse curve 3 % high), so the test holds the radius at the level reached,
+:data:`RADIUS_WITHIN_10_PERCENT` curves of the grid.
+
+``test_second_noise_draw_keeps_a_and_the_levels_reached`` runs the grid again with a second
+noise draw (another seed per curve, the other noise level), so that the lattice call is
+not checked on one draw's luck: a within 1.5 % on every curve with the right lattice, and
+the lattice and the radius over both draws together held at the levels reached
+(:data:`LATTICE_RIGHT_BOTH_DRAWS`, :data:`RADIUS_WITHIN_10_PERCENT_BOTH_DRAWS` of 96; the
+95 % lattice target is not met on the second draw yet: paracrystal orders that fade or
+fall near form-factor minima leave reflections missing, and small-distortion curves show
+stray maxima).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -32,9 +43,13 @@ NOISE = (0.01, 0.03)
 LATTICE_RIGHT_FRACTION = 0.95
 A_TOLERANCE = 0.015
 RADIUS_TOLERANCE = 0.10
-RADIUS_WITHIN_10_PERCENT = 42
+RADIUS_WITHIN_10_PERCENT = 47
 """Curves of the 48 whose fitted form-factor radius is within :data:`RADIUS_TOLERANCE`
 (the target is all of them)."""
+LATTICE_RIGHT_BOTH_DRAWS = 88
+"""Curves of the 96 of both noise draws whose lattice is right (the target is 95 %: 92)."""
+RADIUS_WITHIN_10_PERCENT_BOTH_DRAWS = 94
+"""Curves of the 96 of both noise draws whose radius is within :data:`RADIUS_TOLERANCE`."""
 
 
 def _grid():
@@ -107,20 +122,24 @@ def test_sasmodels_colloid_gives_no_lattice_and_its_mean_radius(radius, pd, phi)
         assert result["form_factor"]["radius_nm"] == pytest.approx(radius, rel=0.10)
 
 
-def _grid_outcomes() -> list[tuple[str, str, float | None, float | None, str]]:
+@functools.cache
+def _grid_outcomes(draw: int = 0) -> tuple[tuple[str, str, float | None, float | None, str], ...]:
     """(true lattice, lattice found or "none", relative error of a where the lattice is
-    right, relative error of the form factor's radius, description) of every grid curve."""
+    right, relative error of the form factor's radius, description) of every grid curve,
+    with noise draw ``draw``: curve k gets the noise level ``NOISE[(k + draw) % 2]`` and
+    the seed k + 1000 · draw."""
     q, curves, lattices, params = _grid()
     out = []
     for k, (lat, (radius, dnn, d_factor, pd)) in enumerate(zip(lattices, params)):
-        i, s = _noisy(curves[k], NOISE[k % 2], seed=k)
+        noise = NOISE[(k + draw) % 2]
+        i, s = _noisy(curves[k], noise, seed=k + 1000 * draw)
         found = index_structure_factor(q, i, s)
         best, ff = found.indexing.best, found.form_factor
         name = "none" if best is None else best.lattice
         da = best.a_nm / (A_PER_DNN[lat] * dnn) - 1 if best is not None and name == lat else None
         dr = None if ff is None else ff.radius_nm / radius - 1
-        out.append((lat, name, da, dr, f"{lat} R {radius} dnn {dnn} d {d_factor} pd {pd} noise {NOISE[k % 2]}"))
-    return out
+        out.append((lat, name, da, dr, f"{lat} R {radius} dnn {dnn} d {d_factor} pd {pd} noise {noise}"))
+    return tuple(out)
 
 
 def _summary(outcomes) -> str:
@@ -150,3 +169,15 @@ def test_whole_grid_meets_the_lattice_and_a_targets():
     assert all(abs(o[2]) <= A_TOLERANCE for o in outcomes if o[2] is not None), summary
     assert all(o[3] is not None for o in outcomes), summary
     assert sum(1 for o in outcomes if abs(o[3]) <= RADIUS_TOLERANCE) >= RADIUS_WITHIN_10_PERCENT, summary
+
+
+@pytest.mark.slow
+def test_second_noise_draw_keeps_a_and_the_levels_reached():
+    second = _grid_outcomes(1)
+    summary = _summary(second)
+    print(summary)
+    assert all(abs(o[2]) <= A_TOLERANCE for o in second if o[2] is not None), summary
+    assert all(o[3] is not None for o in second), summary
+    both = _grid_outcomes(0) + second
+    assert sum(1 for o in both if o[0] == o[1]) >= LATTICE_RIGHT_BOTH_DRAWS, summary
+    assert sum(1 for o in both if abs(o[3]) <= RADIUS_TOLERANCE) >= RADIUS_WITHIN_10_PERCENT_BOTH_DRAWS, summary
