@@ -63,6 +63,18 @@ def redact_uri(uri: str) -> str:
         return "<unparsable URI>"
 
 
+def redact_password(text: str, uri: str) -> str:
+    """``text`` (e.g. a database driver's error message about ``uri``) with the URI's password
+    replaced by ``***``."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        return text
+    return text.replace(password, "***") if password else text
+
+
 def write_private(path: Path, text: str, *, replace: bool = True) -> bool:
     """Write ``text`` to ``path`` with mode 0600 from the start, atomically; return whether it was written.
 

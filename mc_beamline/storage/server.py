@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from mc_beamline.storage.data_dir import DataDir, catalog_dialect, redact_uri
+from mc_beamline.storage.data_dir import DataDir, catalog_dialect, redact_password, redact_uri
 from mc_beamline.storage.key_guard import KeyGuard
 
 BLUESKY_CATALOG_SPEC = {"name": "CatalogOfBlueskyRuns", "version": "3.0"}
@@ -159,22 +159,10 @@ def _initialise_catalog(catalog_uri: str) -> None:
     if worker.is_alive():
         failure.append(TimeoutError(f"no answer within {CATALOG_INIT_TIMEOUT_S:.0f} s"))
     if failure:
-        password = _uri_password(catalog_uri)
         lines = [line.strip() for line in str(failure[0]).splitlines() if line.strip()]
-        reason = (lines[-1] if lines else type(failure[0]).__name__)
-        if password:
-            reason = reason.replace(password, "***")
+        reason = redact_password(lines[-1] if lines else type(failure[0]).__name__, catalog_uri)
         raise ConnectionError(f"The {catalog_dialect(catalog_uri)} catalog {redact_uri(catalog_uri)} could not "
                               f"be opened or initialised ({reason})") from None
-
-
-def _uri_password(uri: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(uri).password
-    except ValueError:
-        return None
 
 
 class _ThreadedServer(uvicorn.Server):

@@ -359,6 +359,16 @@ def test_catalog_uri_setting_round_trips(tmp_path):
         data_dir.set_catalog_uri("mysql://u@h/db")
 
 
+def test_passwords_are_redacted_from_uris_and_driver_messages():
+    from mc_beamline.storage.data_dir import redact_password, redact_uri
+
+    uri = "postgresql://u:s3cret@db.example:5432/runs"
+    assert redact_uri(uri) == "postgresql://u:***@db.example:5432/runs"
+    assert redact_password('password authentication failed ("s3cret" rejected)', uri) == \
+        'password authentication failed ("***" rejected)'
+    assert redact_password("no password in it", "sqlite:////tmp/catalog.db") == "no password in it"
+
+
 def test_unreachable_postgres_is_one_clear_error(tmp_path):
     uri = f"postgresql://nobody:secret@127.0.0.1:{_free_port()}/nothing"
     with pytest.raises(ConnectionError) as info:
