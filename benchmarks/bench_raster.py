@@ -157,7 +157,7 @@ def fly_motion(client, uid: str) -> tuple[float, float]:
 def step_versus_fly(beamline, RE, client, shape: tuple[int, int], analysis_timeout_s: float = 600.0) -> dict:
     """Run the step and the fly raster of ``shape`` (0.4 µm, 10 ms) with live XCCA in its own
     process; seconds to store every frame, analysis lag after that, fly motion and turnaround."""
-    from mc_beamline.callbacks.analysis_process import AnalysisProcess
+    from mc_beamline.callbacks.analysis_process import AnalysisProcess, report_lags_s
     from mc_beamline.plans import nanodiffraction_fly_raster, nanodiffraction_raster
 
     ny, nx = shape
@@ -173,8 +173,7 @@ def step_versus_fly(beamline, RE, client, shape: tuple[int, int], analysis_timeo
                 out[f"{label}_s"] = time.perf_counter() - t0
                 scan_end = time.time()
                 report = analysis.summary(uid, analysis_timeout_s)
-                out[f"{label}_result_lag_s"] = max(0.0, (report["result_at"] or scan_end) - scan_end)
-                out[f"{label}_lag_s"] = max(0.0, report["stored_at"] - scan_end)
+                out[f"{label}_result_lag_s"], out[f"{label}_lag_s"] = report_lags_s(report, scan_end)
                 out[f"{label}_errors"] = len(report["errors"])
                 if label == "fly":
                     out["fly_motion_s"], out["turnaround_s"] = fly_motion(client, uid)

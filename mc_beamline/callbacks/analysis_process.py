@@ -49,14 +49,21 @@ def _serve(docs, reports, tiled_uri: str, api_key: str, figure_dir: str | None) 
                     "result_at": live.result_at,
                     "stored_at": time.time(),
                 })
-    # Everything is stored and reported: skip the interpreter's module teardown (~0.6 s of
-    # numba, dask and friends) once the reports have reached the pipe.
+    # Everything is stored and reported: skip the interpreter's module teardown (0.65 s
+    # measured for this process) once the reports have reached the pipe.
     reports.close()
     reports.join_thread()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def report_lags_s(report: dict, scan_end: float) -> tuple[float, float]:
+    """Seconds from ``scan_end`` (s since the epoch) until a report's result was computed
+    and until it was stored with its figure (0 where that came first)."""
+    computed = report["result_at"] or scan_end
+    return max(0.0, computed - scan_end), max(0.0, report["stored_at"] - scan_end)
 
 
 class AnalysisProcess:

@@ -161,7 +161,7 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, f
     :func:`~mc_beamline.plans.adaptive_raster` on the same grid: the live XCCA of each frame
     chooses the next point, within 40 % of the grid's points.
     """
-    from mc_beamline.callbacks.analysis_process import AnalysisProcess
+    from mc_beamline.callbacks.analysis_process import AnalysisProcess, report_lags_s
     from mc_beamline.physics.mesocrystal import (
         MesocrystalParams,
         MesocrystalSimulator,
@@ -192,8 +192,7 @@ def raster_demo(data_dir: Path, quick: bool = False, out: TextIO = sys.stdout, f
             scan_s = time.perf_counter() - t0
             scan_end = time.time()
             report = analysis.summary(uid, ANALYSIS_TIMEOUT_S)
-        result_lag_s = max(0.0, (report["result_at"] or scan_end) - scan_end)
-        stored_lag_s = max(0.0, report["stored_at"] - scan_end)
+        result_lag_s, stored_lag_s = report_lags_s(report, scan_end)
         stop = client[uid].metadata["stop"]
         if stop["exit_status"] != "success":
             raise RuntimeError(f"The raster ended with status {stop['exit_status']}: {stop.get('reason')}")
